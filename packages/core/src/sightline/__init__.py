@@ -1,1 +1,87 @@
+"""Sightline: observability for AI agents.
 
+``sightline.init()`` and every LLM call, tool call, decision, token, cost and error of an agent
+becomes an event in a trace. Importing this package is cheap: the pipeline, plugins, HTTP and
+SQLite load when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; resolved on first access (PEP 562).
+_EXPORTS = {
+    "init": "sightline.client",
+    "Client": "sightline.client",
+    "AsyncClient": "sightline.client",
+    "get_client": "sightline.client",
+    "set_client": "sightline.client",
+    "shutdown": "sightline.client",
+    "trace": "sightline.client",
+    "instrument": "sightline.client",
+    "uninstrument": "sightline.client",
+    "flush": "sightline.client",
+    "AMBIENT": "sightline.client",
+    "monitor": "sightline.decorators",
+    "guard": "sightline.governance",
+    "Decision": "sightline.governance",
+    "Span": "sightline.span",
+    "current_span": "sightline.span",
+    "Event": "sightline.event",
+    "EventType": "sightline.event",
+    "Status": "sightline.event",
+    "ErrorKind": "sightline.event",
+    "ErrorInfo": "sightline.event",
+    "Usage": "sightline.event",
+    "Config": "sightline.config",
+    "ExportResult": "sightline.pipeline",
+    "Exporter": "sightline.pipeline",
+    "SightlineError": "sightline.errors",
+    "ConfigError": "sightline.errors",
+    "ToolDenied": "sightline.errors",
+    "hookimpl": "sightline.hookspecs",
+    "hookspec": "sightline.hookspecs",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'sightline' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from sightline.client import (
+        AMBIENT,
+        AsyncClient,
+        Client,
+        flush,
+        get_client,
+        init,
+        instrument,
+        set_client,
+        shutdown,
+        trace,
+        uninstrument,
+    )
+    from sightline.config import Config
+    from sightline.decorators import monitor
+    from sightline.errors import ConfigError, SightlineError, ToolDenied
+    from sightline.event import ErrorInfo, ErrorKind, Event, EventType, Status, Usage
+    from sightline.governance import Decision, guard
+    from sightline.hookspecs import hookimpl, hookspec
+    from sightline.pipeline import Exporter, ExportResult
+    from sightline.span import Span, current_span

@@ -1,0 +1,36 @@
+"""The core's own plugins: built-in exporters and processors, registered like any other plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from sightline.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from sightline.config import Config
+    from sightline.pipeline import Exporter
+    from sightline.plugins import PluginManager
+
+
+class BuiltinExporters:
+    """Offers the exporters that ship with the core: sqlite, http, jsonl, console, memory."""
+
+    @hookimpl
+    def sightline_exporters(self, config: Config) -> Mapping[str, Callable[[Config], Exporter]]:
+        from sightline.exporters import builtin_exporter_factories
+
+        return builtin_exporter_factories()
+
+
+def register(manager: PluginManager, config: Any) -> None:
+    """Register the built-in plugins on ``manager`` for a client configured by ``config``."""
+    from sightline.processors import RedactionProcessor, SamplingProcessor
+
+    if config is None:
+        from sightline.config import Config
+
+        config = Config.resolve()
+    manager.register(BuiltinExporters(), "builtin-exporters", status="builtin")
+    manager.register(RedactionProcessor(config), "builtin-redaction", status="builtin")
+    manager.register(SamplingProcessor(config), "builtin-sampling", status="builtin")

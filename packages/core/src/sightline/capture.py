@@ -1,0 +1,186 @@
+"""Safe capture: turn any Python value into bounded, strict JSON, masking secrets on the way.
+
+Runs on the background worker, never on the caller's thread. It never raises: a value that cannot
+be read is recorded by a bounded, safe representation instead.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["MASK", "TRUNCATED", "Sanitizer", "is_secret_key"]
+
+MASK = "[REDACTED]"
+TRUNCATED = "…[truncated]"
+
+# Key names that hold secrets: api_key, apiKey, x-api-key, access_token, password, passwd,
+# authorization, secret, client_secret, private_key, cookie, credentials...
+_SECRET_KEY = re.compile(
+    r"(api[-_ ]?key|apikey|token|passw(or)?d|passwd|pwd|authorization|secret|private[-_]?key|"
+    r"cookie|credential|session[-_]?key|bearer)",
+    re.IGNORECASE,
+)
+# Keys that merely mention tokens as counts are not secrets.
+_NOT_SECRET = re.compile(r"(tokens?_?(count|usage|used)|_tokens$|^tokens$|max_tokens|num_tokens)", re.I)
+_BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
+_KEY_LIKE = re.compile(r"\b(sk|sl|pk|rk|xox[abp])[-_][A-Za-z0-9_-]{16,}")
+
+
+def is_secret_key(key: str, extra: frozenset[str] = frozenset()) -> bool:
+    """True when a mapping key names a secret (``api_key``, ``Authorization``, ``password``...)."""
+    lowered = key.lower()
+    if lowered in extra:
+        return True
+    if _NOT_SECRET.search(key):
+        return False
+    return _SECRET_KEY.search(key) is not None
+
+
+class Sanitizer:
+    """Copies a value into strict JSON within limits.
+
+    - strings longer than ``max_string`` are cut and marked with ``…[truncated]``;
+    - containers deeper than ``max_depth`` or longer than ``max_items`` are cut with a marker;
+    - cycles become ``"[cycle]"``;
+    - NaN and infinities become strings; bytes become a short description;
+    - other objects become their bounded ``repr`` (or ``<unrepresentable T>`` if that raises),
+      except objects offering ``model_dump()`` / ``dict()`` / ``to_dict()`` or dataclasses,
+      which are read as mappings;
+    - values under secret-looking keys are replaced by ``[REDACTED]``, and bearer tokens or
+      API-key-shaped strings inside text are masked.
+    """
+
+    __slots__ = ("extra_keys", "max_depth", "max_items", "max_string", "scan_strings")
+
+    def __init__(
+        self,
+        max_string: int = 16_384,
+        max_depth: int = 12,
+        max_items: int = 500,
+        redact_keys: Iterable[str] = (),
+        scan_strings: bool = True,
+    ) -> None:
+        self.max_string = max_string
+        self.max_depth = max_depth
+        self.max_items = max_items
+        self.extra_keys = frozenset(k.lower() for k in redact_keys)
+        self.scan_strings = scan_strings
+
+    def __call__(self, value: Any) -> Any:
+        try:
+            return self._copy(value, 0, set())
+        except Exception as exc:  # the walk itself must never fail the event
+            return f"<unserializable {type(value).__name__}: {type(exc).__name__}>"
+
+    def _string(self, text: str) -> str:
+        if len(text) > self.max_string:
+            text = text[: self.max_string] + TRUNCATED
+        if self.scan_strings and len(text) >= 20:
+            if "earer" in text or "asic" in text:
+                text = _BEARER.sub(lambda m: m.group(1) + " " + MASK, text)
+            if "-" in text or "_" in text:
+                text = _KEY_LIKE.sub(MASK, text)
+        return text
+
+    def _copy(self, value: Any, depth: int, seen: set[int]) -> Any:
+        if value is None or value is True or value is False:
+            return value
+        kind = type(value)
+        if kind is str:
+            return self._string(value)
+        if kind is int:
+            return value
+        if kind is float:
+            return value if math.isfinite(value) else str(value)
+        if isinstance(value, (dict, list, tuple, set, frozenset)) or isinstance(value, Mapping):
+            if depth >= self.max_depth:
+                return TRUNCATED
+            ident = id(value)
+            if ident in seen:
+                return "[cycle]"
+            seen.add(ident)
+            try:
+                if isinstance(value, Mapping):
+                    return self._mapping(value, depth, seen)
+                return self._sequence(value, depth, seen)
+            finally:
+                seen.discard(ident)
+        if isinstance(value, str):  # str subclasses (enums with str mixin, ...)
+            return self._string(str.__str__(value))
+        if isinstance(value, bool):
+            return bool(value)
+        if isinstance(value, int):
+            return int(value)
+        if isinstance(value, float):
+            return self._copy(float(value), depth, seen)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return f"<{kind.__name__} len={len(value)}>"
+        as_mapping = _as_mapping(value)
+        if as_mapping is not None:
+            if depth >= self.max_depth:
+                return TRUNCATED
+            ident = id(value)
+            if ident in seen:
+                return "[cycle]"
+            seen.add(ident)
+            try:
+                return self._mapping(as_mapping, depth, seen)
+            finally:
+                seen.discard(ident)
+        return self._string(safe_repr(value, self.max_string))
+
+    def _mapping(self, value: Mapping[Any, Any], depth: int, seen: set[int]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for index, (key, item) in enumerate(list(value.items())):
+            if index >= self.max_items:
+                out[TRUNCATED] = f"{len(value) - self.max_items} more keys"
+                break
+            name = key if isinstance(key, str) else safe_repr(key, 200)
+            if is_secret_key(name, self.extra_keys) and item is not None:
+                out[name] = MASK
+            else:
+                out[name] = self._copy(item, depth + 1, seen)
+        return out
+
+    def _sequence(self, value: Iterable[Any], depth: int, seen: set[int]) -> list[Any]:
+        items = list(value)
+        if isinstance(value, (set, frozenset)):
+            try:
+                items = sorted(items)
+            except Exception:
+                pass
+        out = [self._copy(item, depth + 1, seen) for item in items[: self.max_items]]
+        if len(items) > self.max_items:
+            out.append(f"{TRUNCATED} {len(items) - self.max_items} more items")
+        return out
+
+
+def _as_mapping(value: Any) -> Mapping[str, Any] | None:
+    """Read well-known record types (pydantic, dataclasses, attrs-like) as mappings."""
+    try:
+        dump = getattr(value, "model_dump", None)
+        if callable(dump) and not isinstance(value, type):
+            data = dump()
+            return data if isinstance(data, Mapping) else None
+        fields = getattr(value, "__dataclass_fields__", None)
+        if fields is not None and not isinstance(value, type):
+            return {name: getattr(value, name, None) for name in fields}
+    except Exception:
+        return None
+    return None
+
+
+def safe_repr(value: Any, limit: int = 1000) -> str:
+    """``repr(value)`` cut to ``limit`` characters; never raises."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+    if not isinstance(text, str):
+        return f"<unrepresentable {type(value).__name__}>"
+    if len(text) > limit:
+        text = text[:limit] + TRUNCATED
+    return text

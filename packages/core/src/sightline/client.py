@@ -1,0 +1,563 @@
+"""The client: the one object user code and integrations talk to.
+
+``sightline.init()`` builds the global client; ``sightline.Client(...)`` builds an explicit one.
+Every recording method is cheap, never blocks on I/O and never raises into the caller.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sightline.config import Config
+from sightline.errors import ConfigError
+from sightline.event import (
+    ErrorInfo,
+    ErrorKind,
+    Event,
+    EventType,
+    Status,
+    Usage,
+    coerce_type,
+    new_span_id,
+    new_trace_id,
+)
+from sightline.span import NOOP_SPAN, Span, current_span
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from sightline.pipeline import Exporter, Pipeline
+    from sightline.plugins import PluginManager
+
+__all__ = ["AMBIENT", "AsyncClient", "Client", "get_client", "init", "shutdown"]
+
+logger = logging.getLogger("sightline")
+
+
+class _Ambient:
+    def __repr__(self) -> str:
+        return "AMBIENT"
+
+
+AMBIENT: Any = _Ambient()
+"""Default ``parent`` of :meth:`Client.start_span`: the ambient span of the current context."""
+
+_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+class Client:
+    """Records events and delivers them through a background pipeline to exporters.
+
+    Arguments are those of :func:`sightline.init`; each falls back to its ``SIGHTLINE_*``
+    environment variable, then to a default. An explicit client does not instrument frameworks
+    unless ``instrument=True`` is passed. Use it as a context manager to flush and close it::
+
+        with sightline.Client(exporters=["jsonl"]) as client:
+            client.log_event("tool_call", "search", input={"q": "refund"})
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        api_key: str | None = None,
+        project: str | None = None,
+        agent: str | None = None,
+        db: str | None = None,
+        instrument: bool = False,
+        enabled: bool | None = None,
+        exporters: Sequence[str | Exporter] | str | None = None,
+        capture_content: bool | None = None,
+        plugins: Sequence[str] | None = None,
+        **options: Any,
+    ) -> None:
+        self.config = Config.resolve(
+            endpoint=endpoint,
+            api_key=api_key,
+            project=project,
+            agent=agent,
+            db=db,
+            instrument=instrument,
+            enabled=enabled,
+            exporters=exporters,
+            capture_content=capture_content,
+            plugins=plugins,
+            **options,
+        )
+        self.enabled = self.config.enabled
+        self.agents: dict[str, dict[str, Any]] = {}
+        self._closed = False
+        self._instrumented = False
+        self._default_agent = self.config.agent
+        self._pipeline: Pipeline | None = None
+        self._plugins: PluginManager | None = None
+        if not self.enabled:
+            return
+        from sightline.pipeline import Pipeline
+        from sightline.plugins import get_plugin_manager
+
+        self._plugins = get_plugin_manager(self.config)
+        exporter_list = self._build_exporters()
+        self._pipeline = Pipeline(
+            exporter_list,
+            self._plugins.process_event,
+            queue_size=self.config.queue_size,
+            batch_size=self.config.batch_size,
+            flush_interval=self.config.flush_interval,
+        )
+        _CLIENTS.add(self)
+        _register_atexit()
+        if self.config.instrument:
+            self.instrument()
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    @property
+    def plugins(self) -> PluginManager:
+        """This client's plugin manager (loads the plugins on first use when disabled)."""
+        if self._plugins is None:
+            from sightline.plugins import get_plugin_manager
+
+            self._plugins = get_plugin_manager(self.config)
+        return self._plugins
+
+    def _build_exporters(self) -> list[tuple[str, Exporter]]:
+        factories: dict[str, Any] = {}
+        for offered in self.plugins.call("sightline_exporters", config=self.config):
+            if isinstance(offered, dict):
+                factories.update(offered)
+        built: list[tuple[str, Exporter]] = []
+        for item in self.config.exporter_names:
+            if isinstance(item, str):
+                factory = factories.get(item)
+                if factory is None:
+                    raise ConfigError(
+                        f"unknown exporter {item!r}; available: {', '.join(sorted(factories))}"
+                    )
+                built.append((item, factory(self.config)))
+            elif callable(getattr(item, "export", None)):
+                built.append((getattr(item, "name", None) or type(item).__name__, item))
+            else:
+                raise ConfigError(
+                    f"exporter {item!r} is neither a name nor an object with export()/shutdown()"
+                )
+        return built
+
+    @property
+    def exporters(self) -> list[Exporter]:
+        """The exporter objects this client delivers to."""
+        if self._pipeline is None:
+            return []
+        return [worker.exporter for worker in self._pipeline.exporters]
+
+    def instrument(self, names: Iterable[str] | None = None) -> None:
+        """Switch on global instrumentation of the installed integrations (all, or ``names``)."""
+        if not self.enabled:
+            return
+        self._call_instrumentation("sightline_instrument", names, client=self)
+        self._instrumented = True
+
+    def uninstrument(self, names: Iterable[str] | None = None) -> None:
+        """Reverse :meth:`instrument`."""
+        if self._plugins is None:
+            return
+        self._call_instrumentation("sightline_uninstrument", names)
+        self._instrumented = False
+
+    def _call_instrumentation(self, hook: str, names: Iterable[str] | None, **kwargs: Any) -> None:
+        wanted = set(names) if names is not None else None
+        for name, function in self.plugins.implementations(hook):
+            if wanted is not None and name not in wanted:
+                continue
+            try:
+                function(**kwargs)
+            except Exception as exc:
+                logger.error("sightline: plugin %r raised in %s and is disabled: %s", name, hook, exc)
+                self.plugins.disable(name, exc)
+
+    def register_agent(
+        self, name: str, framework: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
+        """Declare an agent; stores that keep an agent registry (sqlite, http) record it."""
+        if not self.enabled:
+            return
+        record = {"name": name, "framework": framework, "metadata": dict(metadata or {})}
+        self.agents[name] = record
+        if self._default_agent is None:
+            self._default_agent = name
+        if self._pipeline is not None:
+            self._pipeline.call_exporters("register_agent", record)
+
+    # -- recording ----------------------------------------------------------------------------
+
+    def track(self, event: Event) -> bool:
+        """Hand a finished event to the pipeline. Never blocks, never raises.
+
+        Returns False when the event was not accepted (disabled, closed, or queue full: counted
+        in :meth:`stats`).
+        """
+        pipeline = self._pipeline
+        if pipeline is None:
+            return False
+        if event.end_ns is None:
+            event.end_ns = time.time_ns()
+        if event.agent is None:
+            event.agent = self._default_agent
+        return pipeline.submit(event)
+
+    def start_span(
+        self,
+        name: str,
+        type: EventType | str = EventType.CUSTOM,
+        *,
+        parent: Span | None = AMBIENT,
+        trace_id: str | None = None,
+        parent_span_id: str | None = None,
+        span_id: str | None = None,
+        input: Any = None,
+        metadata: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+        agent: str | None = None,
+        session_id: str | None = None,
+        framework: str | None = None,
+        model: str | None = None,
+        start_ns: int | None = None,
+    ) -> Span:
+        """Start a span without making it the ambient one (integrations use this).
+
+        ``parent`` is a :class:`Span`, ``None`` for a new trace, or by default the ambient span.
+        ``trace_id`` / ``parent_span_id`` link to a span known only by its ids. ``agent`` and
+        ``session_id`` are inherited from the parent when not given.
+        """
+        if self._pipeline is None:
+            return NOOP_SPAN
+        if parent is AMBIENT:
+            parent = current_span()
+        event = Event.__new__(Event)
+        if parent is not None and parent.is_recording:
+            parent_event = parent.event
+            event.trace_id = parent_event.trace_id
+            event.parent_span_id = parent_event.span_id
+            event.agent = agent if agent is not None else parent_event.agent
+            event.session_id = session_id if session_id is not None else parent_event.session_id
+        else:
+            event.trace_id = trace_id or new_trace_id()
+            event.parent_span_id = parent_span_id
+            event.agent = agent if agent is not None else self._default_agent
+            event.session_id = session_id
+        event.id = None
+        event.span_id = span_id or new_span_id()
+        event.type = type if type.__class__ is EventType else coerce_type(type)
+        event.name = name
+        event.status = Status.OK
+        event.start_ns = start_ns if start_ns is not None else time.time_ns()
+        event.end_ns = None
+        event.framework = framework
+        event.input = input
+        event.output = None
+        event.model = model
+        event.usage = None
+        event.cost_usd = None
+        event.error = None
+        event.metadata = metadata if metadata is not None else {}
+        event.tags = tags if tags is not None else []
+        return Span(self, event)
+
+    def track_event(
+        self, name: str, type: EventType | str = EventType.CUSTOM, **fields: Any
+    ) -> Span:
+        """A span for a block of work, made ambient inside ``with``::
+
+        with client.track_event("summarize", type=EventType.LLM_INVOKE) as ev:
+            ev.set_output(text); ev.set_usage(input_tokens=812, output_tokens=64)
+        """
+        return self.start_span(name, type, **fields)
+
+    def trace(
+        self,
+        name: str,
+        *,
+        agent: str | None = None,
+        session_id: str | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        input: Any = None,
+    ) -> Span:
+        """A ``run`` span: the root of a trace (or nested under the ambient span, if any)."""
+        return self.start_span(
+            name,
+            EventType.RUN,
+            agent=agent,
+            session_id=session_id,
+            tags=list(tags) if tags else None,
+            metadata=metadata,
+            input=input,
+        )
+
+    def log_event(
+        self,
+        type: EventType | str,
+        name: str,
+        input: Any = None,
+        output: Any = None,
+        metadata: dict[str, Any] | None = None,
+        cost_usd: float | None = None,
+        status: Status | str = Status.OK,
+        *,
+        model: str | None = None,
+        usage: Usage | dict[str, int] | None = None,
+        error: ErrorInfo | BaseException | str | None = None,
+        error_kind: ErrorKind | str | None = None,
+        duration_ms: float | None = None,
+        tags: list[str] | None = None,
+        agent: str | None = None,
+        session_id: str | None = None,
+        framework: str | None = None,
+    ) -> Event | None:
+        """Record a finished piece of work in one call, under the ambient span.
+
+        Returns the event (or ``None`` when disabled).
+        """
+        if self._pipeline is None:
+            return None
+        try:
+            end_ns = time.time_ns()
+            start_ns = end_ns - int(duration_ms * 1_000_000) if duration_ms else end_ns
+            span = self.start_span(
+                name, type, input=input, metadata=metadata, tags=tags, agent=agent,
+                session_id=session_id, framework=framework, model=model, start_ns=start_ns,
+            )  # fmt: skip
+            event = span.event
+            event.output = output
+            event.cost_usd = cost_usd
+            event.status = status if isinstance(status, Status) else Status(status)
+            if isinstance(usage, dict):
+                usage = Usage(**usage)
+            event.usage = usage
+            if error is not None:
+                if isinstance(error, ErrorInfo):
+                    event.error = error
+                elif isinstance(error, BaseException):
+                    span.set_error(error, kind=error_kind)
+                else:
+                    span.set_error(kind=error_kind, type="Error", message=str(error))
+                event.status = Status.ERROR
+            elif event.status is Status.ERROR:
+                span.set_error(kind=error_kind, type="Error", message="")
+            span.end(end_ns)
+            return event
+        except Exception:
+            logger.exception("sightline: log_event failed; nothing recorded")
+            return None
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Deliver everything tracked so far; True when it all reached the exporters in time."""
+        if self._pipeline is None:
+            return True
+        return self._pipeline.flush(timeout)
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Flush, stop the background threads and shut the exporters down. Idempotent."""
+        if self._closed:
+            return True
+        self._closed = True
+        if self._instrumented:
+            self.uninstrument()
+        pipeline = self._pipeline
+        if pipeline is None:
+            return True
+        result = pipeline.close(timeout)
+        self._pipeline = None
+        self._last_stats = pipeline.stats()
+        _CLIENTS.discard(self)
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        """Counts of the pipeline: queued, processed, exported, dropped, filtered, failed..."""
+        if self._pipeline is None:
+            return dict(getattr(self, "_last_stats", {}) or _EMPTY_STATS)
+        return self._pipeline.stats()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        names = [w.name for w in self._pipeline.exporters] if self._pipeline else []
+        state = "disabled" if not self.enabled else ("closed" if self._closed else "open")
+        return f"<sightline.Client {state} exporters={names}>"
+
+
+_EMPTY_STATS: dict[str, Any] = {
+    "queued": 0, "processed": 0, "dropped": 0, "filtered": 0, "exported": 0, "failed": 0,
+    "exporter_dropped": 0, "processor_errors": 0, "exporters": {},
+}  # fmt: skip
+
+
+class AsyncClient(Client):
+    """The same surface as :class:`Client` for asyncio code: ``await flush()``, ``async with``.
+
+    Recording methods are the same synchronous, non-blocking calls; only the methods that wait
+    (``flush``, ``close``) are coroutines, run off the event loop.
+    """
+
+    async def flush(self, timeout: float = 5.0) -> bool:  # type: ignore[override]
+        import asyncio
+
+        return await asyncio.to_thread(Client.flush, self, timeout)
+
+    async def close(self, timeout: float = 5.0) -> bool:  # type: ignore[override]
+        import asyncio
+
+        return await asyncio.to_thread(Client.close, self, timeout)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def __exit__(self, *exc: Any) -> None:
+        Client.close(self)
+
+
+# -- the global client ------------------------------------------------------------------------
+
+_GLOBAL: Client | None = None
+_GLOBAL_LOCK = threading.Lock()
+_DISABLED: Client | None = None
+_warned_no_init = False
+
+
+def init(
+    endpoint: str | None = None,
+    api_key: str | None = None,
+    project: str | None = None,
+    agent: str | None = None,
+    db: str | None = None,
+    instrument: bool = True,
+    enabled: bool | None = None,
+    exporters: Sequence[str | Exporter] | str | None = None,
+    capture_content: bool | None = None,
+    plugins: Sequence[str] | None = None,
+    **options: Any,
+) -> Client:
+    """Build the global client, discover plugins and instrument every installed integration.
+
+    With no arguments, events go to the embedded SQLite store ``./.sightline/sightline.db``.
+    Calling ``init`` again replaces the global client (the old one is flushed and closed).
+    """
+    global _GLOBAL
+    client = Client(
+        endpoint=endpoint, api_key=api_key, project=project, agent=agent, db=db,
+        instrument=False, enabled=enabled, exporters=exporters,
+        capture_content=capture_content, plugins=plugins, **options,
+    )  # fmt: skip
+    with _GLOBAL_LOCK:
+        previous, _GLOBAL = _GLOBAL, client
+    if previous is not None:
+        previous.close()
+    if instrument:
+        client.instrument()
+    return client
+
+
+def get_client() -> Client:
+    """The global client; a disabled one (every call a no-op) until :func:`init` is called."""
+    client = _GLOBAL
+    if client is not None:
+        return client
+    return _disabled_client()
+
+
+def _disabled_client() -> Client:
+    global _DISABLED, _warned_no_init
+    if _DISABLED is None:
+        _DISABLED = Client(enabled=False)
+    if not _warned_no_init:
+        _warned_no_init = True
+        logger.info("sightline: init() has not been called; nothing is recorded")
+    return _DISABLED
+
+
+def set_client(client: Client | None) -> Client | None:
+    """Install ``client`` as the global client (or remove it); returns the previous one."""
+    global _GLOBAL
+    with _GLOBAL_LOCK:
+        previous, _GLOBAL = _GLOBAL, client
+    return previous
+
+
+def shutdown(timeout: float = 5.0) -> bool:
+    """Flush and close the global client."""
+    global _GLOBAL
+    with _GLOBAL_LOCK:
+        client, _GLOBAL = _GLOBAL, None
+    return client.close(timeout) if client is not None else True
+
+
+_atexit_registered = False
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        _atexit_registered = True
+        atexit.register(_close_all_at_exit)
+
+
+def _close_all_at_exit() -> None:
+    for client in list(_CLIENTS):
+        try:
+            Client.close(client, timeout=5.0)
+        except Exception:
+            logger.exception("sightline: failed to close a client at exit")
+
+
+def trace(
+    name: str,
+    *,
+    agent: str | None = None,
+    session_id: str | None = None,
+    tags: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    input: Any = None,
+) -> Span:
+    """A ``run`` span on the global client; use it as a (sync or async) context manager::
+
+    with sightline.trace("support-ticket", agent="support-bot") as run:
+        with run.step("tool", "search_kb") as step:
+            step.add_metadata({"hits": 3})
+    """
+    return get_client().trace(
+        name, agent=agent, session_id=session_id, tags=tags, metadata=metadata, input=input
+    )
+
+
+def instrument(names: Iterable[str] | None = None, client: Client | None = None) -> None:
+    """Switch on global instrumentation of installed integrations (all, or those named)."""
+    (client or get_client()).instrument(names)
+
+
+def uninstrument(names: Iterable[str] | None = None) -> None:
+    """Switch global instrumentation off again (all integrations, or those named)."""
+    get_client().uninstrument(names)
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Flush the global client."""
+    return get_client().flush(timeout)

@@ -1,0 +1,170 @@
+"""Configuration: a frozen dataclass built once from arguments, then environment, then defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from sightline.errors import ConfigError
+
+__all__ = ["API_KEY_PATTERN", "Config", "validate_api_key"]
+
+API_KEY_PATTERN = re.compile(r"sl_[A-Za-z0-9_-]{32,}")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+# Every environment variable Sightline reads, with the Config field it sets.
+ENVIRONMENT = {
+    "SIGHTLINE_ENDPOINT": "endpoint",
+    "SIGHTLINE_API_KEY": "api_key",
+    "SIGHTLINE_PROJECT": "project",
+    "SIGHTLINE_AGENT": "agent",
+    "SIGHTLINE_DB": "db",
+    "SIGHTLINE_ENABLED": "enabled",
+    "SIGHTLINE_EXPORTERS": "exporters",
+    "SIGHTLINE_CAPTURE_CONTENT": "capture_content",
+    "SIGHTLINE_DISABLE_PLUGINS": "disable_plugins",
+    "SIGHTLINE_TRACE_PLUGINS": "trace_plugins",
+    "SIGHTLINE_SAMPLE_RATE": "sample_rate",
+    "SIGHTLINE_QUEUE_SIZE": "queue_size",
+    "SIGHTLINE_BATCH_SIZE": "batch_size",
+    "SIGHTLINE_FLUSH_INTERVAL": "flush_interval",
+    "SIGHTLINE_REDACT_KEYS": "redact_keys",
+    "SIGHTLINE_MAX_STRING": "max_string",
+    "SIGHTLINE_SPOOL_DIR": "spool_dir",
+    "SIGHTLINE_SPOOL_MAX_BYTES": "spool_max_bytes",
+}
+
+
+def validate_api_key(key: str) -> None:
+    """Raise :class:`ConfigError` unless ``key`` has the shape ``sl_`` + 32 or more of [A-Za-z0-9_-]."""
+    if not isinstance(key, str) or API_KEY_PATTERN.fullmatch(key) is None:
+        shown = f"{key[:3]}…" if isinstance(key, str) and key else repr(key)
+        raise ConfigError(
+            f"invalid Sightline API key ({shown}, {len(key) if isinstance(key, str) else 0} "
+            "characters): a key is 'sl_' followed by at least 32 characters of A-Z, a-z, 0-9, "
+            "'_' or '-'. Create one with `sightline keys create` on the server."
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a :class:`~sightline.Client` is configured with.
+
+    Build it with :meth:`Config.resolve`, which applies explicit arguments first, then the
+    ``SIGHTLINE_*`` environment variables, then these defaults.
+    """
+
+    endpoint: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    project: str = "default"
+    agent: str | None = None
+    db: str = os.path.join(".sightline", "sightline.db")
+    instrument: bool = True
+    enabled: bool = True
+    exporters: tuple[Any, ...] = ()
+    capture_content: bool = True
+    plugins: tuple[str, ...] | None = None
+    disable_plugins: tuple[str, ...] = ()
+    trace_plugins: bool = False
+    sample_rate: float = 1.0
+    queue_size: int = 100_000
+    batch_size: int = 512
+    flush_interval: float = 1.0
+    redact_keys: tuple[str, ...] = ()
+    max_string: int = 16_384
+    spool_dir: str | None = None
+    spool_max_bytes: int = 256 * 1024 * 1024
+    handle_signals: bool | None = None
+    on_error: Callable[[BaseException, Sequence[Any]], None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @classmethod
+    def resolve(cls, environ: dict[str, str] | None = None, **arguments: Any) -> Config:
+        """Arguments that are not ``None`` win, then ``SIGHTLINE_*`` variables, then defaults."""
+        env = os.environ if environ is None else environ
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(arguments) - known)
+        if unknown:
+            raise TypeError(f"unknown Sightline option(s): {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for variable, name in ENVIRONMENT.items():
+            raw = env.get(variable)
+            if raw is not None:
+                values[name] = _parse(name, variable, raw)
+        for name, value in arguments.items():
+            if value is not None:
+                values[name] = value
+        if "exporters" in values and isinstance(values["exporters"], (str, bytes)):
+            values["exporters"] = _split(str(values["exporters"]))
+        for name in ("exporters", "redact_keys", "disable_plugins"):
+            if name in values:
+                values[name] = tuple(values[name])
+        if values.get("plugins") is not None:
+            values["plugins"] = tuple(values["plugins"])
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for values that cannot work."""
+        if self.endpoint:
+            if not self.endpoint.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"endpoint must be an http(s) URL such as http://127.0.0.1:7878, "
+                    f"got {self.endpoint!r}"
+                )
+            if self.enabled:
+                if not self.api_key:
+                    raise ConfigError(
+                        "a remote endpoint needs an API key: pass api_key=... or set "
+                        "SIGHTLINE_API_KEY"
+                    )
+                validate_api_key(self.api_key)
+        if not 0.0 <= self.sample_rate <= 1.0:
+            raise ConfigError(f"sample_rate must be between 0 and 1, got {self.sample_rate}")
+        if self.queue_size < 1 or self.batch_size < 1:
+            raise ConfigError("queue_size and batch_size must be at least 1")
+        if self.flush_interval <= 0:
+            raise ConfigError("flush_interval must be positive")
+
+    @property
+    def exporter_names(self) -> tuple[Any, ...]:
+        """Exporters to use: as configured, else ``http`` with an endpoint, else ``sqlite``."""
+        if self.exporters:
+            return self.exporters
+        return ("http",) if self.endpoint else ("sqlite",)
+
+    @property
+    def resolved_spool_dir(self) -> str:
+        """The spool directory: as configured, else ``spool`` beside the embedded store."""
+        if self.spool_dir:
+            return self.spool_dir
+        return os.path.join(os.path.dirname(os.path.abspath(self.db)), "spool")
+
+
+def _split(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse(name: str, variable: str, raw: str) -> Any:
+    try:
+        if name in ("enabled", "capture_content", "trace_plugins"):
+            lowered = raw.strip().lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise ValueError(raw)
+        if name in ("exporters", "redact_keys", "disable_plugins"):
+            return _split(raw)
+        if name in ("queue_size", "batch_size", "max_string", "spool_max_bytes"):
+            return int(raw)
+        if name in ("sample_rate", "flush_interval"):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{variable}={raw!r} is not a valid value for {name}") from None
+    return raw or None

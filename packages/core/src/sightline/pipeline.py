@@ -1,0 +1,386 @@
+"""The pipeline: caller thread → bounded queue → background worker → processors → batches →
+exporters, each exporter on its own thread so that a slow or failing one never blocks the caller
+or the others.
+
+``submit`` is O(1) on the caller's thread: one length check and one ``deque.append`` (atomic under
+the GIL); no serialization, no I/O, no lock. A full queue drops the event and counts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import Any, Protocol, runtime_checkable
+
+from sightline.event import Event
+
+__all__ = ["ExportResult", "Exporter", "Pipeline"]
+
+logger = logging.getLogger("sightline")
+
+
+class ExportResult(Enum):
+    """What an exporter reports for one batch."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Anything with ``export(events) -> ExportResult`` and ``shutdown()``.
+
+    An exporter may also offer ``force_flush(timeout) -> bool`` (called by ``Client.flush``),
+    ``stats() -> dict`` (merged into ``Client.stats()``) and ``after_fork()``.
+    """
+
+    def export(self, events: Sequence[Event]) -> ExportResult: ...
+
+    def shutdown(self) -> None: ...
+
+
+class _Counter:
+    """A counter several threads add to; the lock is taken only by writers on cold paths."""
+
+    __slots__ = ("_lock", "value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, amount: int = 1) -> None:
+        with self._lock:
+            self.value += amount
+
+
+class ExporterWorker:
+    """One exporter behind its own thread and a bounded queue of batches."""
+
+    def __init__(self, name: str, exporter: Exporter, max_batches: int) -> None:
+        self.name = name
+        self.exporter = exporter
+        self.max_batches = max_batches
+        self.exported = _Counter()
+        self.failed = _Counter()
+        self.dropped = _Counter()
+        self._logged_failure = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._batches: deque[Any] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def after_fork(self) -> None:
+        self._reset()
+        hook = getattr(self.exporter, "after_fork", None)
+        if callable(hook):
+            try:
+                hook()
+            except Exception:
+                logger.exception("sightline: exporter %r failed to reset after fork", self.name)
+
+    def put(self, batch: list[Event] | Callable[[], object]) -> None:
+        """Queue a batch (or a call to make on the exporter's thread, in order with batches)."""
+        with self._cond:
+            pending = sum(1 for b in self._batches if not callable(b))
+            if pending >= self.max_batches and not callable(batch):
+                # Drop the oldest batch (queued calls such as register_agent are kept).
+                index = next(i for i, b in enumerate(self._batches) if not callable(b))
+                lost = self._batches[index]
+                del self._batches[index]
+                self.dropped.add(len(lost))
+                logger.warning(
+                    "sightline: exporter %r is behind; dropped a batch of %d events",
+                    self.name,
+                    len(lost),
+                )
+            self._batches.append(batch)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"sightline-export-{self.name}", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._batches and not self._stopping:
+                    self._cond.wait()
+                if not self._batches and self._stopping:
+                    return
+                batch = self._batches.popleft()
+                self._busy = True
+            try:
+                if callable(batch):
+                    try:
+                        batch()
+                    except Exception:
+                        logger.exception("sightline: exporter %r task failed", self.name)
+                else:
+                    self._export(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _export(self, batch: list[Event]) -> None:
+        try:
+            result = self.exporter.export(batch)
+        except Exception as exc:
+            result = ExportResult.FAILURE
+            if not self._logged_failure:
+                self._logged_failure = True
+                logger.error(
+                    "sightline: exporter %r raised %s: %s (further failures are counted in "
+                    "client.stats())",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                )
+        if result is ExportResult.FAILURE or result is False:
+            self.failed.add(len(batch))
+        else:
+            self.exported.add(len(batch))
+
+    def wait_idle(self, deadline: float) -> bool:
+        """Wait until every batch handed over has been exported, or the deadline passes."""
+        with self._cond:
+            while self._batches or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        flush = getattr(self.exporter, "force_flush", None)
+        if callable(flush):
+            try:
+                return bool(flush(max(0.0, deadline - time.monotonic())))
+            except Exception:
+                logger.exception("sightline: exporter %r failed to flush", self.name)
+                return False
+        return True
+
+    def stop(self, deadline: float) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            self.exporter.shutdown()
+        except Exception:
+            logger.exception("sightline: exporter %r failed to shut down", self.name)
+
+    def stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "exported": self.exported.value,
+            "failed": self.failed.value,
+            "dropped": self.dropped.value,
+            "pending_batches": len(self._batches),
+        }
+        extra = getattr(self.exporter, "stats", None)
+        if callable(extra):
+            try:
+                data.update(extra())
+            except Exception:
+                pass
+        return data
+
+
+class Pipeline:
+    """Bounded queue, one background worker, processors, batching and isolated exporters."""
+
+    def __init__(
+        self,
+        exporters: Sequence[tuple[str, Exporter]],
+        process: Callable[[Event], bool],
+        *,
+        queue_size: int = 100_000,
+        batch_size: int = 512,
+        flush_interval: float = 1.0,
+    ) -> None:
+        self.capacity = queue_size
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self._process = process
+        max_batches = max(4, queue_size // max(1, batch_size))
+        self.exporters = [ExporterWorker(name, exp, max_batches) for name, exp in exporters]
+        self.tracked = 0  # approximate under concurrency; exact counts are below
+        self.dropped = _Counter()
+        self.filtered = _Counter()
+        self.processor_errors = _Counter()
+        self.processed = 0
+        self._closed = False
+        self._reset()
+        _PIPELINES.add(self)
+
+    def _reset(self) -> None:
+        self._queue: deque[Event] = deque()
+        self._wake = threading.Event()
+        self._flush_lock = threading.Lock()
+        self._flush_waiters: list[threading.Event] = []
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._pid = os.getpid()
+
+    # -- caller's thread ----------------------------------------------------------------------
+
+    def submit(self, event: Event) -> bool:
+        """Enqueue without blocking; False (and counted) when the queue is full or closed."""
+        queue = self._queue
+        if len(queue) >= self.capacity or self._closed:
+            self.dropped.add()
+            if self.dropped.value in (1, 1000, 100_000):
+                logger.warning(
+                    "sightline: event queue full (%d); %d events dropped so far",
+                    self.capacity,
+                    self.dropped.value,
+                )
+            return False
+        queue.append(event)
+        if self._thread is None:
+            self._start()
+        if len(queue) >= self.batch_size:
+            self._wake.set()
+        return True
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None:
+                return
+            thread = threading.Thread(target=self._run, name="sightline-worker", daemon=True)
+            self._thread = thread
+            thread.start()
+
+    # -- worker -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        queue = self._queue
+        wake = self._wake
+        while True:
+            wake.wait(self.flush_interval)
+            wake.clear()
+            self._drain(queue)
+            with self._flush_lock:
+                waiters, self._flush_waiters = self._flush_waiters, []
+            for waiter in waiters:
+                waiter.set()
+            if self._stopping and not queue:
+                return
+
+    def _drain(self, queue: deque[Event]) -> None:
+        batch: list[Event] = []
+        process = self._process
+        size = self.batch_size
+        while True:
+            try:
+                event = queue.popleft()
+            except IndexError:
+                break
+            self.processed += 1
+            try:
+                keep = process(event)
+            except Exception:
+                self.processor_errors.add()
+                logger.exception("sightline: event processing failed; event kept unprocessed")
+                keep = True
+            if not keep:
+                self.filtered.add()
+                continue
+            batch.append(event)
+            if len(batch) >= size:
+                self._dispatch(batch)
+                batch = []
+        if batch:
+            self._dispatch(batch)
+
+    def _dispatch(self, batch: list[Event]) -> None:
+        for worker in self.exporters:
+            worker.put(batch)
+
+    def call_exporters(self, method: str, *args: Any) -> None:
+        """Call ``exporter.method(*args)`` on each exporter's own thread, where it exists."""
+        for worker in self.exporters:
+            function = getattr(worker.exporter, method, None)
+            if callable(function):
+                worker.put(lambda function=function: function(*args))
+
+    # -- control ------------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Process everything queued so far and wait until every exporter has taken it."""
+        deadline = time.monotonic() + timeout
+        if self._thread is None and not self._queue:
+            return self._wait_exporters(deadline)
+        if self._thread is None:
+            self._start()
+        done = threading.Event()
+        with self._flush_lock:
+            self._flush_waiters.append(done)
+        self._wake.set()
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            return False
+        return self._wait_exporters(deadline)
+
+    def _wait_exporters(self, deadline: float) -> bool:
+        return all([worker.wait_idle(deadline) for worker in self.exporters])
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Flush, stop the worker and shut every exporter down. Idempotent."""
+        if self._closed:
+            return True
+        deadline = time.monotonic() + timeout
+        flushed = self.flush(timeout)
+        self._closed = True
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for worker in self.exporters:
+            worker.stop(deadline)
+        return flushed
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's queue and threads; start afresh when used."""
+        self._reset()
+        for worker in self.exporters:
+            worker.after_fork()
+
+    def stats(self) -> dict[str, Any]:
+        exporters = {worker.name: worker.stats() for worker in self.exporters}
+        return {
+            "queued": len(self._queue),
+            "processed": self.processed,
+            "dropped": self.dropped.value,
+            "filtered": self.filtered.value,
+            "exported": sum(s["exported"] for s in exporters.values()),
+            "failed": sum(s["failed"] for s in exporters.values()),
+            "exporter_dropped": sum(s["dropped"] for s in exporters.values()),
+            "processor_errors": self.processor_errors.value,
+            "exporters": exporters,
+        }
+
+
+_PIPELINES: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pipeline in list(_PIPELINES):
+        if not pipeline._closed:
+            pipeline.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,238 @@
+"""Plugin discovery and isolation on top of pluggy.
+
+Discovery is through the ``sightline`` entry-point group only. Loading is lazy and idempotent.
+A plugin that fails to import, or raises inside a hook, is logged once (logger ``sightline``)
+and disabled; the application and the other plugins go on. ``sightline plugins`` lists them all,
+failed ones with their error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from sightline import hookspecs
+
+__all__ = ["PluginInfo", "PluginManager", "get_plugin_manager"]
+
+logger = logging.getLogger("sightline")
+ENTRY_POINT_GROUP = "sightline"
+
+
+@dataclass
+class PluginInfo:
+    """What ``sightline plugins`` shows about one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    status: str = "ok"  # ok | failed | disabled | builtin
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "hooks": list(self.hooks),
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+class PluginManager:
+    """A pluggy manager whose hook calls isolate each plugin from the others."""
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config
+        self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._loaded = False
+        self._lock = threading.RLock()
+        self._trace = False
+        self._impl_cache: dict[str, list[tuple[str, Any]]] = {}
+
+    # -- registration -------------------------------------------------------------------------
+
+    def register(self, plugin: Any, name: str, *, status: str = "ok", **info: Any) -> None:
+        """Register a plugin object or module under ``name`` (replacing nothing)."""
+        with self._lock:
+            if self.pm.get_plugin(name) is not None:
+                return
+            self.pm.register(plugin, name=name)
+            hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+            self.infos[name] = PluginInfo(name=name, hooks=hooks, status=status, **info)
+            self._impl_cache.clear()
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            plugin = self.pm.get_plugin(name)
+            if plugin is not None:
+                self.pm.unregister(plugin, name=name)
+            self.infos.pop(name, None)
+            self._impl_cache.clear()
+
+    def disable(self, name: str, error: BaseException | str) -> None:
+        """Unregister a misbehaving plugin, keeping it listed as failed."""
+        with self._lock:
+            plugin = self.pm.get_plugin(name)
+            if plugin is not None:
+                self.pm.unregister(plugin, name=name)
+            info = self.infos.setdefault(name, PluginInfo(name=name))
+            info.status = "failed"
+            info.error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+            self._impl_cache.clear()
+
+    def load(
+        self,
+        only: Iterable[str] | None = None,
+        disabled: Iterable[str] = (),
+        trace: bool = False,
+    ) -> None:
+        """Discover entry-point plugins once. ``only`` limits which load; ``disabled`` excludes."""
+        with self._lock:
+            self._trace = self._trace or trace or _env_flag("SIGHTLINE_TRACE_PLUGINS")
+            if self._loaded:
+                return
+            self._loaded = True
+            from sightline import builtins
+
+            builtins.register(self, self.config)
+            only_set = set(only) if only is not None else None
+            disabled_set = set(disabled) | set(_env_list("SIGHTLINE_DISABLE_PLUGINS"))
+            for entry_point in _entry_points():
+                self._load_entry_point(entry_point, only_set, disabled_set)
+
+    def _load_entry_point(
+        self, entry_point: Any, only: set[str] | None, disabled: set[str]
+    ) -> None:
+        name = entry_point.name
+        dist = getattr(entry_point, "dist", None)
+        meta = {
+            "distribution": getattr(dist, "name", None),
+            "version": getattr(dist, "version", None),
+        }
+        if name in disabled or (only is not None and name not in only):
+            self.infos[name] = PluginInfo(name=name, status="disabled", **meta)
+            return
+        if self.pm.get_plugin(name) is not None:
+            return
+        try:
+            plugin = entry_point.load()
+        except Exception as exc:
+            logger.error("sightline: plugin %r failed to import and is disabled: %s", name, exc)
+            self.infos[name] = PluginInfo(
+                name=name, status="failed", error=f"{type(exc).__name__}: {exc}", **meta
+            )
+            return
+        try:
+            self.register(plugin, name, **meta)
+        except Exception as exc:
+            logger.error("sightline: plugin %r could not be registered: %s", name, exc)
+            self.infos[name] = PluginInfo(
+                name=name, status="failed", error=f"{type(exc).__name__}: {exc}", **meta
+            )
+
+    # -- calling ------------------------------------------------------------------------------
+
+    def implementations(self, hook_name: str) -> list[tuple[str, Any]]:
+        """(plugin name, function) pairs of a hook, in call order (tryfirst first)."""
+        cached = self._impl_cache.get(hook_name)
+        if cached is not None:
+            return cached
+        with self._lock:
+            caller = getattr(self.pm.hook, hook_name)
+            impls = [
+                (self.pm.get_name(impl.plugin) or "?", impl.function)
+                for impl in reversed(caller.get_hookimpls())
+            ]
+            self._impl_cache[hook_name] = impls
+            return impls
+
+    def call(self, hook_name: str, firstresult: bool = False, **kwargs: Any) -> Any:
+        """Call every implementation; a raising plugin is logged once and disabled."""
+        results = []
+        for name, function in self.implementations(hook_name):
+            if self._trace:
+                _trace_print(f"sightline: {hook_name} → {name}")
+            try:
+                result = function(**kwargs)
+            except Exception as exc:
+                logger.error(
+                    "sightline: plugin %r raised in %s and is disabled: %s: %s",
+                    name,
+                    hook_name,
+                    type(exc).__name__,
+                    exc,
+                )
+                self.disable(name, exc)
+                continue
+            if result is not None:
+                if firstresult:
+                    return result
+                results.append(result)
+        return None if firstresult else results
+
+    def process_event(self, event: Any) -> bool:
+        """Run every ``sightline_process_event``; False when one of them drops the event."""
+        keep = True
+        for name, function in self.implementations("sightline_process_event"):
+            try:
+                if function(event=event) is False:
+                    keep = False
+                    break
+            except Exception as exc:
+                logger.error(
+                    "sightline: plugin %r raised in sightline_process_event and is disabled: "
+                    "%s: %s",
+                    name,
+                    type(exc).__name__,
+                    exc,
+                )
+                self.disable(name, exc)
+        return keep
+
+    def list(self) -> list[PluginInfo]:
+        return sorted(self.infos.values(), key=lambda info: (info.status != "builtin", info.name))
+
+
+def _trace_print(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _entry_points() -> list[Any]:
+    from importlib.metadata import entry_points
+
+    try:
+        return list(entry_points(group=ENTRY_POINT_GROUP))
+    except Exception as exc:  # a broken environment must not break the application
+        logger.error("sightline: could not read entry points: %s", exc)
+        return []
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_list(name: str) -> list[str]:
+    return [p.strip() for p in os.environ.get(name, "").split(",") if p.strip()]
+
+
+def get_plugin_manager(config: Any = None) -> PluginManager:
+    """A loaded plugin manager for ``config`` (each client owns one; the CLI makes its own)."""
+    if config is None:
+        from sightline.config import Config
+
+        config = Config.resolve()
+    manager = PluginManager(config)
+    manager.load(only=config.plugins, disabled=config.disable_plugins, trace=config.trace_plugins)
+    return manager

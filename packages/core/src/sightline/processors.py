@@ -1,0 +1,90 @@
+"""The built-in processors, registered as plugins through ``sightline_process_event``.
+
+- :class:`RedactionProcessor` makes every value strict, bounded JSON, masks secrets by key name
+  and in text, and drops inputs/outputs when ``capture_content`` is off.
+- :class:`SamplingProcessor` keeps a deterministic share of traces (by ``trace_id``); events with
+  status error are always kept.
+"""
+
+from __future__ import annotations
+
+from sightline.capture import Sanitizer
+from sightline.config import Config
+from sightline.event import Event, Status, finalize_error
+from sightline.hookspecs import hookimpl
+
+__all__ = ["RedactionProcessor", "SamplingProcessor"]
+
+
+class RedactionProcessor:
+    """Safe capture and secret scrubbing; always on, runs before any other processor."""
+
+    def __init__(self, config: Config) -> None:
+        self.capture_content = config.capture_content
+        self.sanitize = Sanitizer(max_string=config.max_string, redact_keys=config.redact_keys)
+        self.small = Sanitizer(max_string=1024, redact_keys=config.redact_keys)
+
+    @hookimpl(tryfirst=True)
+    def sightline_process_event(self, event: Event) -> None:
+        if event.id is None:
+            # Time-ordered ids keep SQLite's primary-key index append-only.
+            event.id = f"{event.start_ns:016x}{event.span_id}"
+        if self.capture_content:
+            if event.input is not None:
+                event.input = self.sanitize(event.input)
+            if event.output is not None:
+                event.output = self.sanitize(event.output)
+        else:
+            event.input = None
+            event.output = None
+        if event.metadata:
+            event.metadata = self.sanitize(event.metadata)
+        if event.tags:
+            event.tags = [self.small(t) if isinstance(t, str) else self.small(repr(t)) for t in event.tags]
+        if not isinstance(event.name, str):
+            event.name = self.small(str(event.name))
+        elif len(event.name) > 1024:
+            event.name = event.name[:1000] + "…"
+        error = event.error
+        if error is not None:
+            finalize_error(error)
+            if not self.capture_content:
+                error.message = ""  # messages often quote the prompt or the tool input
+            else:
+                error.message = self.sanitize(error.message)
+        usage = event.usage
+        if usage is not None:
+            for key in ("input_tokens", "output_tokens", "total_tokens"):
+                value = getattr(usage, key)
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                    try:
+                        setattr(usage, key, max(0, int(value)))
+                    except Exception:
+                        setattr(usage, key, None)
+        cost = event.cost_usd
+        if cost is not None:
+            try:
+                cost = float(cost)
+                event.cost_usd = cost if cost == cost and cost >= 0 and cost != float("inf") else None
+            except Exception:
+                event.cost_usd = None
+        return None
+
+
+class SamplingProcessor:
+    """Keep ``sample_rate`` of traces, chosen by trace id so a trace is kept or dropped whole."""
+
+    def __init__(self, config: Config) -> None:
+        self.threshold = int(config.sample_rate * (1 << 32))
+
+    @hookimpl(tryfirst=True)
+    def sightline_process_event(self, event: Event) -> bool | None:
+        if self.threshold >= 1 << 32:
+            return None
+        if event.status is Status.ERROR:
+            return None
+        try:
+            bucket = int(event.trace_id[-8:], 16)
+        except ValueError:
+            return None
+        return None if bucket < self.threshold else False

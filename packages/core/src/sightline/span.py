@@ -1,0 +1,298 @@
+"""Spans: units of work in progress. A span becomes one :class:`~sightline.Event` when it ends.
+
+The ambient span lives in a :class:`contextvars.ContextVar`, so parent/child links are right across
+asyncio tasks and across threads started with a copied context.
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any
+
+from sightline.event import ErrorInfo, ErrorKind, Event, EventType, Status, Usage, coerce_type
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from sightline.client import Client
+
+__all__ = ["NOOP_SPAN", "Span", "current_span", "default_error_kind"]
+
+_CURRENT: ContextVar[Span | None] = ContextVar("sightline_current_span", default=None)
+
+
+def current_span() -> Span | None:
+    """The ambient span of this context (thread or task), or ``None``."""
+    return _CURRENT.get()
+
+
+_KIND_BY_TYPE = {
+    EventType.TOOL_CALL: ErrorKind.TOOL,
+    EventType.LLM_INVOKE: ErrorKind.MODEL,
+    EventType.EMBEDDING: ErrorKind.MODEL,
+    EventType.RETRIEVAL: ErrorKind.RETRIEVAL,
+    EventType.AGENT: ErrorKind.ORCHESTRATION,
+    EventType.CHAIN: ErrorKind.ORCHESTRATION,
+    EventType.RUN: ErrorKind.ORCHESTRATION,
+}
+
+
+def default_error_kind(event_type: EventType, exc: BaseException | None = None) -> ErrorKind:
+    """The error kind implied by what failed: timeouts are ``timeout``, a tool's error ``tool``..."""
+    if exc is not None and isinstance(exc, TimeoutError):
+        return ErrorKind.TIMEOUT
+    from sightline.errors import ToolDenied
+
+    if isinstance(exc, ToolDenied):
+        return ErrorKind.GUARDRAIL
+    return _KIND_BY_TYPE.get(event_type, ErrorKind.UNKNOWN)
+
+
+class Span:
+    """A unit of work in progress; use it as a context manager, or call :meth:`end`.
+
+    Example::
+
+        with sightline.trace("support-ticket", agent="support-bot") as run:
+            with run.step("tool", "search_kb") as step:
+                step.add_metadata({"hits": 3})
+    """
+
+    __slots__ = ("_client", "_ended", "_token", "event")
+
+    def __init__(self, client: Client, event: Event) -> None:
+        self._client = client
+        self.event = event
+        self._token: Token[Span | None] | None = None
+        self._ended = False
+
+    # -- identity -----------------------------------------------------------------------------
+
+    @property
+    def trace_id(self) -> str:
+        return self.event.trace_id
+
+    @property
+    def span_id(self) -> str:
+        return self.event.span_id
+
+    @property
+    def parent_span_id(self) -> str | None:
+        return self.event.parent_span_id
+
+    @property
+    def name(self) -> str:
+        return self.event.name
+
+    @property
+    def type(self) -> EventType:
+        return self.event.type
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    @property
+    def is_recording(self) -> bool:
+        """False for the no-op span handed out when Sightline is disabled."""
+        return True
+
+    # -- filling in ---------------------------------------------------------------------------
+
+    def set_input(self, value: Any) -> Span:
+        self.event.input = value
+        return self
+
+    def set_output(self, value: Any) -> Span:
+        self.event.output = value
+        return self
+
+    def set_model(self, model: str | None) -> Span:
+        self.event.model = model
+        return self
+
+    def set_usage(
+        self,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        total_tokens: int | None = None,
+    ) -> Span:
+        """Token counts of a model call; ``total_tokens`` defaults to their sum."""
+        self.event.usage = Usage(input_tokens, output_tokens, total_tokens)
+        return self
+
+    def set_cost(self, cost_usd: float | None) -> Span:
+        self.event.cost_usd = cost_usd
+        return self
+
+    def set_metadata(self, metadata: dict[str, Any] | None = None, **values: Any) -> Span:
+        """Merge keys into the event's metadata."""
+        if metadata:
+            self.event.metadata.update(metadata)
+        if values:
+            self.event.metadata.update(values)
+        return self
+
+    add_metadata = set_metadata
+
+    def add_tags(self, *tags: str) -> Span:
+        for tag in tags:
+            if tag not in self.event.tags:
+                self.event.tags.append(tag)
+        return self
+
+    def set_status(self, status: Status | str) -> Span:
+        self.event.status = status if isinstance(status, Status) else Status(status)
+        return self
+
+    def set_error(
+        self,
+        exc: BaseException | None = None,
+        *,
+        kind: ErrorKind | str | None = None,
+        type: str | None = None,
+        message: str | None = None,
+    ) -> Span:
+        """Mark the span failed, from an exception or from an error code and message."""
+        if kind is None:
+            kind = default_error_kind(self.event.type, exc)
+        if exc is not None:
+            info = ErrorInfo.from_exception(exc, kind)
+            if type is not None:
+                info.type = type
+            if message is not None:
+                info.message = message
+        else:
+            info = ErrorInfo(type or "Error", message or "", None, kind)
+        self.event.error = info
+        self.event.status = Status.ERROR
+        return self
+
+    def record_failure(self, kind: ErrorKind | str, code: str, message: str = "") -> Span:
+        """Record a failure that is not an exception: ``error = {kind, type: code, message}``."""
+        return self.set_error(kind=kind, type=code, message=message)
+
+    # -- children -----------------------------------------------------------------------------
+
+    def step(self, type: EventType | str, name: str, **fields: Any) -> Span:
+        """A child span of this one. ``type`` is an EventType, its value, or a step alias
+        (``plan``, ``retrieve``, ``tool``, ``respond``, ``other``)."""
+        return self._client.start_span(name, coerce_type(type), parent=self, **fields)
+
+    def child(self, name: str, type: EventType | str = EventType.CUSTOM, **fields: Any) -> Span:
+        """A child span with explicit parent (no context change); used by integrations."""
+        return self._client.start_span(name, coerce_type(type), parent=self, **fields)
+
+    # -- ending -------------------------------------------------------------------------------
+
+    def end(self, end_ns: int | None = None) -> None:
+        """Stamp the end time and hand the event to the client. Only the first call counts."""
+        if self._ended:
+            return
+        self._ended = True
+        self.event.end_ns = end_ns if end_ns is not None else time.time_ns()
+        self._client.track(self.event)
+
+    def __enter__(self) -> Span:
+        self._token = _CURRENT.set(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and self.event.error is None:
+            self.set_error(exc)
+        self.end()
+        token = self._token
+        if token is not None:
+            self._token = None
+            try:
+                _CURRENT.reset(token)
+            except ValueError:  # exited in another context than entered: restore the parent
+                _CURRENT.set(None)
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        return f"<Span {self.event.type.value} {self.event.name!r} span={self.event.span_id}>"
+
+
+class _NoopSpan(Span):
+    """The span handed out when Sightline is disabled: every call is a cheap no-op."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self._ended = True
+        self._token = None
+
+    @property
+    def is_recording(self) -> bool:
+        return False
+
+    @property
+    def event(self) -> Event:  # type: ignore[override]
+        return _NOOP_EVENT
+
+    def set_input(self, value: Any) -> Span:
+        return self
+
+    set_output = set_input
+
+    def set_model(self, model: str | None) -> Span:
+        return self
+
+    def set_usage(self, *args: Any, **kwargs: Any) -> Span:
+        return self
+
+    def set_cost(self, cost_usd: float | None) -> Span:
+        return self
+
+    def set_metadata(self, *args: Any, **kwargs: Any) -> Span:
+        return self
+
+    add_metadata = set_metadata
+
+    def add_tags(self, *tags: str) -> Span:
+        return self
+
+    def set_status(self, status: Status | str) -> Span:
+        return self
+
+    def set_error(self, *args: Any, **kwargs: Any) -> Span:
+        return self
+
+    def record_failure(self, *args: Any, **kwargs: Any) -> Span:
+        return self
+
+    def step(self, *args: Any, **kwargs: Any) -> Span:
+        return self
+
+    def child(self, *args: Any, **kwargs: Any) -> Span:
+        return self
+
+    def end(self, end_ns: int | None = None) -> None:
+        return None
+
+    def __enter__(self) -> Span:
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        return None
+
+
+_NOOP_EVENT = Event(EventType.CUSTOM, "noop", trace_id="0" * 32, span_id="0" * 16, start_ns=0)
+NOOP_SPAN: Span = _NoopSpan()

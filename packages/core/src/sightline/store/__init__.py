@@ -1,0 +1,13 @@
+"""The embedded store: events and traces in one SQLite file (stdlib ``sqlite3``, WAL).
+
+Used by the ``sqlite`` exporter (the default when no endpoint is configured) and by the CLI.
+The schema is versioned (``PRAGMA user_version``) with forward migrations. Writing the same
+event id twice stores it once. Trace summaries are maintained by a trigger, so a duplicate
+(which is ignored) never counts twice.
+"""
+
+from __future__ import annotations
+
+from sightline.store.sqlite import SCHEMA_VERSION, SqliteStore, TraceFilter, open_store
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore", "TraceFilter", "open_store"]

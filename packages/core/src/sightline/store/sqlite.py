@@ -1,0 +1,502 @@
+"""SQLite implementation of the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sightline.event import Event, format_time, parse_time
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore", "TraceFilter", "open_store"]
+
+# Each entry moves the schema from version i to i + 1. Never edit a released entry: append.
+MIGRATIONS: list[str] = [
+    # 0 -> 1: events, trace summaries kept by a trigger, agents.
+    """
+    CREATE TABLE events (
+        id TEXT NOT NULL UNIQUE,
+        trace_id TEXT NOT NULL,
+        span_id TEXT NOT NULL,
+        parent_span_id TEXT,
+        type TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        start_ns INTEGER NOT NULL,
+        end_ns INTEGER NOT NULL,
+        duration_ms REAL NOT NULL,
+        agent TEXT,
+        session_id TEXT,
+        framework TEXT,
+        model TEXT,
+        input_tokens INTEGER,
+        output_tokens INTEGER,
+        total_tokens INTEGER,
+        cost_usd REAL,
+        error_kind TEXT,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX events_trace ON events (trace_id, start_ns);
+    CREATE INDEX events_type ON events (type, trace_id);
+    CREATE INDEX events_model ON events (model) WHERE model IS NOT NULL;
+
+    CREATE TABLE traces (
+        trace_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        agent TEXT,
+        session_id TEXT,
+        root_span_id TEXT,
+        root_status TEXT,
+        start_ns INTEGER NOT NULL,
+        end_ns INTEGER NOT NULL,
+        event_count INTEGER NOT NULL DEFAULT 0,
+        error_count INTEGER NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        total_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        status TEXT GENERATED ALWAYS AS (
+            COALESCE(root_status, CASE WHEN error_count > 0 THEN 'error' ELSE 'ok' END)
+        ) VIRTUAL
+    );
+    CREATE INDEX traces_start ON traces (start_ns);
+    CREATE INDEX traces_agent ON traces (agent, start_ns);
+    CREATE INDEX traces_status ON traces (status, start_ns);
+
+    CREATE TRIGGER events_summarize AFTER INSERT ON events BEGIN
+        INSERT INTO traces (
+            trace_id, name, agent, session_id, root_span_id, root_status, start_ns, end_ns,
+            event_count, error_count, input_tokens, output_tokens, total_tokens, cost_usd
+        ) VALUES (
+            NEW.trace_id, NEW.name, NEW.agent, NEW.session_id,
+            CASE WHEN NEW.parent_span_id IS NULL THEN NEW.span_id END,
+            CASE WHEN NEW.parent_span_id IS NULL THEN NEW.status END,
+            NEW.start_ns, NEW.end_ns, 1, NEW.status = 'error',
+            CASE WHEN NEW.type IN ('llm_invoke', 'embedding') THEN COALESCE(NEW.input_tokens, 0) ELSE 0 END,
+            CASE WHEN NEW.type IN ('llm_invoke', 'embedding') THEN COALESCE(NEW.output_tokens, 0) ELSE 0 END,
+            CASE WHEN NEW.type IN ('llm_invoke', 'embedding') THEN COALESCE(NEW.total_tokens, 0) ELSE 0 END,
+            CASE WHEN NEW.type IN ('run', 'agent', 'chain') THEN 0 ELSE COALESCE(NEW.cost_usd, 0) END
+        )
+        ON CONFLICT (trace_id) DO UPDATE SET
+            name = CASE WHEN NEW.parent_span_id IS NULL THEN NEW.name ELSE traces.name END,
+            agent = CASE WHEN NEW.parent_span_id IS NULL AND NEW.agent IS NOT NULL
+                         THEN NEW.agent ELSE COALESCE(traces.agent, NEW.agent) END,
+            session_id = COALESCE(traces.session_id, NEW.session_id),
+            root_span_id = CASE WHEN NEW.parent_span_id IS NULL THEN NEW.span_id
+                                ELSE traces.root_span_id END,
+            root_status = CASE WHEN NEW.parent_span_id IS NULL THEN NEW.status
+                               ELSE traces.root_status END,
+            start_ns = MIN(traces.start_ns, NEW.start_ns),
+            end_ns = MAX(traces.end_ns, NEW.end_ns),
+            event_count = traces.event_count + 1,
+            error_count = traces.error_count + excluded.error_count,
+            input_tokens = traces.input_tokens + excluded.input_tokens,
+            output_tokens = traces.output_tokens + excluded.output_tokens,
+            total_tokens = traces.total_tokens + excluded.total_tokens,
+            cost_usd = traces.cost_usd + excluded.cost_usd;
+    END;
+
+    CREATE TABLE agents (
+        name TEXT PRIMARY KEY,
+        framework TEXT,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        registered_ns INTEGER NOT NULL
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_INSERT = """
+INSERT OR IGNORE INTO events (
+    id, trace_id, span_id, parent_span_id, type, name, status, start_ns, end_ns, duration_ms,
+    agent, session_id, framework, model, input_tokens, output_tokens, total_tokens, cost_usd,
+    error_kind, body
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_TRACE_COLUMNS = (
+    "trace_id, name, agent, session_id, status, start_ns, end_ns, event_count, error_count, "
+    "input_tokens, output_tokens, total_tokens, cost_usd"
+)
+
+
+@dataclass(frozen=True)
+class TraceFilter:
+    """Filters of a trace listing. Times are nanoseconds since the epoch."""
+
+    agent: str | None = None
+    status: str | None = None
+    type: str | None = None
+    since_ns: int | None = None
+    until_ns: int | None = None
+    q: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+class SqliteStore:
+    """Events and trace summaries in a SQLite file; safe to share between threads."""
+
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        if not readonly and path != ":memory:":
+            directory = os.path.dirname(os.path.abspath(path))
+            os.makedirs(directory, exist_ok=True)
+        if readonly:
+            if not os.path.exists(path):
+                raise FileNotFoundError(
+                    f"no Sightline store at {path}; run an instrumented program first "
+                    "or pass --db PATH"
+                )
+            uri = f"file:{os.path.abspath(path)}?mode=ro"
+            self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
+        else:
+            self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        if not readonly:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self.migrate()
+
+    # -- schema -------------------------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> int:
+        """Apply every migration newer than the file's version; returns the new version."""
+        with self._lock:
+            current = self.schema_version
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {current}, newer than this Sightline "
+                    f"({SCHEMA_VERSION}); upgrade sightline"
+                )
+            for version in range(current, SCHEMA_VERSION):
+                self._conn.executescript(
+                    "BEGIN IMMEDIATE;\n"
+                    + MIGRATIONS[version]
+                    + f"\nPRAGMA user_version = {version + 1};\nCOMMIT;"
+                )
+            return self.schema_version
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def insert_events(self, events: Iterable[Event | dict[str, Any]]) -> int:
+        """Store events (objects or wire dicts); returns how many were new (not duplicates)."""
+        rows = [self._row(e) for e in events]
+        with self._lock:
+            before = self._conn.total_changes
+            with self._conn:
+                self._conn.executemany(_INSERT, rows)
+            # total_changes also counts the trigger's upserts: one per new event.
+            return (self._conn.total_changes - before) // 2
+
+    @staticmethod
+    def _row(event: Event | dict[str, Any]) -> tuple[Any, ...]:
+        if isinstance(event, Event):
+            data = event.to_dict()
+            start_ns = event.start_ns
+            end_ns = event.end_ns if event.end_ns is not None else event.start_ns
+        else:
+            data = event
+            start_ns = parse_time(data["start_time"])
+            end_ns = parse_time(data["end_time"])
+        usage = data.get("usage") or {}
+        error = data.get("error") or {}
+        return (
+            data["id"],
+            data["trace_id"],
+            data["span_id"],
+            data.get("parent_span_id"),
+            data["type"],
+            data["name"],
+            data["status"],
+            start_ns,
+            end_ns,
+            data.get("duration_ms", (end_ns - start_ns) / 1e6),
+            data.get("agent"),
+            data.get("session_id"),
+            data.get("framework"),
+            data.get("model"),
+            usage.get("input_tokens"),
+            usage.get("output_tokens"),
+            usage.get("total_tokens"),
+            data.get("cost_usd"),
+            error.get("kind"),
+            _dumps(data),
+        )
+
+    def register_agent(
+        self, name: str, framework: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT INTO agents (name, framework, metadata, registered_ns) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET framework = excluded.framework, "
+                "metadata = excluded.metadata",
+                (name, framework, _dumps(metadata or {}), time.time_ns()),
+            )
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def list_traces(self, filters: TraceFilter | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """Traces, newest first, and the cursor of the next page (``None`` at the end)."""
+        f = filters or TraceFilter()
+        where: list[str] = []
+        params: list[Any] = []
+        if f.agent:
+            where.append("agent = ?")
+            params.append(f.agent)
+        if f.status:
+            where.append("status = ?")
+            params.append(f.status)
+        if f.since_ns is not None:
+            where.append("start_ns >= ?")
+            params.append(f.since_ns)
+        if f.until_ns is not None:
+            where.append("start_ns < ?")
+            params.append(f.until_ns)
+        if f.type:
+            where.append(
+                "EXISTS (SELECT 1 FROM events e WHERE e.type = ? AND e.trace_id = traces.trace_id)"
+            )
+            params.append(f.type)
+        if f.q:
+            where.append(
+                "(name LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM events e WHERE "
+                "e.trace_id = traces.trace_id AND e.name LIKE ? ESCAPE '\\'))"
+            )
+            pattern = "%" + f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            params.extend([pattern, pattern])
+        if f.cursor:
+            start_ns, trace_id = _decode_cursor(f.cursor)
+            where.append("(start_ns < ? OR (start_ns = ? AND trace_id < ?))")
+            params.extend([start_ns, start_ns, trace_id])
+        limit = max(1, min(int(f.limit), 1000))
+        sql = f"SELECT {_TRACE_COLUMNS} FROM traces"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY start_ns DESC, trace_id DESC LIMIT ?"
+        params.append(limit + 1)
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        traces = [_trace_row(r) for r in rows[:limit]]
+        cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            cursor = f"{last['start_ns']}:{last['trace_id']}"
+        return traces, cursor
+
+    def get_trace(self, trace_id: str) -> dict[str, Any] | None:
+        """The summary and every event of one trace (a unique id prefix is accepted)."""
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_TRACE_COLUMNS} FROM traces WHERE trace_id = ?", (trace_id,)
+            ).fetchone()
+            if row is None and 4 <= len(trace_id) < 32:
+                matches = self._conn.execute(
+                    f"SELECT {_TRACE_COLUMNS} FROM traces WHERE trace_id >= ? AND trace_id < ? "
+                    "LIMIT 2",
+                    (trace_id, trace_id + "g"),
+                ).fetchall()
+                row = matches[0] if len(matches) == 1 else None
+            if row is None:
+                return None
+            events = self._conn.execute(
+                "SELECT body FROM events WHERE trace_id = ? ORDER BY start_ns, rowid",
+                (row["trace_id"],),
+            ).fetchall()
+        summary = _trace_row(row)
+        summary["events"] = [json.loads(e["body"]) for e in events]
+        return summary
+
+    def events_after(self, position: int, limit: int = 500) -> tuple[list[dict[str, Any]], int]:
+        """Events stored after ``position`` (a row number) and the new position; for ``tail``."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT rowid, body FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (position, limit),
+            ).fetchall()
+        if not rows:
+            return [], position
+        return [json.loads(r["body"]) for r in rows], int(rows[-1]["rowid"])
+
+    def last_position(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT MAX(rowid) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def count_events(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def agents(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT name, framework, metadata FROM agents ORDER BY name"
+            ).fetchall()
+        return [
+            {"name": r["name"], "framework": r["framework"], "metadata": json.loads(r["metadata"])}
+            for r in rows
+        ]
+
+    def stats(self, since_ns: int | None = None, agent: str | None = None) -> dict[str, Any]:
+        """Counts, error rate, p50/p95 trace latency, tokens and cost by agent and by model."""
+        trace_where, trace_params = _where(since_ns, agent, "start_ns")
+        event_where, event_params = _where(since_ns, agent, "start_ns")
+        with self._lock:
+            totals = self._conn.execute(
+                "SELECT COUNT(*) AS traces, COALESCE(SUM(status = 'error'), 0) AS failed, "
+                "COALESCE(SUM(event_count), 0) AS events, "
+                "COALESCE(SUM(error_count), 0) AS error_events, "
+                "COALESCE(SUM(input_tokens), 0) AS input_tokens, "
+                "COALESCE(SUM(output_tokens), 0) AS output_tokens, "
+                "COALESCE(SUM(total_tokens), 0) AS total_tokens, "
+                f"COALESCE(SUM(cost_usd), 0) AS cost_usd FROM traces{trace_where}",
+                trace_params,
+            ).fetchone()
+            durations = [
+                (r[0] - r[1]) / 1e6
+                for r in self._conn.execute(
+                    f"SELECT end_ns, start_ns FROM traces{trace_where}", trace_params
+                )
+            ]
+            by_agent = self._conn.execute(
+                "SELECT COALESCE(agent, '-') AS agent, COUNT(*) AS traces, "
+                "SUM(status = 'error') AS failed, SUM(total_tokens) AS total_tokens, "
+                "SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, "
+                f"SUM(cost_usd) AS cost_usd FROM traces{trace_where} "
+                "GROUP BY agent ORDER BY traces DESC",
+                trace_params,
+            ).fetchall()
+            model_where = event_where + (" AND " if event_where else " WHERE ") + (
+                "model IS NOT NULL AND type IN ('llm_invoke', 'embedding')"
+            )
+            by_model = self._conn.execute(
+                "SELECT model, COUNT(*) AS calls, SUM(status = 'error') AS failed, "
+                "COALESCE(SUM(input_tokens), 0) AS input_tokens, "
+                "COALESCE(SUM(output_tokens), 0) AS output_tokens, "
+                "COALESCE(SUM(total_tokens), 0) AS total_tokens, "
+                "COALESCE(SUM(cost_usd), 0) AS cost_usd, "
+                f"AVG(duration_ms) AS avg_ms FROM events{model_where} "
+                "GROUP BY model ORDER BY calls DESC",
+                event_params,
+            ).fetchall()
+        traces = int(totals["traces"])
+        return {
+            "traces": traces,
+            "events": int(totals["events"]),
+            "failed_traces": int(totals["failed"]),
+            "error_events": int(totals["error_events"]),
+            "error_rate": (int(totals["failed"]) / traces) if traces else 0.0,
+            "latency_ms": {
+                "p50": _percentile(durations, 50),
+                "p95": _percentile(durations, 95),
+            },
+            "input_tokens": int(totals["input_tokens"]),
+            "output_tokens": int(totals["output_tokens"]),
+            "total_tokens": int(totals["total_tokens"]),
+            "cost_usd": round(float(totals["cost_usd"]), 6),
+            "by_agent": [
+                {
+                    "agent": r["agent"],
+                    "traces": r["traces"],
+                    "failed": r["failed"] or 0,
+                    "input_tokens": r["input_tokens"] or 0,
+                    "output_tokens": r["output_tokens"] or 0,
+                    "total_tokens": r["total_tokens"] or 0,
+                    "cost_usd": round(float(r["cost_usd"] or 0), 6),
+                }
+                for r in by_agent
+            ],
+            "by_model": [
+                {
+                    "model": r["model"],
+                    "calls": r["calls"],
+                    "failed": r["failed"] or 0,
+                    "input_tokens": r["input_tokens"],
+                    "output_tokens": r["output_tokens"],
+                    "total_tokens": r["total_tokens"],
+                    "cost_usd": round(float(r["cost_usd"] or 0), 6),
+                    "avg_ms": round(float(r["avg_ms"] or 0), 3),
+                }
+                for r in by_model
+            ],
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+
+
+def _where(since_ns: int | None, agent: str | None, column: str) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if since_ns is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(since_ns)
+    if agent:
+        clauses.append("agent = ?")
+        params.append(agent)
+    return ((" WHERE " + " AND ".join(clauses)) if clauses else ""), params
+
+
+def _percentile(values: Sequence[float], pct: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1))))
+    return round(ordered[rank], 3)
+
+
+def _trace_row(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "trace_id": row["trace_id"],
+        "name": row["name"],
+        "agent": row["agent"],
+        "session_id": row["session_id"],
+        "status": row["status"],
+        "start_time": format_time(row["start_ns"]),
+        "end_time": format_time(row["end_ns"]),
+        "duration_ms": round((row["end_ns"] - row["start_ns"]) / 1e6, 3),
+        "event_count": row["event_count"],
+        "error_count": row["error_count"],
+        "usage": {
+            "input_tokens": row["input_tokens"],
+            "output_tokens": row["output_tokens"],
+            "total_tokens": row["total_tokens"],
+        },
+        "cost_usd": round(float(row["cost_usd"]), 6),
+    }
+
+
+def _decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        start, trace_id = cursor.split(":", 1)
+        return int(start), trace_id
+    except ValueError:
+        raise ValueError(f"invalid cursor {cursor!r}") from None
+
+
+def open_store(path: str | None = None, *, readonly: bool = False) -> SqliteStore:
+    """Open the store at ``path`` (default: ``SIGHTLINE_DB`` or ``./.sightline/sightline.db``)."""
+    if path is None:
+        path = os.environ.get("SIGHTLINE_DB") or os.path.join(".sightline", "sightline.db")
+    return SqliteStore(path, readonly=readonly)

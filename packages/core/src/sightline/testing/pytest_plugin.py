@@ -1,0 +1,16 @@
+"""The pytest plugin of :mod:`sightline.testing`: the ``sightline_capture`` fixture."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from sightline.testing import Capture, capture
+
+
+@pytest.fixture
+def sightline_capture() -> Iterator[Capture]:
+    """A global Sightline client exporting to memory for one test; yields a :class:`Capture`."""
+    with capture() as captured:
+        yield captured
