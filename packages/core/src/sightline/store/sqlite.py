@@ -77,9 +77,9 @@ MIGRATIONS: list[str] = [
             CASE WHEN NEW.parent_span_id IS NULL THEN NEW.span_id END,
             CASE WHEN NEW.parent_span_id IS NULL THEN NEW.status END,
             NEW.start_ns, NEW.end_ns, 1, NEW.status = 'error',
-            CASE WHEN NEW.type IN ('llm_invoke', 'embedding') THEN COALESCE(NEW.input_tokens, 0) ELSE 0 END,
-            CASE WHEN NEW.type IN ('llm_invoke', 'embedding') THEN COALESCE(NEW.output_tokens, 0) ELSE 0 END,
-            CASE WHEN NEW.type IN ('llm_invoke', 'embedding') THEN COALESCE(NEW.total_tokens, 0) ELSE 0 END,
+            CASE WHEN NEW.type IN ('run', 'agent', 'chain') THEN 0 ELSE COALESCE(NEW.input_tokens, 0) END,
+            CASE WHEN NEW.type IN ('run', 'agent', 'chain') THEN 0 ELSE COALESCE(NEW.output_tokens, 0) END,
+            CASE WHEN NEW.type IN ('run', 'agent', 'chain') THEN 0 ELSE COALESCE(NEW.total_tokens, 0) END,
             CASE WHEN NEW.type IN ('run', 'agent', 'chain') THEN 0 ELSE COALESCE(NEW.cost_usd, 0) END
         )
         ON CONFLICT (trace_id) DO UPDATE SET
@@ -384,7 +384,7 @@ class SqliteStore:
                 trace_params,
             ).fetchall()
             model_where = event_where + (" AND " if event_where else " WHERE ") + (
-                "model IS NOT NULL AND type IN ('llm_invoke', 'embedding')"
+                "model IS NOT NULL AND type NOT IN ('run', 'agent', 'chain')"
             )
             by_model = self._conn.execute(
                 "SELECT model, COUNT(*) AS calls, SUM(status = 'error') AS failed, "

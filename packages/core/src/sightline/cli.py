@@ -1,0 +1,440 @@
+"""The ``sightline`` command: look at recorded runs from the terminal.
+
+``runs``, ``show TRACE_ID``, ``tail``, ``stats`` and ``plugins`` read the embedded store
+(``--db``, default ``SIGHTLINE_DB`` or ``./.sightline/sightline.db``); each listing accepts
+``--json``. Plugins add subcommands through the ``sightline_cli`` hook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+__all__ = ["CommandLine", "main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class CommandLine:
+    """The argument parser of ``sightline``, handed to plugins through ``sightline_cli``."""
+
+    def __init__(self) -> None:
+        self.parser = argparse.ArgumentParser(
+            prog="sightline",
+            description="Look at what your AI agents did: runs, traces, live events, stats.",
+        )
+        from sightline import __version__
+
+        self.parser.add_argument("--version", action="version", version=f"sightline {__version__}")
+        self.subparsers = self.parser.add_subparsers(dest="command", metavar="COMMAND")
+        self.handlers: dict[str, Handler] = {}
+
+    def command(self, name: str, help: str, handler: Handler) -> argparse.ArgumentParser:
+        """Add a subcommand; returns its parser so that arguments can be added to it."""
+        parser = self.subparsers.add_parser(name, help=help, description=help)
+        parser.set_defaults(_handler=handler)
+        self.handlers[name] = handler
+        return parser
+
+
+def _db_arguments(parser: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="SQLite store (default: $SIGHTLINE_DB or ./.sightline/sightline.db)",
+    )
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _open_store(args: argparse.Namespace) -> Any:
+    from sightline.store import open_store
+
+    path = args.db or os.environ.get("SIGHTLINE_DB") or os.path.join(".sightline", "sightline.db")
+    if not os.path.exists(path):
+        raise SystemExit(
+            f"sightline: no store at {path}. Run an instrumented program first "
+            "(sightline.init() records there by default) or pass --db PATH."
+        )
+    return open_store(path)
+
+
+# -- formatting -------------------------------------------------------------------------------
+
+_USE_COLOR = False
+
+
+def _color(text: str, code: str) -> str:
+    return f"\033[{code}m{text}\033[0m" if _USE_COLOR else text
+
+
+def _status(status: str) -> str:
+    return _color(status, "31" if status == "error" else "32")
+
+
+def format_duration(ms: float | None) -> str:
+    """``850µs``, ``12ms``, ``1.23s``, ``2m05s``."""
+    if ms is None:
+        return "-"
+    if ms < 1:
+        return f"{ms * 1000:.0f}µs"
+    if ms < 1000:
+        return f"{ms:.0f}ms" if ms >= 10 else f"{ms:.1f}ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest:02d}s"
+
+
+def _cost(value: float | None) -> str:
+    if not value:
+        return "-"
+    return f"${value:.4f}" if value < 100 else f"${value:,.2f}"
+
+
+def _tokens(value: int | None) -> str:
+    return f"{value:,}" if value else "-"
+
+
+def _table(rows: Sequence[Sequence[str]], headers: Sequence[str], out: TextIO) -> None:
+    if not rows:
+        return
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], _visible_len(cell))
+    out.write("  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip() + "\n")
+    for row in rows:
+        cells = [cell + " " * (widths[i] - _visible_len(cell)) for i, cell in enumerate(row)]
+        out.write("  ".join(cells).rstrip() + "\n")
+
+
+_ANSI = re.compile(r"\033\[[0-9;]*m")
+
+
+def _visible_len(text: str) -> int:
+    return len(_ANSI.sub("", text))
+
+
+def parse_since(value: str) -> int:
+    """``30s``, ``15m``, ``2h``, ``7d`` ago, or an ISO timestamp → nanoseconds since the epoch."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", value)
+    if match:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+        return time.time_ns() - int(float(match.group(1)) * unit * 1_000_000_000)
+    from sightline.event import parse_time
+
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid time {value!r}: use 30m, 2h, 7d or an ISO timestamp"
+        ) from None
+
+
+def _local_time(text: str) -> str:
+    return text.replace("T", " ")[:19]
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from sightline.store import TraceFilter
+
+    store = _open_store(args)
+    traces, cursor = store.list_traces(
+        TraceFilter(
+            agent=args.agent,
+            status=args.status,
+            type=args.type,
+            since_ns=args.since,
+            limit=args.limit,
+            cursor=args.cursor,
+        )
+    )
+    if args.json:
+        print(json.dumps({"traces": traces, "next_cursor": cursor}, indent=2))
+        return 0
+    if not traces:
+        print("No runs recorded yet" + (" matching those filters." if _filtered(args) else "."))
+        return 0
+    rows = [
+        [
+            t["trace_id"][:12],
+            _clip(t["name"], 40),
+            t["agent"] or "-",
+            _status(t["status"]),
+            _local_time(t["start_time"]),
+            format_duration(t["duration_ms"]),
+            str(t["event_count"]),
+            str(t["error_count"]) if t["error_count"] else "-",
+            _tokens(t["usage"]["total_tokens"]),
+            _cost(t["cost_usd"]),
+        ]
+        for t in traces
+    ]
+    headers = ["TRACE", "NAME", "AGENT", "STATUS", "START (UTC)", "DURATION", "EVENTS", "ERRORS",
+               "TOKENS", "COST"]  # fmt: skip
+    _table(rows, headers, sys.stdout)
+    if cursor:
+        print(f"\nMore runs: sightline runs --cursor {cursor}")
+    return 0
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k, None) for k in ("agent", "status", "type", "since"))
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    trace_id = args.trace_id
+    if trace_id == "latest":
+        latest, _ = store.list_traces()
+        trace_id = latest[0]["trace_id"] if latest else ""
+    trace = store.get_trace(trace_id)
+    if trace is None:
+        print(f"sightline: no trace {args.trace_id!r} in {store.path}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(trace, indent=2))
+        return 0
+    print(render_trace(trace), end="")
+    return 0
+
+
+def render_trace(trace: dict[str, Any]) -> str:
+    """The indented tree of one trace, as ``sightline show`` prints it."""
+    lines = []
+    usage = trace.get("usage") or {}
+    parts = [
+        f"trace {trace['trace_id']}",
+        trace["name"],
+        f"agent {trace['agent']}" if trace.get("agent") else None,
+        _status(trace["status"]),
+        format_duration(trace["duration_ms"]),
+        f"{trace['event_count']} events",
+        f"{_tokens(usage.get('total_tokens'))} tokens" if usage.get("total_tokens") else None,
+        _cost(trace.get("cost_usd")) if trace.get("cost_usd") else None,
+    ]
+    lines.append(" · ".join(p for p in parts if p))
+    events = trace["events"]
+    ids = {e["span_id"] for e in events}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for event in events:
+        parent = event.get("parent_span_id")
+        children.setdefault(parent if parent in ids else None, []).append(event)
+
+    def describe(event: dict[str, Any]) -> str:
+        bits = [f"{event['type']} {_color(event['name'], '1')}", format_duration(event.get("duration_ms"))]
+        if event.get("model"):
+            bits.append(event["model"])
+        usage = event.get("usage") or {}
+        if usage.get("input_tokens") is not None or usage.get("output_tokens") is not None:
+            bits.append(
+                f"{usage.get('input_tokens') or 0}→{usage.get('output_tokens') or 0} tokens"
+            )
+        if event.get("cost_usd"):
+            bits.append(_cost(event["cost_usd"]))
+        if event.get("status") == "error":
+            error = event.get("error") or {}
+            message = _clip(str(error.get("message") or "").replace("\n", " "), 80)
+            bits.append(
+                _color(f"✗ {error.get('kind', 'unknown')} {error.get('type', 'Error')}: {message}", "31")
+            )
+        return "  ".join(bits)
+
+    def walk(parent: str | None, prefix: str) -> None:
+        kids = children.get(parent, [])
+        for index, event in enumerate(kids):
+            last = index == len(kids) - 1
+            branch = "" if parent is None else ("└─ " if last else "├─ ")
+            lines.append(prefix + branch + describe(event))
+            deeper = prefix + ("" if parent is None else ("   " if last else "│  "))
+            walk(event["span_id"], deeper)
+
+    walk(None, "")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    position = store.last_position()
+    if args.last:
+        position = max(0, position - args.last)
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    if not args.json:
+        print(f"Following {store.path} (Ctrl-C to stop)", file=sys.stderr)
+    try:
+        while True:
+            events, position = store.events_after(position)
+            for event in events:
+                if args.json:
+                    print(json.dumps(event), flush=True)
+                else:
+                    print(_tail_line(event), flush=True)
+            if deadline is not None and time.monotonic() >= deadline:
+                return 0
+            if not events:
+                time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _tail_line(event: dict[str, Any]) -> str:
+    extra = ""
+    usage = event.get("usage") or {}
+    if usage.get("total_tokens"):
+        extra += f"  {usage['total_tokens']} tokens"
+    if event.get("status") == "error":
+        error = event.get("error") or {}
+        extra += "  " + _color(f"✗ {error.get('kind')}: {_clip(error.get('message') or '', 60)}", "31")
+    return (
+        f"{_local_time(event['end_time'])}  {event['trace_id'][:12]}  {event['type']:<11}  "
+        f"{_clip(event['name'], 40)}  {_status(event['status'])}  "
+        f"{format_duration(event.get('duration_ms'))}{extra}"
+    )
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    stats = store.stats(since_ns=args.since, agent=args.agent)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    latency = stats["latency_ms"]
+    print(
+        f"{stats['traces']} runs · {stats['events']} events · "
+        f"{stats['failed_traces']} failed runs ({stats['error_rate'] * 100:.1f}%) · "
+        f"{stats['error_events']} error events"
+    )
+    print(
+        f"latency p50 {format_duration(latency['p50'])} · p95 {format_duration(latency['p95'])} · "
+        f"tokens {_tokens(stats['total_tokens'])} "
+        f"({_tokens(stats['input_tokens'])} in, {_tokens(stats['output_tokens'])} out) · "
+        f"cost {_cost(stats['cost_usd'])}"
+    )
+    if stats["by_agent"]:
+        print("\nBy agent")
+        _table(
+            [
+                [a["agent"], str(a["traces"]), str(a["failed"]), _tokens(a["total_tokens"]),
+                 _cost(a["cost_usd"])]  # fmt: skip
+                for a in stats["by_agent"]
+            ],
+            ["AGENT", "RUNS", "FAILED", "TOKENS", "COST"],
+            sys.stdout,
+        )
+    if stats["by_model"]:
+        print("\nBy model")
+        _table(
+            [
+                [m["model"], str(m["calls"]), str(m["failed"]), _tokens(m["input_tokens"]),
+                 _tokens(m["output_tokens"]), _cost(m["cost_usd"]), format_duration(m["avg_ms"])]  # fmt: skip
+                for m in stats["by_model"]
+            ],
+            ["MODEL", "CALLS", "FAILED", "IN", "OUT", "COST", "AVG"],
+            sys.stdout,
+        )
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from sightline.plugins import get_plugin_manager
+
+    manager = get_plugin_manager()
+    infos = [info.to_dict() for info in manager.list()]
+    if args.json:
+        print(json.dumps(infos, indent=2))
+        return 0
+    rows = [
+        [
+            i["name"],
+            i["distribution"] or "-",
+            i["version"] or "-",
+            _color(i["status"], "31" if i["status"] == "failed" else "0"),
+            ", ".join(h.removeprefix("sightline_") for h in i["hooks"]) or "-",
+        ]
+        for i in infos
+    ]
+    _table(rows, ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS"], sys.stdout)
+    for info in infos:
+        if info["error"]:
+            print(f"\n{info['name']} failed: {info['error']}")
+    return 0
+
+
+def build() -> CommandLine:
+    """The full command line: built-in commands plus those added by plugins."""
+    cli = CommandLine()
+    runs = cli.command("runs", "list recent runs (traces), newest first", cmd_runs)
+    _db_arguments(runs)
+    runs.add_argument("--agent", help="only runs of this agent")
+    runs.add_argument("--status", choices=["ok", "error"], help="only runs with this status")
+    runs.add_argument("--type", help="only runs containing an event of this type (e.g. tool_call)")
+    runs.add_argument("--since", type=parse_since, help="30m, 2h, 7d or an ISO timestamp")
+    runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    runs.add_argument("--cursor", help="continue a previous listing")
+
+    show = cli.command("show", "print the tree of one run", cmd_show)
+    show.add_argument("trace_id", help="trace id, a unique prefix of at least 4 characters, or 'latest'")
+    _db_arguments(show)
+
+    tail = cli.command("tail", "follow new events as they are recorded", cmd_tail)
+    _db_arguments(tail)
+    tail.add_argument("--last", type=int, default=0, help="start with the last N events")
+    tail.add_argument("--interval", type=float, default=0.5, help="poll interval in seconds")
+    tail.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+
+    stats = cli.command("stats", "counts, error rate, latency, tokens and cost", cmd_stats)
+    _db_arguments(stats)
+    stats.add_argument("--since", type=parse_since, help="30m, 2h, 7d or an ISO timestamp")
+    stats.add_argument("--agent", help="only this agent")
+
+    plugins = cli.command("plugins", "list discovered plugins and their status", cmd_plugins)
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    try:
+        from sightline import doctor
+
+        doctor.register(cli)
+    except ImportError:
+        pass
+    try:
+        from sightline.plugins import get_plugin_manager
+
+        get_plugin_manager().call("sightline_cli", cli=cli)
+    except Exception as exc:  # a broken plugin must not break the built-in commands
+        print(f"sightline: plugin commands unavailable: {exc}", file=sys.stderr)
+    return cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sightline`` command."""
+    global _USE_COLOR
+    _USE_COLOR = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    cli = build()
+    args = cli.parser.parse_args(argv)
+    handler = getattr(args, "_handler", None)
+    if handler is None:
+        cli.parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
