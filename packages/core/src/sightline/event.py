@@ -11,7 +11,6 @@ caller's thread never formats a timestamp; the RFC 3339 strings of the wire form
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timezone
 from enum import Enum
@@ -106,20 +105,39 @@ def coerce_type(value: EventType | str) -> EventType:
         raise ValueError(f"unknown event type {value!r}; expected one of: {names}") from None
 
 
+def _first_random_bits(bits: int) -> int:
+    # `random` costs milliseconds to import: bind it on first use, not at `import sightline`.
+    global _random_bits
+    from random import getrandbits
+
+    _random_bits = getrandbits
+    return getrandbits(bits)
+
+
+_random_bits = _first_random_bits
+
+
 def new_trace_id() -> str:
-    """32 lowercase hex characters, OpenTelemetry compatible."""
-    return os.urandom(16).hex()
+    """32 lowercase hex characters, OpenTelemetry compatible (never all zeros)."""
+    return "%032x" % (_random_bits(128) or 1)
 
 
 def new_span_id() -> str:
-    """16 lowercase hex characters, OpenTelemetry compatible."""
-    return os.urandom(8).hex()
+    """16 lowercase hex characters, OpenTelemetry compatible (never all zeros)."""
+    return "%016x" % (_random_bits(64) or 1)
+
+
+_second_cache: tuple[int, str] = (-1, "")
 
 
 def format_time(ns: int) -> str:
     """RFC 3339 UTC with microseconds: ``2026-11-20T22:03:54.123456Z``."""
+    global _second_cache
     seconds, rem = divmod(ns, 1_000_000_000)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    cached_seconds, stamp = _second_cache  # one tuple, swapped atomically between threads
+    if cached_seconds != seconds:  # events come in bursts within a second: format it once
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _second_cache = (seconds, stamp)
     return f"{stamp}.{rem // 1000:06d}Z"
 
 

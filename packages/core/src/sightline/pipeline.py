@@ -60,20 +60,29 @@ class _Counter:
 
 
 class ExporterWorker:
-    """One exporter behind its own thread and a bounded queue of batches."""
+    """One exporter behind its own thread and a bounded queue of batches.
 
-    def __init__(self, name: str, exporter: Exporter, max_batches: int) -> None:
+    At most ``max_pending`` events wait for one exporter; past that its oldest batch is dropped
+    and counted (the other exporters are not held back). Small batches that queued up while the
+    exporter was busy are coalesced, up to ``batch_size`` events, into one export call.
+    """
+
+    def __init__(self, name: str, exporter: Exporter, max_pending: int, batch_size: int) -> None:
         self.name = name
         self.exporter = exporter
-        self.max_batches = max_batches
+        self.max_pending = max_pending
+        self.batch_size = batch_size
         self.exported = _Counter()
         self.failed = _Counter()
         self.dropped = _Counter()
         self._logged_failure = False
+        self._logged_drop = False
         self._reset()
 
     def _reset(self) -> None:
         self._batches: deque[Any] = deque()
+        self._pending = 0
+        self._overflow: list[list[Event]] = []
         self._cond = threading.Condition()
         self._busy = False
         self._stopping = False
@@ -91,18 +100,10 @@ class ExporterWorker:
     def put(self, batch: list[Event] | Callable[[], object]) -> None:
         """Queue a batch (or a call to make on the exporter's thread, in order with batches)."""
         with self._cond:
-            pending = sum(1 for b in self._batches if not callable(b))
-            if pending >= self.max_batches and not callable(batch):
-                # Drop the oldest batch (queued calls such as register_agent are kept).
-                index = next(i for i, b in enumerate(self._batches) if not callable(b))
-                lost = self._batches[index]
-                del self._batches[index]
-                self.dropped.add(len(lost))
-                logger.warning(
-                    "sightline: exporter %r is behind; dropped a batch of %d events",
-                    self.name,
-                    len(lost),
-                )
+            if not callable(batch):
+                self._pending += len(batch)
+                while self._pending > self.max_pending:
+                    self._drop_oldest()
             self._batches.append(batch)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -110,6 +111,69 @@ class ExporterWorker:
                 )
                 self._thread.start()
             self._cond.notify()
+        if self._overflow:
+            self._persist_overflow()
+
+    def _persist_overflow(self) -> None:
+        with self._cond:
+            overflow, self._overflow = self._overflow, []
+        for batch in overflow:
+            if not self._persist(batch):
+                self.dropped.add(len(batch))
+
+    def _persist(self, batch: list[Event]) -> bool:
+        """Hand events the exporter will not get to in time to its ``persist`` (the http spool)."""
+        try:
+            self.exporter.persist(batch)  # type: ignore[attr-defined]
+        except Exception:
+            logger.exception("sightline: exporter %r failed to persist a batch", self.name)
+            return False
+        return True
+
+    def persist_pending(self) -> None:
+        """After the close deadline: persist the batches still queued, if the exporter can."""
+        if not callable(getattr(self.exporter, "persist", None)):
+            return
+        with self._cond:
+            pending = [b for b in self._batches if not callable(b)]
+            self._batches = deque(b for b in self._batches if callable(b))
+            self._pending = 0
+        for batch in pending:
+            if not self._persist(batch):
+                self.dropped.add(len(batch))
+
+    def _drop_oldest(self) -> None:
+        # Queued calls (register_agent...) are kept; the oldest batch of events goes.
+        index = next(i for i, b in enumerate(self._batches) if not callable(b))
+        lost = self._batches[index]
+        del self._batches[index]
+        self._pending -= len(lost)
+        if callable(getattr(self.exporter, "persist", None)):
+            self._overflow.append(lost)  # persisted by put(), outside the lock
+            return
+        self.dropped.add(len(lost))
+        if not self._logged_drop:
+            self._logged_drop = True
+            logger.warning(
+                "sightline: exporter %r is falling behind; dropping its oldest events "
+                "(counted in client.stats())",
+                self.name,
+            )
+
+    def _take(self) -> Any:
+        """The next call, or the next batches coalesced up to batch_size events."""
+        first = self._batches.popleft()
+        if callable(first):
+            return first
+        batch = first
+        while self._batches and not callable(self._batches[0]):
+            if len(batch) + len(self._batches[0]) > self.batch_size:
+                break
+            if batch is first:
+                batch = list(first)
+            batch.extend(self._batches.popleft())
+        self._pending -= len(batch)
+        return batch
 
     def _run(self) -> None:
         while True:
@@ -118,7 +182,7 @@ class ExporterWorker:
                     self._cond.wait()
                 if not self._batches and self._stopping:
                     return
-                batch = self._batches.popleft()
+                batch = self._take()
                 self._busy = True
             try:
                 if callable(batch):
@@ -176,6 +240,8 @@ class ExporterWorker:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                self.persist_pending()
         try:
             self.exporter.shutdown()
         except Exception:
@@ -213,8 +279,10 @@ class Pipeline:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self._process = process
-        max_batches = max(4, queue_size // max(1, batch_size))
-        self.exporters = [ExporterWorker(name, exp, max_batches) for name, exp in exporters]
+        self.exporters = [
+            ExporterWorker(name, exp, max(queue_size, batch_size), batch_size)
+            for name, exp in exporters
+        ]
         self.tracked = 0  # approximate under concurrency; exact counts are below
         self.dropped = _Counter()
         self.filtered = _Counter()
@@ -227,6 +295,7 @@ class Pipeline:
     def _reset(self) -> None:
         self._queue: deque[Event] = deque()
         self._wake = threading.Event()
+        self._wake_sent = False
         self._flush_lock = threading.Lock()
         self._flush_waiters: list[threading.Event] = []
         self._stopping = False
@@ -251,7 +320,9 @@ class Pipeline:
         queue.append(event)
         if self._thread is None:
             self._start()
-        if len(queue) >= self.batch_size:
+        if len(queue) >= self.batch_size and not self._wake_sent:
+            # One wake-up per full batch: Event.set() takes a lock, too dear for every call.
+            self._wake_sent = True
             self._wake.set()
         return True
 
@@ -271,6 +342,7 @@ class Pipeline:
         while True:
             wake.wait(self.flush_interval)
             wake.clear()
+            self._wake_sent = False
             self._drain(queue)
             with self._flush_lock:
                 waiters, self._flush_waiters = self._flush_waiters, []
@@ -348,9 +420,38 @@ class Pipeline:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
+        if not flushed:
+            self._hand_over_leftovers(thread)
         for worker in self.exporters:
             worker.stop(deadline)
         return flushed
+
+    def _hand_over_leftovers(self, thread: threading.Thread | None) -> None:
+        """After the close deadline, events still queued are processed here and handed to the
+        exporters, so that one with ``persist`` (the http spool) keeps them (see ``stop``)."""
+        if not any(callable(getattr(w.exporter, "persist", None)) for w in self.exporters):
+            return
+        leftovers: list[Event] = []
+        while True:
+            try:
+                leftovers.append(self._queue.popleft())
+            except IndexError:
+                break
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(1.0)  # let the worker dispatch the batch it is holding
+        batch: list[Event] = []
+        for event in leftovers:
+            try:
+                keep = self._process(event)
+            except Exception:
+                self.processor_errors.add()
+                keep = True
+            if keep:
+                batch.append(event)
+            else:
+                self.filtered.add()
+        for start in range(0, len(batch), self.batch_size):
+            self._dispatch(batch[start : start + self.batch_size])
 
     def after_fork(self) -> None:
         """In a forked child: forget the parent's queue and threads; start afresh when used."""
@@ -368,6 +469,11 @@ class Pipeline:
             "exported": sum(s["exported"] for s in exporters.values()),
             "failed": sum(s["failed"] for s in exporters.values()),
             "exporter_dropped": sum(s["dropped"] for s in exporters.values()),
+            # Delivery counts of the exporters that report them (http).
+            **{
+                key: sum(s.get(key, 0) for s in exporters.values() if isinstance(s.get(key), int))
+                for key in ("sent", "retried", "spooled", "evicted")
+            },
             "processor_errors": self.processor_errors.value,
             "exporters": exporters,
         }

@@ -20,7 +20,13 @@ import pluggy
 
 from sightline import hookspecs
 
-__all__ = ["PluginInfo", "PluginManager", "get_plugin_manager"]
+__all__ = [
+    "PluginInfo",
+    "PluginManager",
+    "get_plugin_manager",
+    "register_plugin",
+    "unregister_plugin",
+]
 
 logger = logging.getLogger("sightline")
 ENTRY_POINT_GROUP = "sightline"
@@ -107,6 +113,8 @@ class PluginManager:
             from sightline import builtins
 
             builtins.register(self, self.config)
+            for name, plugin in list(_REGISTERED.items()):
+                self.register(plugin, name, status="ok")
             only_set = set(only) if only is not None else None
             disabled_set = set(disabled) | set(_env_list("SIGHTLINE_DISABLE_PLUGINS"))
             for entry_point in _entry_points():
@@ -225,6 +233,31 @@ def _env_flag(name: str) -> bool:
 
 def _env_list(name: str) -> list[str]:
     return [p.strip() for p in os.environ.get(name, "").split(",") if p.strip()]
+
+
+_REGISTERED: dict[str, Any] = {}
+
+
+def register_plugin(plugin: Any, name: str) -> None:
+    """Register a plugin object for every client created from now on (no entry point needed).
+
+    Useful in applications, notebooks and tests; packaged plugins use the ``sightline``
+    entry-point group instead. The running global client sees it too.
+    """
+    _REGISTERED[name] = plugin
+    from sightline.client import _GLOBAL
+
+    if _GLOBAL is not None and _GLOBAL._plugins is not None:
+        _GLOBAL._plugins.register(plugin, name)
+
+
+def unregister_plugin(name: str) -> None:
+    """Undo :func:`register_plugin` (also on the running global client)."""
+    _REGISTERED.pop(name, None)
+    from sightline.client import _GLOBAL
+
+    if _GLOBAL is not None and _GLOBAL._plugins is not None:
+        _GLOBAL._plugins.unregister(name)
 
 
 def get_plugin_manager(config: Any = None) -> PluginManager:

@@ -2,8 +2,8 @@
 
 Used by the ``sqlite`` exporter (the default when no endpoint is configured) and by the CLI.
 The schema is versioned (``PRAGMA user_version``) with forward migrations. Writing the same
-event id twice stores it once. Trace summaries are maintained by a trigger, so a duplicate
-(which is ignored) never counts twice.
+event id twice stores it once, and a trace's summary (name, status, counts, tokens, cost) is
+folded from each batch of new events, so a duplicate never counts twice.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore", "TraceFilter", "open_store"]
 
 # Each entry moves the schema from version i to i + 1. Never edit a released entry: append.
 MIGRATIONS: list[str] = [
-    # 0 -> 1: events, trace summaries kept by a trigger, agents.
+    # 0 -> 1: events, trace summaries, agents.
     """
     CREATE TABLE events (
         id TEXT NOT NULL UNIQUE,
@@ -68,39 +68,6 @@ MIGRATIONS: list[str] = [
     CREATE INDEX traces_agent ON traces (agent, start_ns);
     CREATE INDEX traces_status ON traces (status, start_ns);
 
-    CREATE TRIGGER events_summarize AFTER INSERT ON events BEGIN
-        INSERT INTO traces (
-            trace_id, name, agent, session_id, root_span_id, root_status, start_ns, end_ns,
-            event_count, error_count, input_tokens, output_tokens, total_tokens, cost_usd
-        ) VALUES (
-            NEW.trace_id, NEW.name, NEW.agent, NEW.session_id,
-            CASE WHEN NEW.parent_span_id IS NULL THEN NEW.span_id END,
-            CASE WHEN NEW.parent_span_id IS NULL THEN NEW.status END,
-            NEW.start_ns, NEW.end_ns, 1, NEW.status = 'error',
-            CASE WHEN NEW.type IN ('run', 'agent', 'chain') THEN 0 ELSE COALESCE(NEW.input_tokens, 0) END,
-            CASE WHEN NEW.type IN ('run', 'agent', 'chain') THEN 0 ELSE COALESCE(NEW.output_tokens, 0) END,
-            CASE WHEN NEW.type IN ('run', 'agent', 'chain') THEN 0 ELSE COALESCE(NEW.total_tokens, 0) END,
-            CASE WHEN NEW.type IN ('run', 'agent', 'chain') THEN 0 ELSE COALESCE(NEW.cost_usd, 0) END
-        )
-        ON CONFLICT (trace_id) DO UPDATE SET
-            name = CASE WHEN NEW.parent_span_id IS NULL THEN NEW.name ELSE traces.name END,
-            agent = CASE WHEN NEW.parent_span_id IS NULL AND NEW.agent IS NOT NULL
-                         THEN NEW.agent ELSE COALESCE(traces.agent, NEW.agent) END,
-            session_id = COALESCE(traces.session_id, NEW.session_id),
-            root_span_id = CASE WHEN NEW.parent_span_id IS NULL THEN NEW.span_id
-                                ELSE traces.root_span_id END,
-            root_status = CASE WHEN NEW.parent_span_id IS NULL THEN NEW.status
-                               ELSE traces.root_status END,
-            start_ns = MIN(traces.start_ns, NEW.start_ns),
-            end_ns = MAX(traces.end_ns, NEW.end_ns),
-            event_count = traces.event_count + 1,
-            error_count = traces.error_count + excluded.error_count,
-            input_tokens = traces.input_tokens + excluded.input_tokens,
-            output_tokens = traces.output_tokens + excluded.output_tokens,
-            total_tokens = traces.total_tokens + excluded.total_tokens,
-            cost_usd = traces.cost_usd + excluded.cost_usd;
-    END;
-
     CREATE TABLE agents (
         name TEXT PRIMARY KEY,
         framework TEXT,
@@ -112,12 +79,38 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _INSERT = """
-INSERT OR IGNORE INTO events (
+INSERT INTO events (
     id, trace_id, span_id, parent_span_id, type, name, status, start_ns, end_ns, duration_ms,
     agent, session_id, framework, model, input_tokens, output_tokens, total_tokens, cost_usd,
     error_kind, body
 ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+
+# One row per trace touched by a batch: the batch's aggregate is folded into the summary.
+# The root event (no parent) names the trace and decides its status.
+_UPSERT_TRACE = """
+INSERT INTO traces (
+    trace_id, name, agent, session_id, root_span_id, root_status, start_ns, end_ns,
+    event_count, error_count, input_tokens, output_tokens, total_tokens, cost_usd
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (trace_id) DO UPDATE SET
+    name = CASE WHEN excluded.root_span_id IS NOT NULL THEN excluded.name ELSE traces.name END,
+    agent = CASE WHEN excluded.root_span_id IS NOT NULL AND excluded.agent IS NOT NULL
+                 THEN excluded.agent ELSE COALESCE(traces.agent, excluded.agent) END,
+    session_id = COALESCE(traces.session_id, excluded.session_id),
+    root_span_id = COALESCE(excluded.root_span_id, traces.root_span_id),
+    root_status = COALESCE(excluded.root_status, traces.root_status),
+    start_ns = MIN(traces.start_ns, excluded.start_ns),
+    end_ns = MAX(traces.end_ns, excluded.end_ns),
+    event_count = traces.event_count + excluded.event_count,
+    error_count = traces.error_count + excluded.error_count,
+    input_tokens = traces.input_tokens + excluded.input_tokens,
+    output_tokens = traces.output_tokens + excluded.output_tokens,
+    total_tokens = traces.total_tokens + excluded.total_tokens,
+    cost_usd = traces.cost_usd + excluded.cost_usd
+"""
+# Types whose usage and cost aggregate their children's: not summed again into the trace.
+_AGGREGATE_TYPES = frozenset({"run", "agent", "chain"})
 
 _TRACE_COLUMNS = (
     "trace_id, name, agent, session_id, status, start_ns, end_ns, event_count, error_count, "
@@ -139,8 +132,7 @@ class TraceFilter:
     cursor: str | None = None
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 class SqliteStore:
@@ -196,14 +188,44 @@ class SqliteStore:
     # -- writing ------------------------------------------------------------------------------
 
     def insert_events(self, events: Iterable[Event | dict[str, Any]]) -> int:
-        """Store events (objects or wire dicts); returns how many were new (not duplicates)."""
+        """Store events (objects or wire dicts); returns how many were new (not duplicates).
+
+        Duplicates (an id already stored, or twice in the batch) are skipped, so a trace's
+        summary never counts an event twice.
+        """
         rows = [self._row(e) for e in events]
+        if not rows:
+            return 0
         with self._lock:
-            before = self._conn.total_changes
-            with self._conn:
-                self._conn.executemany(_INSERT, rows)
-            # total_changes also counts the trigger's upserts: one per new event.
-            return (self._conn.total_changes - before) // 2
+            # IMMEDIATE: the duplicate check and the inserts are atomic across processes too.
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                existing = self._existing_ids([r[0] for r in rows])
+                fresh: list[tuple[Any, ...]] = []
+                seen: set[str] = set()
+                for row in rows:
+                    if row[0] in existing or row[0] in seen:
+                        continue
+                    seen.add(row[0])
+                    fresh.append(row)
+                if fresh:
+                    self._conn.executemany(_INSERT, fresh)
+                    self._conn.executemany(_UPSERT_TRACE, _summaries(fresh))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            return len(fresh)
+
+    def _existing_ids(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r[0] for r in self._conn.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
+            )
+        return found
 
     @staticmethod
     def _row(event: Event | dict[str, Any]) -> tuple[Any, ...]:
@@ -444,6 +466,36 @@ class SqliteStore:
                 self._conn.close()
             except sqlite3.Error:
                 pass
+
+
+def _summaries(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Fold a batch of event rows into one summary row per trace (see ``_UPSERT_TRACE``)."""
+    by_trace: dict[str, list[Any]] = {}
+    for (_id, trace_id, span_id, parent, type_, name, status, start_ns, end_ns, _dur, agent,
+         session_id, _fw, _model, tokens_in, tokens_out, tokens_total, cost, _kind, _body) in rows:  # fmt: skip
+        summary = by_trace.get(trace_id)
+        if summary is None:
+            summary = [trace_id, name, agent, session_id, None, None, start_ns, end_ns,
+                       0, 0, 0, 0, 0, 0.0]  # fmt: skip
+            by_trace[trace_id] = summary
+        if parent is None:
+            summary[1], summary[4], summary[5] = name, span_id, status
+            if agent is not None:
+                summary[2] = agent
+        elif summary[2] is None:
+            summary[2] = agent
+        if summary[3] is None:
+            summary[3] = session_id
+        summary[6] = min(summary[6], start_ns)
+        summary[7] = max(summary[7], end_ns)
+        summary[8] += 1
+        summary[9] += status == "error"
+        if type_ not in _AGGREGATE_TYPES:
+            summary[10] += tokens_in or 0
+            summary[11] += tokens_out or 0
+            summary[12] += tokens_total or 0
+            summary[13] += cost or 0.0
+    return [tuple(s) for s in by_trace.values()]
 
 
 def _where(since_ns: int | None, agent: str | None, column: str) -> tuple[str, list[Any]]:

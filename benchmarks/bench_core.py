@@ -1,0 +1,177 @@
+"""Core benchmarks (issue: foundation): span cost vs OpenTelemetry, track(), import time, and
+SQLite exporter throughput. Run with ``make bench`` or ``python benchmarks/bench_core.py``.
+
+Every figure is a median over many samples, measured in the same run as its reference.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+import sightline
+from sightline import Event, EventType, ExportResult
+
+SAMPLES = 200
+PER_SAMPLE = 500
+METADATA = {"user": "u-1", "plan": "pro", "region": "eu", "attempt": 1, "cached": False}
+
+
+class DiscardExporter:
+    """Counts events and keeps none: measures the SDK, not a backend."""
+
+    name = "discard"
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def export(self, events: Sequence[Event]) -> ExportResult:
+        self.count += len(events)
+        return ExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def per_op_median(operation: Callable[[], None], samples: int = SAMPLES, n: int = PER_SAMPLE) -> float:
+    """Median over ``samples`` of the mean time of ``n`` calls, in microseconds."""
+    timings = []
+    for _ in range(samples):
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            operation()
+        timings.append((time.perf_counter_ns() - start) / n / 1000)
+    return statistics.median(timings)
+
+
+def bench_span() -> tuple[float, float | None]:
+    client = sightline.Client(exporters=[DiscardExporter()], queue_size=10_000_000, batch_size=4096)
+    sightline.set_client(client)
+
+    def sightline_span() -> None:
+        with sightline.trace("request") as run:
+            run.set_metadata(METADATA)
+
+    def sightline_step() -> None:
+        with run.step("tool", "search") as step:
+            step.set_metadata(METADATA)
+
+    ours_root = per_op_median(sightline_span)
+    with sightline.trace("outer") as run:
+        ours_step = per_op_median(sightline_step)
+    client.close(timeout=60)
+    sightline.set_client(None)
+    ours = statistics.median([ours_root, ours_step])
+
+    otel: float | None = None
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+        class OtelDiscard(SpanExporter):
+            def export(self, spans):  # type: ignore[no-untyped-def]
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(OtelDiscard(), max_queue_size=10_000_000))
+        tracer = provider.get_tracer("bench")
+
+        def otel_span() -> None:
+            with tracer.start_as_current_span("request") as span:
+                span.set_attributes(METADATA)
+
+        otel = per_op_median(otel_span)
+        provider.shutdown()
+    except ImportError:
+        pass
+    print(f"  sightline trace (root): {ours_root:.2f} µs   step (child): {ours_step:.2f} µs")
+    return ours, otel
+
+
+def bench_track() -> float:
+    client = sightline.Client(exporters=[DiscardExporter()], queue_size=10_000_000, batch_size=4096)
+    event = Event(EventType.TOOL_CALL, "search", input={"q": "x"}).finish()
+    result = per_op_median(lambda: client.track(event))
+    client.close(timeout=60)
+    return result
+
+
+def bench_import() -> tuple[float, float]:
+    def run(code: str) -> float:
+        times = []
+        for _ in range(15):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            times.append((time.perf_counter() - start) * 1000)
+        return statistics.median(times)
+
+    bare = run("pass")
+    ours = run("import sightline")
+    return bare, ours
+
+
+def bench_sqlite() -> tuple[float, int, int]:
+    total = 200_000
+    with tempfile.TemporaryDirectory() as tmp:
+        db = os.path.join(tmp, "bench.db")
+        client = sightline.Client(db=db, exporters=["sqlite"], queue_size=total + 1, batch_size=2048)
+        start = time.perf_counter()
+        # Realistic traces: a run of 10 events (one root, nine steps under it).
+        for index in range(0, total, 10):
+            with client.trace("request", metadata=METADATA) as run:
+                for step in range(9):
+                    with run.step("tool", "search") as child:
+                        child.set_input({"q": index + step})
+        client.flush(timeout=300)
+        elapsed = time.perf_counter() - start
+        stored = client.exporters[0].store.count_events()  # type: ignore[attr-defined]
+        client.close()
+
+        # Steady 10,000 events/s for 3 s: zero drops expected with the default queue.
+        steady = sightline.Client(db=os.path.join(tmp, "steady.db"), exporters=["sqlite"])
+        rate, seconds = 10_000, 3
+        start = time.perf_counter()
+        for index in range(rate * seconds):
+            target = start + index / rate
+            while time.perf_counter() < target:
+                pass
+            steady.log_event("tool_call", "steady", input={"i": index})
+        steady.flush(timeout=60)
+        dropped = steady.stats()["dropped"]
+        steady_stored = steady.exporters[0].store.count_events()  # type: ignore[attr-defined]
+        steady.close()
+    assert stored == total, (stored, total)
+    assert steady_stored == rate * seconds
+    return total / elapsed, dropped, steady_stored
+
+
+def main() -> None:
+    print("Sightline core benchmarks (medians; lower is better unless noted)")
+    ours, otel = bench_span()
+    line = f"span start+end, 5 metadata keys: {ours:.2f} µs (goal < 3 µs)"
+    if otel is not None:
+        line += f"; OpenTelemetry span, 5 attributes, BatchSpanProcessor: {otel:.2f} µs → {otel / ours:.1f}× cheaper (goal ≥ 3.5×)"
+    else:
+        line += "; opentelemetry-sdk not installed (make bench installs it)"
+    print(line)
+    track = bench_track()
+    print(f"client.track() of a prepared event: {track:.3f} µs (goal < 1 µs)")
+    bare, imported = bench_import()
+    print(
+        f"python -c 'import sightline': {imported:.1f} ms vs bare {bare:.1f} ms → "
+        f"+{imported - bare:.1f} ms (goal < 20 ms)"
+    )
+    throughput, dropped, steady = bench_sqlite()
+    print(
+        f"sqlite exporter: {throughput:,.0f} events/s track → indexed rows (goal ≥ 50,000); "
+        f"steady 10,000/s for 3 s: {steady:,} stored, {dropped} dropped (goal 0)"
+    )
+
+
+if __name__ == "__main__":
+    main()
