@@ -26,6 +26,9 @@ Usage::
         ...
         assert len(srv.requests) == 2
 
+:func:`tool_then_answer` builds a responder for the common "call one tool,
+then answer" loop, in both native function-calling and ReAct text form.
+
 When neither the script nor a responder has a reply left, the server answers
 HTTP 500 with an ``error.type == "script_exhausted"`` body, records the message
 in :attr:`ScriptedOpenAIServer.errors` and never hangs. Every error response
@@ -52,7 +55,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Union
+from typing import Any
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -61,6 +64,7 @@ __all__ = [
     "Responder",
     "ScriptedOpenAIServer",
     "ToolCall",
+    "tool_then_answer",
 ]
 
 #: Model reported when neither the request, the reply nor the server names one.
@@ -100,7 +104,7 @@ class ToolCall:
         return json.dumps(dict(self.arguments), separators=(",", ":"))
 
 
-ToolCallSpec = Union[ToolCall, tuple[str, Union[Mapping[str, Any], str]], tuple[str, Any, str]]
+ToolCallSpec = ToolCall | tuple[str, Mapping[str, Any] | str] | tuple[str, Any, str]
 
 
 @dataclass(frozen=True)
@@ -126,8 +130,10 @@ class Reply:
         error_body: JSON body of an error response (default: an OpenAI-style
             ``{"error": {...}}`` built from the status).
         retryable: For errors, send ``x-should-retry: true`` instead of
-            ``false`` (the ``openai`` SDK would then retry, consuming more
-            script entries).
+            ``false`` (the ``openai`` SDK then retries, consuming one more
+            script entry per retry).
+        retry_after_ms: For errors, send ``retry-after-ms`` (the ``openai``
+            SDK waits that long before retrying; ``1`` makes retries instant).
         delay_s: Seconds to sleep before answering (before the first byte).
         chunk_delay_s: Seconds to sleep between streamed SSE events.
     """
@@ -143,6 +149,7 @@ class Reply:
     status: int = 200
     error_body: Mapping[str, Any] | None = None
     retryable: bool = False
+    retry_after_ms: int | None = None
     delay_s: float = 0.0
     chunk_delay_s: float = 0.0
 
@@ -235,7 +242,52 @@ class Reply:
 
 #: A callable answering a chat-completions request body with a reply (a bare
 #: string is shorthand for :meth:`Reply.text`).
-Responder = Callable[[JSONDict], Union[Reply, str]]
+Responder = Callable[[JSONDict], Reply | str]
+
+
+def tool_then_answer(
+    name: str,
+    arguments: Mapping[str, Any] | None = None,
+    answer: str = "done",
+    *,
+    call_id: str | None = None,
+    **overrides: Any,
+) -> Callable[[JSONDict], Reply]:
+    """A responder for "call tool ``name`` once, then answer ``answer``".
+
+    It works for both ways agent frameworks drive tools:
+
+    * native function calling (the request has ``tools``): a
+      :meth:`Reply.tool_call` until the conversation holds a ``role: "tool"``
+      message, then ``Reply.text(answer)``;
+    * ReAct text (no ``tools``; crewAI without function calling): a
+      ``Thought/Action/Action Input`` text until an assistant message holds
+      ``Observation:``, then ``"Thought: ...\nFinal Answer: <answer>"``.
+
+    ``overrides`` (usage numbers, ``model`` ...) apply to every reply.
+    """
+    args: Mapping[str, Any] = arguments or {}
+
+    def respond(request: JSONDict) -> Reply:
+        messages = [m for m in request.get("messages") or [] if isinstance(m, dict)]
+        if any(m.get("role") == "tool" for m in messages):
+            return Reply.text(answer, **overrides)
+        if any(
+            m.get("role") == "assistant" and "Observation:" in str(m.get("content") or "")
+            for m in messages
+        ):
+            return Reply.text(
+                f"Thought: I now know the final answer\nFinal Answer: {answer}", **overrides
+            )
+        if request.get("tools"):
+            return Reply.tool_call(name, args, call_id=call_id, **overrides)
+        return Reply.text(
+            f"Thought: I should use the {name} tool\nAction: {name}\n"
+            f"Action Input: {json.dumps(dict(args))}",
+            **overrides,
+        )
+
+    return respond
 
 
 @dataclass(frozen=True)
@@ -246,6 +298,8 @@ class RecordedRequest:
     path: str
     headers: Mapping[str, str]
     body: JSONDict | None
+    #: ``(host, port)`` of the client socket; equal ports mean a reused connection.
+    client: tuple[str, int]
 
 
 def _to_tool_call(spec: ToolCallSpec) -> ToolCall:
@@ -267,7 +321,12 @@ def _error_body(
 ) -> JSONDict:
     """An OpenAI-style error body."""
     if error_type is None:
-        error_type = "server_error" if status >= 500 else "invalid_request_error"
+        if status >= 500:
+            error_type = "server_error"
+        elif status == 429:
+            error_type = "requests"
+        else:
+            error_type = "invalid_request_error"
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
@@ -322,7 +381,18 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.owner._track(self.connection, add=False)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def handle(self) -> None:
+        """Serve keep-alive requests; a client hanging up is not an error.
+
+        (The ``openai`` SDK closes a streamed response right after ``[DONE]``,
+        before reading the final chunk, so resets after streams are normal.)
+        """
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence the default stderr access log."""
 
     # -- verbs -------------------------------------------------------------- #
@@ -345,7 +415,7 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     parsed = json.loads(raw)
                 except ValueError as exc:
-                    owner._record(method, self.path, self.headers, None)
+                    owner._record(self, method, None)
                     self._send_error(400, f"Request body is not valid JSON: {exc}")
                     return
                 body = parsed if isinstance(parsed, dict) else {"_json": parsed}
@@ -431,13 +501,14 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError as exc:
             raise _ClientGone() from exc
 
-    def _send_event(self, data: str) -> None:
-        """Send one SSE ``data:`` event as one HTTP chunk."""
-        payload = f"data: {data}\n\n".encode()
-        self._write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+    def _send_event(self, data: str, *, last: bool = False) -> None:
+        """Send one SSE ``data:`` event as one HTTP chunk.
 
-    def _end_stream(self) -> None:
-        self._write(b"0\r\n\r\n")
+        With ``last``, the terminating zero-length chunk goes in the same write.
+        """
+        payload = f"data: {data}\n\n".encode()
+        frame = f"{len(payload):x}\r\n".encode() + payload + b"\r\n"
+        self._write(frame + b"0\r\n\r\n" if last else frame)
 
 
 # --------------------------------------------------------------------------- #
@@ -495,7 +566,9 @@ class ScriptedOpenAIServer:
         self.add(*(replies or ()))
 
         self._httpd = _HTTPServer(self, host)
-        self.host, self.port = self._httpd.server_address[:2]
+        address = self._httpd.server_address
+        self.host: str = str(address[0])
+        self.port: int = int(address[1])
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -627,11 +700,16 @@ class ScriptedOpenAIServer:
             else:
                 self._connections.discard(conn)
 
-    def _record(
-        self, method: str, path: str, headers: Mapping[str, str], body: JSONDict | None
-    ) -> None:
+    def _record(self, handler: _Handler, method: str, body: JSONDict | None) -> None:
+        entry = RecordedRequest(
+            method=method,
+            path=handler.path,
+            headers=dict(handler.headers.items()),
+            body=body,
+            client=(str(handler.client_address[0]), int(handler.client_address[1])),
+        )
         with self._lock:
-            self._log.append(RecordedRequest(method, path, dict(headers.items()), body))
+            self._log.append(entry)
 
     def _record_error(self, message: str) -> None:
         with self._lock:
@@ -649,7 +727,9 @@ class ScriptedOpenAIServer:
                 f"request #{number} (add more Reply objects or pass responder=)"
             )
             self._record_error(message)
-            return Reply(status=500, error_body=_error_body(500, message, error_type="script_exhausted"))
+            return Reply(
+                status=500, error_body=_error_body(500, message, error_type="script_exhausted")
+            )
         try:
             result = responder(body)
             if isinstance(result, str):
@@ -663,24 +743,30 @@ class ScriptedOpenAIServer:
                 f"{exc!r}\n{traceback.format_exc()}"
             )
             self._record_error(message)
-            return Reply(status=500, error_body=_error_body(500, message, error_type="responder_error"))
+            return Reply(
+                status=500, error_body=_error_body(500, message, error_type="responder_error")
+            )
 
     # -- internals: endpoints ------------------------------------------------ #
 
     def _handle(self, handler: _Handler, method: str, body: JSONDict | None) -> None:
-        self._record(method, handler.path, handler.headers, body)
+        self._record(handler, method, body)
         route = handler.route
         if method == "POST" and route == "/chat/completions":
             self._chat_completions(handler, body or {})
         elif method == "POST" and route == "/embeddings":
             self._embeddings(handler, body or {})
         elif method == "GET" and route == "/models":
-            handler._send_json(200, {"object": "list", "data": [self._model_card(self._listed_model)]})
+            handler._send_json(
+                200, {"object": "list", "data": [self._model_card(self._listed_model)]}
+            )
         elif method == "GET" and route.startswith("/models/"):
             handler._send_json(200, self._model_card(route[len("/models/") :]))
         else:
             handler._send_error(
-                404, f"ScriptedOpenAIServer does not serve {method} {handler.path}", error_type="not_found"
+                404,
+                f"ScriptedOpenAIServer does not serve {method} {handler.path}",
+                error_type="not_found",
             )
 
     @property
@@ -700,9 +786,13 @@ class ScriptedOpenAIServer:
         if reply.delay_s > 0:
             time.sleep(reply.delay_s)
         if reply.is_error:
-            payload = reply.error_body or _error_body(reply.status, f"Scripted error {reply.status}")
-            retry = "true" if reply.retryable else "false"
-            handler._send_json(reply.status, payload, {"x-should-retry": retry})
+            payload = reply.error_body or _error_body(
+                reply.status, f"Scripted error {reply.status}"
+            )
+            headers = {"x-should-retry": "true" if reply.retryable else "false"}
+            if reply.retry_after_ms is not None:
+                headers["retry-after-ms"] = str(reply.retry_after_ms)
+            handler._send_json(reply.status, payload, headers)
             return
 
         completion_id = f"chatcmpl-scripted-{number}"
@@ -723,8 +813,7 @@ class ScriptedOpenAIServer:
                 handler._send_event(json.dumps(event))
                 if reply.chunk_delay_s > 0:
                     time.sleep(reply.chunk_delay_s)
-            handler._send_event("[DONE]")
-            handler._end_stream()
+            handler._send_event("[DONE]", last=True)
             return
 
         message: JSONDict = {"role": "assistant", "content": reply.content, "refusal": None}
@@ -831,9 +920,7 @@ class ScriptedOpenAIServer:
             tokens += len(item) if isinstance(item, list) else max(1, len(text.split()))
             vector = self.embedding_for(text, dim)
             embedding: Any = (
-                base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode()
-                if as_base64
-                else vector
+                base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode() if as_base64 else vector
             )
             data.append({"object": "embedding", "index": index, "embedding": embedding})
         handler._send_json(
