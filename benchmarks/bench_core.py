@@ -38,7 +38,9 @@ class DiscardExporter:
         pass
 
 
-def per_op_median(operation: Callable[[], None], samples: int = SAMPLES, n: int = PER_SAMPLE) -> float:
+def per_op_median(
+    operation: Callable[[], None], samples: int = SAMPLES, n: int = PER_SAMPLE
+) -> float:
     """Median over ``samples`` of the mean time of ``n`` calls, in microseconds."""
     timings = []
     for _ in range(samples):
@@ -71,7 +73,11 @@ def bench_span() -> tuple[float, float | None]:
     otel: float | None = None
     try:
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
 
         class OtelDiscard(SpanExporter):
             def export(self, spans):  # type: ignore[no-untyped-def]
@@ -119,7 +125,9 @@ def bench_sqlite() -> tuple[float, int, int]:
     total = 200_000
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "bench.db")
-        client = sightline.Client(db=db, exporters=["sqlite"], queue_size=total + 1, batch_size=2048)
+        client = sightline.Client(
+            db=db, exporters=["sqlite"], queue_size=total + 1, batch_size=2048
+        )
         start = time.perf_counter()
         # Realistic traces: a run of 10 events (one root, nine steps under it).
         for index in range(0, total, 10):
@@ -155,7 +163,7 @@ def main() -> None:
     ours, otel = bench_span()
     line = f"span start+end, 5 metadata keys: {ours:.2f} µs (goal < 3 µs)"
     if otel is not None:
-        line += f"; OpenTelemetry span, 5 attributes, BatchSpanProcessor: {otel:.2f} µs → {otel / ours:.1f}× cheaper (goal ≥ 3.5×)"
+        line += f"; OpenTelemetry span, 5 attributes, BatchSpanProcessor: {otel:.2f} µs → {otel / ours:.1f}x cheaper (goal ≥ 3.5x)"
     else:
         line += "; opentelemetry-sdk not installed (make bench installs it)"
     print(line)

@@ -67,8 +67,8 @@ def main() -> None:
     sightline.register_plugin(TicketTools(team="support"), "ticket-tools")
     client = sightline.init(exporters=["sqlite", "summary"])
     with sightline.trace("reply-to-customer", input={"from": "ana@example.com"}) as run:
-        with run.step("tool", "lookup_customer") as step:
-            step.set_input({"email": "ana@example.com"})
+        step = run.step("tool", "lookup_customer", input={"email": "ana@example.com"})
+        step.end()
     client.log_event("custom", "healthcheck")
     client.flush()
     stats = client.stats()

@@ -64,7 +64,11 @@ def test_entry_point_plugin_is_discovered_and_listed(tmp_path, monkeypatch):
     assert info.status == "ok"
     assert info.distribution == "good-plugin"
     assert info.version == "1.2.3"
-    assert info.hooks == ["sightline_instrument", "sightline_process_event", "sightline_uninstrument"]
+    assert info.hooks == [
+        "sightline_instrument",
+        "sightline_process_event",
+        "sightline_uninstrument",
+    ]
 
 
 def test_discovered_processor_changes_events_and_instrument_hooks_follow_the_client(
@@ -114,9 +118,10 @@ def test_plugin_raising_in_a_hook_is_disabled_and_logged_once(caplog):
             raise RuntimeError("boom")
 
     exporter = InMemoryExporter()
-    with caplog.at_level(logging.ERROR, logger="sightline"), sightline.Client(
-        exporters=[exporter]
-    ) as client:
+    with (
+        caplog.at_level(logging.ERROR, logger="sightline"),
+        sightline.Client(exporters=[exporter]) as client,
+    ):
         client.plugins.register(Exploding(), "exploding")
         for index in range(5):
             client.log_event("custom", f"e{index}")
@@ -188,7 +193,9 @@ def test_exporter_offered_by_a_plugin_is_selected_by_name(tmp_path, monkeypatch)
 
 
 def test_unknown_exporter_name_is_a_clear_error():
-    with pytest.raises(sightline.ConfigError, match="unknown exporter 'nope'; available: .*sqlite"):
+    with pytest.raises(
+        sightline.ConfigError, match=r"unknown exporter 'nope'; available: .*sqlite"
+    ):
         sightline.Client(exporters=["nope"])
 
 
@@ -234,9 +241,7 @@ def test_plugin_hooks_have_tests(hook):
     implemented = set()
     for path in (ROOT / "tests").rglob("test_*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        implemented |= {
-            node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
-        }
+        implemented |= {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 implemented |= {h for h in HOOK_NAMES if f"def {h}(" in node.value}

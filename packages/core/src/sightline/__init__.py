@@ -48,7 +48,41 @@ _EXPORTS = {
     "hookspec": "sightline.hookspecs",
 }
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = [
+    "AMBIENT",
+    "AsyncClient",
+    "Client",
+    "Config",
+    "ConfigError",
+    "Decision",
+    "ErrorInfo",
+    "ErrorKind",
+    "Event",
+    "EventType",
+    "ExportResult",
+    "Exporter",
+    "SightlineError",
+    "Span",
+    "Status",
+    "ToolDenied",
+    "Usage",
+    "__version__",
+    "current_span",
+    "flush",
+    "get_client",
+    "guard",
+    "hookimpl",
+    "hookspec",
+    "init",
+    "instrument",
+    "monitor",
+    "register_plugin",
+    "set_client",
+    "shutdown",
+    "trace",
+    "uninstrument",
+    "unregister_plugin",
+]
 
 
 def __getattr__(name: str) -> Any:

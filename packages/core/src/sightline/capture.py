@@ -24,9 +24,13 @@ _SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 # Keys that merely mention tokens as counts are not secrets.
-_NOT_SECRET = re.compile(r"(tokens?_?(count|usage|used)|_tokens$|^tokens$|max_tokens|num_tokens)", re.I)
+_NOT_SECRET = re.compile(
+    r"(tokens?_?(count|usage|used)|_tokens$|^tokens$|max_tokens|num_tokens)", re.I
+)
 _BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
 _KEY_LIKE = re.compile(r"\b(sk|sl|pk|rk|xox[abp])[-_][A-Za-z0-9_-]{16,}")
+_SHORTEST_SECRET = 14
+_SECRET_KEY_MEMO = 4096  # distinct key names remembered per Sanitizer
 
 
 def is_secret_key(key: str, extra: frozenset[str] = frozenset()) -> bool:
@@ -53,7 +57,14 @@ class Sanitizer:
       API-key-shaped strings inside text are masked.
     """
 
-    __slots__ = ("extra_keys", "max_depth", "max_items", "max_string", "scan_strings")
+    __slots__ = (
+        "_secret_keys",
+        "extra_keys",
+        "max_depth",
+        "max_items",
+        "max_string",
+        "scan_strings",
+    )
 
     def __init__(
         self,
@@ -68,6 +79,9 @@ class Sanitizer:
         self.max_items = max_items
         self.extra_keys = frozenset(k.lower() for k in redact_keys)
         self.scan_strings = scan_strings
+        # Key name → is it a secret. The same few keys come back in every event; two regex
+        # searches per key were most of the cost of a small event.
+        self._secret_keys: dict[str, bool] = {}
 
     def __call__(self, value: Any) -> Any:
         try:
@@ -78,8 +92,10 @@ class Sanitizer:
     def _string(self, text: str) -> str:
         if len(text) > self.max_string:
             text = text[: self.max_string] + TRUNCATED
-        if self.scan_strings and len(text) >= 20:
-            if "earer" in text or "asic" in text:
+        # 14: the shortest text a pattern can match ("Basic " + 8 characters); a shorter
+        # threshold would let short header values such as "Bearer abcd1234" through.
+        if self.scan_strings and len(text) >= _SHORTEST_SECRET:
+            if "earer" in text or "asic" in text or "EARER" in text or "ASIC" in text:
                 text = _BEARER.sub(lambda m: m.group(1) + " " + MASK, text)
             if "-" in text or "_" in text:
                 text = _KEY_LIKE.sub(MASK, text)
@@ -95,7 +111,20 @@ class Sanitizer:
             return value
         if kind is float:
             return value if math.isfinite(value) else str(value)
-        if isinstance(value, (dict, list, tuple, set, frozenset)) or isinstance(value, Mapping):
+        if kind is dict or kind is list:  # the common containers, without the ABC check below
+            if depth >= self.max_depth:
+                return TRUNCATED
+            ident = id(value)
+            if ident in seen:
+                return "[cycle]"
+            seen.add(ident)
+            try:
+                if kind is dict:
+                    return self._mapping(value, depth, seen)
+                return self._sequence(value, depth, seen)
+            finally:
+                seen.discard(ident)
+        if isinstance(value, (dict, list, tuple, set, frozenset, Mapping)):
             if depth >= self.max_depth:
                 return TRUNCATED
             ident = id(value)
@@ -139,7 +168,12 @@ class Sanitizer:
                 out[TRUNCATED] = f"{len(value) - self.max_items} more keys"
                 break
             name = key if isinstance(key, str) else safe_repr(key, 200)
-            if is_secret_key(name, self.extra_keys) and item is not None:
+            secret = self._secret_keys.get(name)
+            if secret is None:
+                secret = is_secret_key(name, self.extra_keys)
+                if len(self._secret_keys) < _SECRET_KEY_MEMO:
+                    self._secret_keys[name] = secret
+            if secret and item is not None:
                 out[name] = MASK
             else:
                 out[name] = self._copy(item, depth + 1, seen)

@@ -237,7 +237,10 @@ def render_trace(trace: dict[str, Any]) -> str:
         children.setdefault(parent if parent in ids else None, []).append(event)
 
     def describe(event: dict[str, Any]) -> str:
-        bits = [f"{event['type']} {_color(event['name'], '1')}", format_duration(event.get("duration_ms"))]
+        bits = [
+            f"{event['type']} {_color(event['name'], '1')}",
+            format_duration(event.get("duration_ms")),
+        ]
         if event.get("model"):
             bits.append(event["model"])
         usage = event.get("usage") or {}
@@ -251,7 +254,10 @@ def render_trace(trace: dict[str, Any]) -> str:
             error = event.get("error") or {}
             message = _clip(str(error.get("message") or "").replace("\n", " "), 80)
             bits.append(
-                _color(f"✗ {error.get('kind', 'unknown')} {error.get('type', 'Error')}: {message}", "31")
+                _color(
+                    f"✗ {error.get('kind', 'unknown')} {error.get('type', 'Error')}: {message}",
+                    "31",
+                )
             )
         return "  ".join(bits)
 
@@ -299,7 +305,9 @@ def _tail_line(event: dict[str, Any]) -> str:
         extra += f"  {usage['total_tokens']} tokens"
     if event.get("status") == "error":
         error = event.get("error") or {}
-        extra += "  " + _color(f"✗ {error.get('kind')}: {_clip(error.get('message') or '', 60)}", "31")
+        extra += "  " + _color(
+            f"✗ {error.get('kind')}: {_clip(error.get('message') or '', 60)}", "31"
+        )
     return (
         f"{_local_time(event['end_time'])}  {event['trace_id'][:12]}  {event['type']:<11}  "
         f"{_clip(event['name'], 40)}  {_status(event['status'])}  "
@@ -329,8 +337,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print("\nBy agent")
         _table(
             [
-                [a["agent"], str(a["traces"]), str(a["failed"]), _tokens(a["total_tokens"]),
-                 _cost(a["cost_usd"])]  # fmt: skip
+                [
+                    a["agent"],
+                    str(a["traces"]),
+                    str(a["failed"]),
+                    _tokens(a["total_tokens"]),
+                    _cost(a["cost_usd"]),
+                ]
                 for a in stats["by_agent"]
             ],
             ["AGENT", "RUNS", "FAILED", "TOKENS", "COST"],
@@ -340,8 +353,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print("\nBy model")
         _table(
             [
-                [m["model"], str(m["calls"]), str(m["failed"]), _tokens(m["input_tokens"]),
-                 _tokens(m["output_tokens"]), _cost(m["cost_usd"]), format_duration(m["avg_ms"])]  # fmt: skip
+                [
+                    m["model"],
+                    str(m["calls"]),
+                    str(m["failed"]),
+                    _tokens(m["input_tokens"]),
+                    _tokens(m["output_tokens"]),
+                    _cost(m["cost_usd"]),
+                    format_duration(m["avg_ms"]),
+                ]
                 for m in stats["by_model"]
             ],
             ["MODEL", "CALLS", "FAILED", "IN", "OUT", "COST", "AVG"],
@@ -388,7 +408,9 @@ def build() -> CommandLine:
     runs.add_argument("--cursor", help="continue a previous listing")
 
     show = cli.command("show", "print the tree of one run", cmd_show)
-    show.add_argument("trace_id", help="trace id, a unique prefix of at least 4 characters, or 'latest'")
+    show.add_argument(
+        "trace_id", help="trace id, a unique prefix of at least 4 characters, or 'latest'"
+    )
     _db_arguments(show)
 
     tail = cli.command("tail", "follow new events as they are recorded", cmd_tail)

@@ -17,14 +17,45 @@ if TYPE_CHECKING:
 
     from sightline.client import Client
 
-__all__ = ["NOOP_SPAN", "Span", "current_span", "default_error_kind"]
+__all__ = ["NOOP_SPAN", "Span", "current_span", "default_error_kind", "use_span"]
 
+_time_ns = time.time_ns
 _CURRENT: ContextVar[Span | None] = ContextVar("sightline_current_span", default=None)
 
 
 def current_span() -> Span | None:
     """The ambient span of this context (thread or task), or ``None``."""
     return _CURRENT.get()
+
+
+class use_span:
+    """Make ``span`` the ambient span inside a ``with`` block without ending it.
+
+    For integrations that run a unit of work in several steps, such as one ``__anext__`` of an
+    async generator at a time: each step is entered and left in the same context, and the span
+    is ended separately with :meth:`Span.end`::
+
+        with use_span(span):
+            item = await agen.__anext__()
+    """
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span | None) -> None:
+        self._span = span
+        self._token: Token[Span | None] | None = None
+
+    def __enter__(self) -> Span | None:
+        self._token = _CURRENT.set(self._span)
+        return self._span
+
+    def __exit__(self, *exc: object) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            try:
+                _CURRENT.reset(token)
+            except ValueError:  # left in another context than entered
+                pass
 
 
 _KIND_BY_TYPE = {
@@ -204,9 +235,13 @@ class Span:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is not None and self.event.error is None:
+        event = self.event
+        if exc is not None and event.error is None:
             self.set_error(exc)
-        self.end()
+        if not self._ended:  # end(), inlined: this is every span's hot path
+            self._ended = True
+            event.end_ns = _time_ns()
+            self._client.track(event)
         token = self._token
         if token is not None:
             self._token = None
