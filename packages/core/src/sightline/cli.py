@@ -371,9 +371,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from sightline.plugins import get_plugin_manager
-
-    manager = get_plugin_manager()
+    manager = _plugin_manager()
     infos = [info.to_dict() for info in manager.list()]
     if args.json:
         print(json.dumps(infos, indent=2))
@@ -393,6 +391,14 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         if info["error"]:
             print(f"\n{info['name']} failed: {info['error']}")
     return 0
+
+
+def _plugin_manager() -> Any:
+    # The CLI sends nothing: a malformed SIGHTLINE_API_KEY must not hide the plugins.
+    from sightline.config import Config
+    from sightline.plugins import get_plugin_manager
+
+    return get_plugin_manager(Config.resolve(enabled=False))
 
 
 def build() -> CommandLine:
@@ -434,9 +440,7 @@ def build() -> CommandLine:
     except ImportError:
         pass
     try:
-        from sightline.plugins import get_plugin_manager
-
-        get_plugin_manager().call("sightline_cli", cli=cli)
+        _plugin_manager().call("sightline_cli", cli=cli)
     except Exception as exc:  # a broken plugin must not break the built-in commands
         print(f"sightline: plugin commands unavailable: {exc}", file=sys.stderr)
     return cli

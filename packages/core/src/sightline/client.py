@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
+import sys
 import threading
 import time
 import weakref
@@ -112,6 +114,9 @@ class Client:
         )
         _CLIENTS.add(self)
         _register_atexit()
+        from sightline.signals import install_signal_handler
+
+        install_signal_handler(self, self.config.handle_signals)
         if self.config.instrument:
             self.instrument()
 
@@ -177,7 +182,9 @@ class Client:
             try:
                 function(**kwargs)
             except Exception as exc:
-                logger.error("sightline: plugin %r raised in %s and is disabled: %s", name, hook, exc)
+                logger.error(
+                    "sightline: plugin %r raised in %s and is disabled: %s", name, hook, exc
+                )
                 self.plugins.disable(name, exc)
 
     def register_agent(
@@ -405,6 +412,7 @@ class Client:
 _EMPTY_STATS: dict[str, Any] = {
     "queued": 0, "processed": 0, "dropped": 0, "filtered": 0, "exported": 0, "failed": 0,
     "exporter_dropped": 0, "processor_errors": 0, "exporters": {},
+    "sent": 0, "retried": 0, "spooled": 0, "evicted": 0,
 }  # fmt: skip
 
 
@@ -518,6 +526,8 @@ def _register_atexit() -> None:
     if not _atexit_registered:
         _atexit_registered = True
         atexit.register(_close_all_at_exit)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(before=_prepare_multiprocessing_children)
 
 
 def _close_all_at_exit() -> None:
@@ -526,6 +536,36 @@ def _close_all_at_exit() -> None:
             Client.close(client, timeout=5.0)
         except Exception:
             logger.exception("sightline: failed to close a client at exit")
+
+
+class _ForkMarker:
+    """The object multiprocessing's after-fork registry holds (it only keeps weak references)."""
+
+
+_FORK_MARKER = _ForkMarker()
+_multiprocessing_prepared = False
+
+
+def _prepare_multiprocessing_children() -> None:
+    """Before a fork: if multiprocessing is in use, have its children close our clients.
+
+    multiprocessing ends a forked child with ``os._exit``, which skips ``atexit``; its own exit
+    hook (``util.Finalize``, run by ``Process._bootstrap``) is where the child can still flush.
+    Finalizers registered before the fork are cleared in the child, so ours is registered there,
+    by an after-fork callback.
+    """
+    global _multiprocessing_prepared
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _multiprocessing_prepared:
+        return
+    _multiprocessing_prepared = True
+    util.register_after_fork(_FORK_MARKER, _close_clients_when_multiprocessing_child_exits)
+
+
+def _close_clients_when_multiprocessing_child_exits(_marker: object) -> None:
+    from multiprocessing import util
+
+    util.Finalize(None, _close_all_at_exit, exitpriority=10)
 
 
 def trace(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NoReturn
 
 from sightline.errors import ConfigError
 
@@ -36,6 +36,10 @@ ENVIRONMENT = {
     "SIGHTLINE_MAX_STRING": "max_string",
     "SIGHTLINE_SPOOL_DIR": "spool_dir",
     "SIGHTLINE_SPOOL_MAX_BYTES": "spool_max_bytes",
+    "SIGHTLINE_HANDLE_SIGNALS": "handle_signals",
+    "SIGHTLINE_HTTP_TIMEOUT": "http_timeout",
+    "SIGHTLINE_HTTP_BACKOFF_MAX": "http_backoff_max",
+    "SIGHTLINE_HTTP_MAX_BATCH_BYTES": "http_max_batch_bytes",
 }
 
 
@@ -79,6 +83,9 @@ class Config:
     spool_dir: str | None = None
     spool_max_bytes: int = 256 * 1024 * 1024
     handle_signals: bool | None = None
+    http_timeout: float = 10.0
+    http_backoff_max: float = 30.0
+    http_max_batch_bytes: int = 4 * 1024 * 1024
     on_error: Callable[[BaseException, Sequence[Any]], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
@@ -91,13 +98,16 @@ class Config:
         if unknown:
             raise TypeError(f"unknown Sightline option(s): {', '.join(unknown)}")
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}  # field -> the variable it was read from
         for variable, name in ENVIRONMENT.items():
             raw = env.get(variable)
             if raw is not None:
                 values[name] = _parse(name, variable, raw)
+                sources[name] = variable
         for name, value in arguments.items():
             if value is not None:
                 values[name] = value
+                sources.pop(name, None)
         if "exporters" in values and isinstance(values["exporters"], (str, bytes)):
             values["exporters"] = _split(str(values["exporters"]))
         for name in ("exporters", "redact_keys", "disable_plugins"):
@@ -106,30 +116,58 @@ class Config:
         if values.get("plugins") is not None:
             values["plugins"] = tuple(values["plugins"])
         config = cls(**values)
-        config.check()
+        config.check(sources)
         return config
 
-    def check(self) -> None:
-        """Raise :class:`ConfigError` for values that cannot work."""
+    def check(self, sources: Mapping[str, str] | None = None) -> None:
+        """Raise :class:`ConfigError` for values that cannot work.
+
+        ``sources`` maps a field to the environment variable it was read from, so that the
+        message names the variable to fix.
+        """
+
+        def fail(message: str, *names: str) -> NoReturn:
+            variables = [sources[n] for n in names if sources and n in sources]
+            if variables:
+                message += f" (set by {', '.join(variables)})"
+            raise ConfigError(message)
+
         if self.endpoint:
             if not self.endpoint.startswith(("http://", "https://")):
-                raise ConfigError(
+                fail(
                     f"endpoint must be an http(s) URL such as http://127.0.0.1:7878, "
-                    f"got {self.endpoint!r}"
+                    f"got {self.endpoint!r}",
+                    "endpoint",
                 )
             if self.enabled:
                 if not self.api_key:
-                    raise ConfigError(
+                    fail(
                         "a remote endpoint needs an API key: pass api_key=... or set "
-                        "SIGHTLINE_API_KEY"
+                        "SIGHTLINE_API_KEY",
+                        "endpoint",
                     )
-                validate_api_key(self.api_key)
+                try:
+                    validate_api_key(self.api_key)
+                except ConfigError as exc:
+                    fail(str(exc), "api_key")
         if not 0.0 <= self.sample_rate <= 1.0:
-            raise ConfigError(f"sample_rate must be between 0 and 1, got {self.sample_rate}")
+            fail(f"sample_rate must be between 0 and 1, got {self.sample_rate}", "sample_rate")
         if self.queue_size < 1 or self.batch_size < 1:
-            raise ConfigError("queue_size and batch_size must be at least 1")
+            fail("queue_size and batch_size must be at least 1", "queue_size", "batch_size")
         if self.flush_interval <= 0:
-            raise ConfigError("flush_interval must be positive")
+            fail("flush_interval must be positive", "flush_interval")
+        if self.max_string < 1:
+            fail("max_string must be at least 1", "max_string")
+        if self.http_timeout <= 0 or self.http_backoff_max <= 0:
+            fail(
+                "http_timeout and http_backoff_max must be positive",
+                "http_timeout",
+                "http_backoff_max",
+            )
+        if self.spool_max_bytes < 0:
+            fail("spool_max_bytes must not be negative (0 disables the spool)", "spool_max_bytes")
+        if self.http_max_batch_bytes < 1024:
+            fail("http_max_batch_bytes must be at least 1024", "http_max_batch_bytes")
 
     @property
     def exporter_names(self) -> tuple[Any, ...]:
@@ -152,7 +190,7 @@ def _split(raw: str) -> tuple[str, ...]:
 
 def _parse(name: str, variable: str, raw: str) -> Any:
     try:
-        if name in ("enabled", "capture_content", "trace_plugins"):
+        if name in ("enabled", "capture_content", "trace_plugins", "handle_signals"):
             lowered = raw.strip().lower()
             if lowered in _TRUE:
                 return True
@@ -163,7 +201,9 @@ def _parse(name: str, variable: str, raw: str) -> Any:
             return _split(raw)
         if name in ("queue_size", "batch_size", "max_string", "spool_max_bytes"):
             return int(raw)
-        if name in ("sample_rate", "flush_interval"):
+        if name == "http_max_batch_bytes":
+            return int(raw)
+        if name in ("sample_rate", "flush_interval", "http_timeout", "http_backoff_max"):
             return float(raw)
     except ValueError:
         raise ConfigError(f"{variable}={raw!r} is not a valid value for {name}") from None

@@ -1,69 +1,925 @@
-"""The ``http`` exporter: batches to a Sightline collector (``POST {endpoint}/api/v1/events``)."""
+"""The ``http`` exporter: batches to a Sightline collector, with retries and a durable spool.
+
+``POST {endpoint}/api/v1/events`` with ``{"events": [...]}``, ``Authorization: Bearer <key>``,
+``User-Agent: sightline-python/<version>``, gzip above a size threshold, one keep-alive
+connection pool (httpx).
+
+Delivery never happens on the caller's thread: :meth:`HttpExporter.export` runs on the
+exporter's worker thread, and a second thread of the exporter (the *drainer*) delivers what
+was spooled. The rules:
+
+- 2xx: delivered.
+- Network errors, timeouts, 5xx, 429 and any other status not listed below: the batch is
+  written to the spool at once (a dropped keep-alive connection is first retried once,
+  immediately) and the drainer retries it with exponential backoff and full jitter, capped
+  (``Retry-After`` honoured on 429 and 503), for as long as the spool keeps it. The worker
+  thread never sleeps on a failing endpoint, so batches behind it reach the disk promptly.
+  While anything of ours is in the spool, or the endpoint is backing off, new batches go
+  straight to the spool, behind the older ones, so order is kept.
+- 400, 413, 422: the batch is rejected; never retried; logged once per status through the
+  ``sightline`` logger, counted as ``failed`` and passed to ``on_error(error, events)``.
+- 401, 403: the key is not accepted. Nothing more is sent by this process (no stream of
+  failures); ``on_error`` is called once and the logger says it once. The events are **kept in
+  the spool**, so a process started later with a valid key delivers them.
+
+The spool is drained in order when the endpoint answers again, by this process or the next one
+to start (the drainer starts at construction when the spool is not empty).
+"""
 
 from __future__ import annotations
 
 import gzip
 import json
 import logging
-from collections.abc import Sequence
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sightline import __version__
+from sightline.errors import ConfigError, SightlineError
 from sightline.event import Event
 from sightline.pipeline import ExportResult
+from sightline.spool import SpoolDirectory, decode_body, spool_path_for
 
-__all__ = ["HttpExporter"]
+__all__ = [
+    "DEFAULT_MAX_BATCH_BYTES",
+    "NEVER_RETRIED",
+    "DeliveryError",
+    "HttpExporter",
+    "RetryPolicy",
+    "encode_batch",
+]
 
 logger = logging.getLogger("sightline")
 
+DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
+GZIP_THRESHOLD = 1024
+NEVER_RETRIED = frozenset({400, 401, 403, 413, 422})
+KEY_REJECTED = frozenset({401, 403})
+TRUNCATED = "…[truncated]"
+_ENVELOPE_BYTES = len(b'{"events":[]}')
+
+
+class DeliveryError(SightlineError):
+    """A batch could not be delivered to the collector.
+
+    ``status`` is the HTTP status (``None`` for a network error), ``retryable`` says whether
+    Sightline will try again, ``url`` is where it posted and ``detail`` the start of the answer.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        url: str | None = None,
+        detail: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.url = url
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the drainer retries a failing endpoint.
+
+    After ``n`` consecutive failures the wait is drawn uniformly from
+    ``[0, min(backoff_max, backoff_initial * 2**n)]`` ("full jitter"), unless the collector sent
+    ``Retry-After`` with a 429 or 503, which is honoured (up to ``max_retry_after`` seconds).
+    """
+
+    backoff_initial: float = 0.1
+    backoff_max: float = 30.0
+    max_retry_after: float = 600.0
+
+    def backoff(self, attempt: int) -> float:
+        """The jittered wait before retry number ``attempt`` (0-based)."""
+        ceiling = min(self.backoff_max, self.backoff_initial * (2 ** min(attempt, 32)))
+        return random.uniform(0.0, ceiling)
+
+
+@dataclass
+class _Outcome:
+    kind: str  # "ok" | "retry" | "reject" | "key"
+    status: int | None = None
+    error: DeliveryError | None = None
+    retry_after: float | None = None
+    dropped_connection: bool = False
+
+
+@dataclass
+class _Chunk:
+    body: bytes  # uncompressed JSON request body
+    events: Sequence[Event]
+
+
+@dataclass
+class _InFlight:
+    body: bytes
+    encoding: str
+    count: int
+    persisted: str | None = None
+
+
+def encode_batch(
+    events: Sequence[Event], max_events: int = 512, max_bytes: int = DEFAULT_MAX_BATCH_BYTES
+) -> list[_Chunk]:
+    """Split ``events`` into request bodies of at most ``max_events`` events and ``max_bytes``.
+
+    An event larger than the byte limit on its own is truncated (its biggest fields first,
+    marked with ``…[truncated]`` and ``metadata["sightline.truncated"] = true``), never dropped.
+    """
+    chunks: list[_Chunk] = []
+    for start in range(0, len(events), max_events):
+        group = events[start : start + max_events]
+        try:
+            # The common case: one dumps call for the whole group.
+            body = _dumps({"events": [event.to_dict() for event in group]})
+        except (TypeError, ValueError, RecursionError):
+            body = b""
+        if body and len(body) <= max_bytes:
+            chunks.append(_Chunk(body, group))
+        else:
+            chunks.extend(_encode_by_size(group, max_events, max_bytes))
+    return chunks
+
+
+def _encode_by_size(events: Sequence[Event], max_events: int, max_bytes: int) -> list[_Chunk]:
+    limit = max(256, max_bytes - _ENVELOPE_BYTES)
+    chunks: list[_Chunk] = []
+    parts: list[bytes] = []
+    members: list[Event] = []
+    size = 0
+    for event in events:
+        encoded = _encode_event(event)
+        if len(encoded) > limit:
+            encoded = _fit(json.loads(encoded), limit)
+        extra = len(encoded) + (1 if parts else 0)
+        if parts and (len(parts) >= max_events or size + extra > limit):
+            chunks.append(_Chunk(b'{"events":[' + b",".join(parts) + b"]}", members))
+            parts, members, size = [], [], 0
+            extra = len(encoded)
+        parts.append(encoded)
+        members.append(event)
+        size += extra
+    if parts:
+        chunks.append(_Chunk(b'{"events":[' + b",".join(parts) + b"]}", members))
+    return chunks
+
+
+def _dumps(value: Any) -> bytes:
+    # Values come out of the pipeline's sanitizer: strict JSON without cycles, so the circular
+    # check (a third of the cost) is skipped; a cycle that slipped through is a RecursionError.
+    return json.dumps(value, separators=(",", ":"), allow_nan=False, check_circular=False).encode()
+
+
+def _encode_event(event: Event) -> bytes:
+    try:
+        return _dumps(event.to_dict())
+    except (TypeError, ValueError, RecursionError):
+        # The pipeline makes values JSON-safe; an event that bypassed it still gets through.
+        from sightline.capture import Sanitizer
+
+        return _dumps(Sanitizer()(event.to_dict()))
+
+
+def _fit(data: dict[str, Any], limit: int) -> bytes:
+    """Shrink the biggest content fields of one event until its JSON fits in ``limit`` bytes."""
+    metadata = data.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = data["metadata"] = {}
+    metadata["sightline.truncated"] = True
+    encoded = _dumps(data)
+    for _ in range(12):
+        if len(encoded) <= limit:
+            return encoded
+        sizes: dict[tuple[str, ...], int] = {}
+        for key in ("input", "output"):
+            if data.get(key) is not None:
+                sizes[(key,)] = len(_dumps(data[key]))
+        meta = {k: v for k, v in data["metadata"].items() if k != "sightline.truncated"}
+        if meta:
+            sizes[("metadata",)] = len(_dumps(meta))
+        error = data.get("error")
+        if isinstance(error, dict):
+            for key in ("stack", "message"):
+                if error.get(key):
+                    sizes[("error", key)] = len(_dumps(error[key]))
+        if data.get("tags"):
+            sizes[("tags",)] = len(_dumps(data["tags"]))
+        if not sizes:
+            break
+        path = max(sizes, key=lambda p: sizes[p])
+        over = len(encoded) - limit
+        room = max(0, sizes[path] - over - 2 * len(TRUNCATED) - 16)
+        if path == ("input",) or path == ("output",):
+            text = _dumps(data[path[0]]).decode()
+            data[path[0]] = text[: room // 2] + TRUNCATED  # escaping can double the length
+        elif path == ("metadata",):
+            text = _dumps(meta).decode()
+            data["metadata"] = {
+                "sightline.truncated": True,
+                "sightline.metadata": text[: room // 2] + TRUNCATED,
+            }
+        elif path == ("tags",):
+            data["tags"] = []
+        else:
+            value = str(data["error"][path[1]])
+            data["error"][path[1]] = value[: room // 2] + TRUNCATED
+        encoded = _dumps(data)
+    if len(encoded) > limit:
+        for key in ("input", "output"):
+            data[key] = None
+        data["metadata"] = {"sightline.truncated": True}
+        data["tags"] = []
+        if isinstance(data.get("error"), dict):
+            data["error"]["stack"] = None
+            data["error"]["message"] = str(data["error"].get("message") or "")[:200]
+        data["name"] = str(data.get("name", ""))[:200]
+        encoded = _dumps(data)
+    return encoded
+
+
+def _retry_after(value: str | None, limit: float) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            from email.utils import parsedate_to_datetime
+
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(0.0, seconds), limit)
+
 
 class HttpExporter:
-    """Posts ``{"events": [...]}`` with ``Authorization: Bearer <api_key>``; gzip over 1 KiB."""
+    """Delivers batches to a Sightline collector; what cannot be delivered now is spooled.
+
+    Built by name from configuration (``exporters=["http"]``, or implied by ``endpoint=``)::
+
+        sightline.init(endpoint="https://sightline.example.com", api_key="sl_...")
+
+    or directly, to combine it with other exporters::
+
+        HttpExporter("http://127.0.0.1:7878", "sl_...", spool_dir="/var/tmp/sightline")
+    """
 
     name = "http"
 
-    def __init__(self, endpoint: str, api_key: str | None, *, timeout: float = 10.0) -> None:
-        self.url = endpoint.rstrip("/") + "/api/v1/events"
+    def __init__(
+        self,
+        endpoint: str,
+        api_key: str | None,
+        *,
+        timeout: float = 10.0,
+        spool_dir: str | None = None,
+        spool_max_bytes: int = 256 * 1024 * 1024,
+        max_batch_events: int = 512,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        gzip_threshold: int = GZIP_THRESHOLD,
+        retry: RetryPolicy | None = None,
+        on_error: Callable[[BaseException, Sequence[Any]], None] | None = None,
+        idle_check_interval: float = 5.0,
+    ) -> None:
+        if api_key is not None:
+            from sightline.config import validate_api_key
+
+            validate_api_key(api_key)
+        if not endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"endpoint must be an http(s) URL, got {endpoint!r}")
+        self.endpoint = endpoint.rstrip("/")
+        self.url = self.endpoint + "/api/v1/events"
         self.api_key = api_key
         self.timeout = timeout
+        self.max_batch_events = max(1, max_batch_events)
+        self.max_batch_bytes = max(1024, max_batch_bytes)
+        self.gzip_threshold = gzip_threshold
+        self.retry = retry or RetryPolicy()
+        self.on_error = on_error
+        self.idle_check_interval = idle_check_interval
+        if spool_dir is None:
+            import os
+            import tempfile
+
+            spool_dir = os.path.join(tempfile.gettempdir(), "sightline-spool")
+        self.spool = SpoolDirectory(spool_path_for(spool_dir, self.endpoint), spool_max_bytes)
+        self.sent = 0
+        self.retried = 0
+        self.failed = 0
+        self.rejected_by_server = 0
+        self.drained = 0
+        self.requests = 0
         self._client: Any = None
+        self._logged: set[Any] = set()
+        self._reset_threads()
+        if self.spool.entries():
+            # A previous process left batches: deliver them first, before anything new.
+            self._spooling = True
+        # The drainer starts now: it delivers what an earlier process spooled, and opens the
+        # HTTP client (imports, TLS context) off the path of the first batch.
+        self._ensure_drainer()
+
+    def _reset_threads(self) -> None:
+        self._count_lock = threading.Lock()
+        self._client_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._progress = threading.Condition()
+        self._inflight_lock = threading.Lock()
+        self._inflight: _InFlight | None = None
+        self._spooling = False
+        self._next_attempt = 0.0
+        self._retry_after_until = 0.0
+        self._failures = 0
+        self._failure_total = 0
+        self._outage_logged = False
+        self._halted: DeliveryError | None = None
+        self._urgent = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._drain_lock = threading.Lock()
+        self._drainer: threading.Thread | None = None
+        self._last_scan = 0.0
 
     @classmethod
     def from_config(cls, config: Any) -> HttpExporter:
+        """Build the exporter from a :class:`~sightline.Config`."""
         if not config.endpoint:
-            from sightline.errors import ConfigError
-
             raise ConfigError("the http exporter needs an endpoint (SIGHTLINE_ENDPOINT)")
-        return cls(config.endpoint, config.api_key)
+        return cls(
+            config.endpoint,
+            config.api_key,
+            timeout=getattr(config, "http_timeout", 10.0),
+            spool_dir=config.resolved_spool_dir,
+            spool_max_bytes=config.spool_max_bytes,
+            max_batch_events=config.batch_size,
+            max_batch_bytes=getattr(config, "http_max_batch_bytes", DEFAULT_MAX_BATCH_BYTES),
+            retry=RetryPolicy(backoff_max=getattr(config, "http_backoff_max", 30.0)),
+            on_error=config.on_error,
+        )
+
+    # -- the exporter protocol ----------------------------------------------------------------
+
+    def export(self, events: Sequence[Event]) -> ExportResult:
+        """Deliver ``events`` (on the exporter's worker thread), or spool them for later."""
+        if not events:
+            return ExportResult.SUCCESS
+        self._ensure_drainer()
+        result = ExportResult.SUCCESS
+        for chunk in encode_batch(events, self.max_batch_events, self.max_batch_bytes):
+            body, encoding = self._compress(chunk.body)
+            if self._spool_if_behind(body, encoding, chunk.events):
+                continue
+            if not self._deliver_inline(body, encoding, chunk.events):
+                result = ExportResult.FAILURE
+        return result
+
+    def persist(self, events: Sequence[Event]) -> None:
+        """Spool ``events`` without trying to send them.
+
+        The pipeline calls it for batches this exporter will not get to in time: past the
+        close deadline, or when its backlog is full. (A batch in flight is spooled by
+        :meth:`shutdown`.)
+        """
+        for chunk in encode_batch(events, self.max_batch_events, self.max_batch_bytes):
+            body, encoding = self._compress(chunk.body)
+            with self._state_lock:
+                self._spooling = True
+                self._spool(body, encoding, chunk.events)
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        """Wait until nothing of this process is left in the spool, or ``timeout`` passes.
+
+        The drainer makes one attempt at once (skipping a backoff wait, though not a
+        ``Retry-After``); if it fails, this returns ``False`` straight away: the batches are safe
+        in the spool and will be delivered later.
+        """
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            failures_before = self._failure_total
+            if self._halted is not None:
+                return False
+            if not self._spooling and self._inflight is None:
+                return True
+            self._urgent = True
+        self._ensure_drainer()
+        self._wake.set()
+        with self._progress:
+            while True:
+                if self._halted is not None or self._failure_total > failures_before:
+                    return False
+                if not self._spooling and self._inflight is None:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._progress.wait(min(remaining, 0.5))
+
+    def shutdown(self) -> None:
+        """Stop the drainer; a batch still being sent is spooled so that exit loses nothing."""
+        self._stop.set()
+        self._wake.set()
+        self._persist_inflight()
+        drainer = self._drainer
+        if drainer is not None and drainer is not threading.current_thread():
+            drainer.join(2.0)
+            if drainer.is_alive():
+                return  # mid-request on a daemon thread; its claim is released at exit
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                pass
+
+    def after_fork(self) -> None:
+        """In a forked child: fresh threads, locks and connections; the spool is shared."""
+        self._client = None
+        self._reset_threads()
+        self.spool.after_fork()
+
+    def stats(self) -> dict[str, Any]:
+        """Delivery counts (in events) and the state of the spool."""
+        usage = self.spool.usage()
+        if self._halted is not None:
+            state = "key_rejected"
+        elif time.monotonic() < self._next_attempt:
+            state = "backing_off"
+        elif self._spooling:
+            state = "spooling"
+        else:
+            state = "ok"
+        return {
+            "sent": self.sent,
+            "retried": self.retried,
+            "spooled": self.spool.written_events,
+            "evicted": self.spool.evicted_events,
+            "failed": self.failed,
+            "rejected_by_server": self.rejected_by_server,
+            "drained": self.drained,
+            "requests": self.requests,
+            "state": state,
+            "endpoint": self.endpoint,
+            "spool_dir": self.spool.path,
+            "spool_files": usage.files,
+            "spool_events": usage.events,
+            "spool_bytes": usage.bytes,
+            "spool_corrupt_files": self.spool.corrupt_files,
+        }
+
+    # -- sending ------------------------------------------------------------------------------
 
     def _http(self) -> Any:
-        if self._client is None:
+        client = self._client
+        if client is not None:
+            return client
+        with self._client_lock:
+            if self._client is not None:
+                return self._client
             import httpx
 
             headers = {"User-Agent": f"sightline-python/{__version__}"}
             if self.api_key:
                 headers["Authorization"] = f"Bearer {self.api_key}"
-            self._client = httpx.Client(timeout=self.timeout, headers=headers)
-        return self._client
+            limits = httpx.Limits(max_connections=4, max_keepalive_connections=2)
+            self._client = httpx.Client(
+                timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 5.0)),
+                headers=headers,
+                limits=limits,
+                # Headers and body go out in separate writes; without TCP_NODELAY the body's
+                # tail can wait for a delayed ACK (~40 ms a request on keep-alive connections).
+                transport=httpx.HTTPTransport(
+                    limits=limits,
+                    verify=self.url.startswith("https://"),  # no CA bundle to load for http://
+                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                ),
+            )
+            return self._client
 
-    def export(self, events: Sequence[Event]) -> ExportResult:
-        body = json.dumps(
-            {"events": [e.to_dict() for e in events]}, separators=(",", ":"), allow_nan=False
-        ).encode()
+    def _compress(self, body: bytes) -> tuple[bytes, str]:
+        if len(body) > self.gzip_threshold:
+            return gzip.compress(body, compresslevel=3), "gzip"
+        return body, "identity"
+
+    def _post(self, body: bytes, encoding: str) -> _Outcome:
+        import httpx
+
         headers = {"Content-Type": "application/json"}
-        if len(body) > 1024:
-            body = gzip.compress(body, compresslevel=5)
+        if encoding == "gzip":
             headers["Content-Encoding"] = "gzip"
-        response = self._http().post(self.url, content=body, headers=headers)
-        if response.status_code >= 400:
-            logger.error("sightline: collector answered %s to a batch", response.status_code)
-            return ExportResult.FAILURE
-        return ExportResult.SUCCESS
+        self._add(requests=1)
+        try:
+            response = self._http().post(self.url, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            return _Outcome(
+                "retry",
+                error=DeliveryError(
+                    f"timed out posting to {self.url}: {exc}", retryable=True, url=self.url
+                ),
+            )
+        except Exception as exc:  # httpx.TransportError and anything unexpected below it
+            return _Outcome(
+                "retry",
+                error=DeliveryError(
+                    f"could not reach {self.url}: {type(exc).__name__}: {exc}",
+                    retryable=True,
+                    url=self.url,
+                ),
+                dropped_connection=isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)),
+            )
+        status = response.status_code
+        if 200 <= status < 300:
+            self._read_receipt(response)
+            return _Outcome("ok", status)
+        detail = _excerpt(response)
+        if status in KEY_REJECTED:
+            kind = "key"
+        elif status in NEVER_RETRIED:
+            kind = "reject"
+        else:
+            kind = "retry"
+        retry_after = None
+        if status in (429, 503):
+            retry_after = _retry_after(
+                response.headers.get("Retry-After"), self.retry.max_retry_after
+            )
+        error = DeliveryError(
+            f"the collector at {self.url} answered {status}" + (f": {detail}" if detail else ""),
+            status=status,
+            retryable=kind == "retry",
+            url=self.url,
+            detail=detail,
+        )
+        return _Outcome(kind, status, error, retry_after)
 
-    def after_fork(self) -> None:
-        self._client = None
+    def _read_receipt(self, response: Any) -> None:
+        # 202 {"accepted": n, "duplicate": n, "rejected": n, "errors": [...]}: events the server
+        # refused one by one are not retried (they would be refused again) but are counted.
+        try:
+            receipt = response.json()
+            rejected = int(receipt.get("rejected") or 0)
+        except Exception:
+            return
+        if rejected > 0:
+            self._add(rejected_by_server=rejected)
+            self._log_once(
+                ("server-rejected",),
+                "sightline: the collector rejected %d event(s) of a batch: %s (counted as "
+                "rejected_by_server in client.stats())",
+                rejected,
+                str(receipt.get("errors"))[:500],
+            )
 
-    def shutdown(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+    def _deliver_inline(self, body: bytes, encoding: str, events: Sequence[Event]) -> bool:
+        """Send one chunk now; spool it if that fails (False only when it was rejected)."""
+        record = _InFlight(body, encoding, len(events))
+        with self._inflight_lock:
+            self._inflight = record
+        outcome: _Outcome | None = None
+        try:
+            outcome = self._post(body, encoding)
+            if outcome.kind == "retry" and outcome.dropped_connection and not self._stop.is_set():
+                # A kept-alive connection the collector closed (say, it restarted): one fresh try.
+                self._add(retried=len(events))
+                outcome = self._post(body, encoding)
+        finally:
+            with self._inflight_lock:
+                self._inflight = None
+                persisted = record.persisted
+        kind = outcome.kind if outcome is not None else "retry"
+        if kind == "ok":
+            self._delivered(len(events), drained=False)
+            if persisted is not None:
+                self._unspool(persisted)  # shutdown spooled a copy while this was in flight
+            return True
+        if kind == "reject":
+            self._reject(outcome, events)
+            if persisted is not None:
+                self._unspool(persisted)
+            return False
+        if persisted is None:
+            with self._state_lock:
+                self._spooling = True
+                self._spool(body, encoding, events)
+        if kind == "key":
+            self._halt(outcome, events)
+        elif outcome is not None and not self._stop.is_set():
+            self._schedule_retry(outcome)
+        return True
+
+    def _spool_if_behind(self, body: bytes, encoding: str, events: Sequence[Event]) -> bool:
+        """Spool the chunk when it must go behind the spool (or the endpoint is failing)."""
+        with self._state_lock:
+            if (
+                self._spooling
+                or self._halted is not None
+                or self._stop.is_set()
+                or time.monotonic() < self._next_attempt
+            ):
+                self._spooling = True
+                self._spool(body, encoding, events)
+                self._wake.set()
+                return True
+        return False
+
+    def _spool(self, body: bytes, encoding: str, events: Sequence[Any]) -> str | None:
+        """Write one body to the spool; a batch that cannot be kept is counted and reported."""
+        if not self.spool.enabled:
+            self._add(failed=len(events))
+            self._report(
+                DeliveryError(
+                    f"could not deliver {len(events)} events to {self.url} and the spool is "
+                    "disabled (spool_max_bytes=0); they are dropped",
+                    url=self.url,
+                ),
+                events,
+                key=("spool-disabled",),
+            )
+            return None
+        try:
+            return self.spool.write(body, len(events), encoding)
+        except OSError as exc:
+            self._add(failed=len(events))
+            self._report(
+                DeliveryError(
+                    f"could not write to the spool {self.spool.path}: {exc}; {len(events)} "
+                    "events are dropped",
+                    url=self.url,
+                ),
+                events,
+                key=("spool-error", type(exc).__name__),
+            )
+            return None
+
+    def _unspool(self, path: str) -> None:
+        for entry in self.spool.entries():
+            if entry.path == path:
+                claimed = self.spool.claim(entry)
+                if claimed is not None:
+                    claimed.delete()
+                    self.spool.written_events -= entry.events
+                return
+
+    def _persist_inflight(self) -> None:
+        with self._inflight_lock:
+            record = self._inflight
+            if record is None or record.persisted is not None:
+                return
+            with self._state_lock:
+                self._spooling = True
+                path = self._spool(record.body, record.encoding, range(record.count))
+            record.persisted = path or ""
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def _add(self, **amounts: int) -> None:
+        with self._count_lock:
+            for name, amount in amounts.items():
+                setattr(self, name, getattr(self, name) + amount)
+
+    def _delivered(self, count: int, *, drained: bool) -> None:
+        self._add(sent=count, drained=count if drained else 0)
+        with self._progress:
+            recovered = self._failures > 0
+            self._failures = 0
+            self._next_attempt = 0.0
+            self._retry_after_until = 0.0
+        if recovered and self._outage_logged:
+            self._outage_logged = False
+            logger.info("sightline: the collector at %s answers again", self.url)
+
+    def _schedule_retry(self, outcome: _Outcome) -> None:
+        with self._progress:
+            self._failures += 1
+            self._failure_total += 1
+            if outcome.retry_after is not None:
+                wait = outcome.retry_after
+                self._retry_after_until = time.monotonic() + wait
+            else:
+                wait = self.retry.backoff(self._failures)
+            self._next_attempt = time.monotonic() + wait
+            self._spooling = True
+            self._progress.notify_all()
+        self._wake.set()
+        if not self._outage_logged:
+            self._outage_logged = True
+            logger.warning(
+                "sightline: %s; batches are kept in the spool %s and retried with backoff",
+                outcome.error,
+                self.spool.path,
+            )
+
+    def _reject(self, outcome: _Outcome, events: Sequence[Any]) -> None:
+        self._add(failed=len(events))
+        error = outcome.error or DeliveryError("rejected", status=outcome.status, url=self.url)
+        self._report(error, events, key=("status", outcome.status))
+
+    def _halt(self, outcome: _Outcome, events: Sequence[Any]) -> None:
+        with self._progress:
+            if self._halted is not None:
+                return
+            error = outcome.error or DeliveryError("key rejected", status=outcome.status)
+            self._halted = error
+            self._spooling = True
+            self._progress.notify_all()
+        logger.error(
+            "sightline: the collector at %s rejected the API key (%s). Nothing more is sent by "
+            "this process; undelivered events are kept in the spool %s for a process started "
+            "with a valid key (check it with `sightline doctor`).",
+            self.url,
+            outcome.status,
+            self.spool.path,
+        )
+        self._call_on_error(error, events)
+
+    def _report(self, error: DeliveryError, events: Sequence[Any], *, key: tuple[Any, ...]) -> None:
+        self._log_once(
+            key,
+            "sightline: %s (not retried; later occurrences are counted as failed in "
+            "client.stats())",
+            error,
+        )
+        self._call_on_error(error, events)
+
+    def _log_once(self, key: tuple[Any, ...], message: str, *args: Any) -> None:
+        if key in self._logged:
+            logger.debug(message, *args)
+            return
+        self._logged.add(key)
+        logger.error(message, *args)
+
+    def _call_on_error(self, error: BaseException, events: Sequence[Any]) -> None:
+        callback = self.on_error
+        if callback is None:
+            return
+        if isinstance(events, _LazyEvents):
+            events = events.load()
+        elif isinstance(events, range):
+            events = []
+        try:
+            callback(error, list(events))
+        except Exception:
+            logger.exception("sightline: the on_error callback raised")
+
+    # -- the drainer --------------------------------------------------------------------------
+
+    def _ensure_drainer(self) -> None:
+        if self._drainer is not None or self._stop.is_set():
+            return
+        with self._state_lock:
+            if self._drainer is not None:
+                return
+            thread = threading.Thread(
+                target=self._drain_loop, name="sightline-http-drain", daemon=True
+            )
+            self._drainer = thread
+            thread.start()
+
+    def _drain_loop(self) -> None:
+        try:
+            self._http()
+            self.spool.remove_stale_temp_files()
+        except Exception:
+            logger.debug("sightline: http exporter warm-up failed", exc_info=True)
+        while not self._stop.is_set():
+            wait = self._drain_wait()
+            if wait > 0:
+                self._wake.wait(wait)
+                self._wake.clear()
+                continue
+            try:
+                self._drain()
+            except Exception:
+                logger.exception("sightline: the http exporter's drainer failed; retrying")
+                with self._progress:
+                    self._failure_total += 1
+                    self._next_attempt = time.monotonic() + self.retry.backoff(self._failures)
+                    self._progress.notify_all()
+
+    def _drain_wait(self) -> float:
+        now = time.monotonic()
+        with self._progress:
+            if self._halted is not None:
+                return 3600.0
+            if self._urgent:
+                # A flush skips the backoff wait but not a Retry-After the collector asked for.
+                return max(0.0, self._retry_after_until - now)
+            if now < self._next_attempt:
+                return self._next_attempt - now
+            if self._spooling:
+                return 0.0
+        return max(0.0, self._last_scan + self.idle_check_interval - now)
+
+    def _drain(self) -> None:
+        """Deliver spooled batches oldest first until the spool is empty or an attempt fails."""
+        with self._drain_lock:
+            try:
+                self._drain_entries()
+            finally:
+                self._last_scan = time.monotonic()
+                with self._progress:
+                    self._urgent = False
+                    self._progress.notify_all()
+
+    def _drain_entries(self) -> None:
+        while not self._stop.is_set():
+            entries = self.spool.entries()
+            if not entries:
+                with self._state_lock:
+                    if not self.spool.entries():
+                        self._set_spooling(False)
+                        return
+                continue
+            claimed_any = False
+            for entry in entries:
+                if self._stop.is_set() or self._halted is not None:
+                    return
+                claimed = self.spool.claim(entry)
+                if claimed is None:
+                    continue  # another sender has it
+                claimed_any = True
+                try:
+                    if self._failures:
+                        self._add(retried=claimed.events)
+                    outcome = self._post(claimed.body, claimed.encoding)
+                    if outcome.kind == "ok":
+                        claimed.delete()
+                        self._delivered(claimed.events, drained=True)
+                    elif outcome.kind == "reject":
+                        events = _LazyEvents(claimed.body, claimed.encoding, claimed.events)
+                        claimed.delete()
+                        self._reject(outcome, events)
+                    elif outcome.kind == "key":
+                        events = _LazyEvents(claimed.body, claimed.encoding, claimed.events)
+                        claimed.release()
+                        self._halt(outcome, events)
+                        return
+                    else:
+                        claimed.release()
+                        self._schedule_retry(outcome)
+                        return
+                finally:
+                    claimed.release()
+                with self._progress:
+                    self._progress.notify_all()
+            if not claimed_any:
+                # Everything left is being sent by other processes: nothing is ours to wait for.
+                with self._state_lock:
+                    self._set_spooling(False)
+                return
+
+    def _set_spooling(self, value: bool) -> None:
+        with self._progress:
+            self._spooling = value
+            self._progress.notify_all()
+
+
+class _LazyEvents(Sequence[Any]):
+    """The events of a spooled body, decoded only if ``on_error`` wants them."""
+
+    def __init__(self, body: bytes, encoding: str, count: int) -> None:
+        self.body = body
+        self.encoding = encoding
+        self.size = count
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.load()[index]
+
+    def load(self) -> list[Any]:
+        try:
+            dicts = decode_body(self.body, self.encoding)
+        except Exception:
+            return []
+        events: list[Any] = []
+        for data in dicts:
+            try:
+                events.append(Event.from_dict(data))
+            except Exception:
+                events.append(data)
+        return events
+
+
+def _excerpt(response: Any, limit: int = 300) -> str:
+    try:
+        text = response.text
+    except Exception:
+        return ""
+    text = " ".join(text.split())
+    return text[:limit] + ("…" if len(text) > limit else "")

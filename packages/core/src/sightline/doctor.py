@@ -1,0 +1,340 @@
+"""``sightline doctor``: check that events can be delivered, and say what is in the way.
+
+It checks, for the configuration that ``sightline.init()`` would use (arguments, then
+``SIGHTLINE_*`` variables, then defaults):
+
+- **endpoint**: is the collector reachable (``GET {endpoint}/health``)?
+- **api key**: does it have the right shape (``sl_`` + at least 32 of ``[A-Za-z0-9_-]``), and does
+  the collector accept it (an empty ``POST /api/v1/events``)?
+- **spool**: where it is, how many batches, events and bytes wait there, how full it is, how old
+  the oldest batch is, and whether any file is corrupt.
+
+Each check prints one line; the exit code is 1 when a check failed, else 0. ``--json`` prints the
+same as a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Check", "register", "run_checks", "run_doctor"]
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+_MARKS = {OK: "✓", WARN: "!", FAIL: "✗", SKIP: "-"}
+
+
+@dataclass
+class Check:
+    """The result of one check."""
+
+    name: str
+    status: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "message": self.message,
+            "details": self.details,
+        }
+
+
+def register(cli: Any) -> None:
+    """Add ``sightline doctor`` to the command line (``cli.command(name, help, handler)``)."""
+    parser = cli.command(
+        "doctor",
+        "check endpoint reachability, API key validity and the spool",
+        run_doctor,
+    )
+    _option(parser, "--endpoint", default=None, help="collector base URL (SIGHTLINE_ENDPOINT)")
+    _option(parser, "--api-key", default=None, help="API key to check (SIGHTLINE_API_KEY)")
+    _option(parser, "--spool-dir", default=None, help="spool directory (SIGHTLINE_SPOOL_DIR)")
+    _option(parser, "--db", default=None, help="embedded store path (SIGHTLINE_DB)")
+    _option(parser, "--timeout", type=float, default=5.0, help="seconds per network check")
+    _option(parser, "--json", action="store_true", default=False, help="print JSON")
+
+
+def _option(parser: argparse.ArgumentParser, *flags: str, **kwargs: Any) -> None:
+    # The command line may already define shared options (--endpoint, --json...).
+    try:
+        parser.add_argument(*flags, **kwargs)
+    except argparse.ArgumentError:
+        pass
+
+
+def run_doctor(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
+    """The ``sightline doctor`` handler: run every check, print them, return the exit code."""
+    checks = run_checks(
+        endpoint=getattr(args, "endpoint", None),
+        api_key=getattr(args, "api_key", None),
+        spool_dir=getattr(args, "spool_dir", None),
+        db=getattr(args, "db", None),
+        timeout=getattr(args, "timeout", None) or 5.0,
+    )
+    failed = any(check.status == FAIL for check in checks)
+    if getattr(args, "json", False):
+        out(json.dumps({"ok": not failed, "checks": [c.to_dict() for c in checks]}, indent=2))
+    else:
+        width = max(len(check.name) for check in checks)
+        for check in checks:
+            out(f"{_MARKS[check.status]} {check.name.ljust(width)}  {check.message}")
+        out("" if not failed else "\nsightline doctor found a problem (exit code 1).")
+    return 1 if failed else 0
+
+
+def run_checks(
+    endpoint: str | None = None,
+    api_key: str | None = None,
+    spool_dir: str | None = None,
+    db: str | None = None,
+    timeout: float = 5.0,
+    environ: dict[str, str] | None = None,
+) -> list[Check]:
+    """Run the checks for this configuration and return them in order."""
+    from sightline.config import Config
+    from sightline.errors import ConfigError
+
+    try:
+        # Resolved disabled so that a bad key is reported by its check instead of raised here.
+        config = Config.resolve(
+            environ,
+            endpoint=endpoint,
+            api_key=api_key,
+            spool_dir=spool_dir,
+            db=db,
+            enabled=False,
+            instrument=False,
+        )
+    except ConfigError as exc:
+        return [Check("config", FAIL, str(exc))]
+    checks: list[Check] = []
+    reachable = _check_endpoint(config, timeout, checks)
+    _check_key(config, timeout, reachable, checks)
+    _check_spool(config, checks)
+    return checks
+
+
+def _check_endpoint(config: Any, timeout: float, checks: list[Check]) -> bool:
+    if not config.endpoint:
+        checks.append(
+            Check(
+                "endpoint",
+                OK,
+                f"none configured: events go to the embedded store {os.path.abspath(config.db)}",
+            )
+        )
+        return False
+    if not config.endpoint.startswith(("http://", "https://")):
+        checks.append(Check("endpoint", FAIL, f"{config.endpoint!r} is not an http(s) URL"))
+        return False
+    import httpx
+
+    url = config.endpoint.rstrip("/") + "/health"
+    started = time.perf_counter()
+    try:
+        response = httpx.get(url, timeout=timeout, headers=_headers(None))
+    except Exception as exc:
+        checks.append(
+            Check(
+                "endpoint",
+                FAIL,
+                f"{config.endpoint} is unreachable: {type(exc).__name__}: {exc} "
+                "(events are spooled until it answers)",
+                {"url": url},
+            )
+        )
+        return False
+    elapsed = (time.perf_counter() - started) * 1000
+    details = {"url": url, "status": response.status_code, "ms": round(elapsed, 1)}
+    if response.status_code >= 500:
+        checks.append(Check("endpoint", FAIL, f"{url} answered {response.status_code}", details))
+        return False
+    checks.append(
+        Check(
+            "endpoint",
+            OK,
+            f"{config.endpoint} is reachable (GET /health → {response.status_code} in "
+            f"{elapsed:.0f} ms)",
+            details,
+        )
+    )
+    return True
+
+
+def _check_key(config: Any, timeout: float, reachable: bool, checks: list[Check]) -> None:
+    from sightline.config import validate_api_key
+    from sightline.errors import ConfigError
+
+    if not config.endpoint:
+        checks.append(Check("api key", SKIP, "not needed for the embedded store"))
+        return
+    if not config.api_key:
+        checks.append(
+            Check("api key", FAIL, "missing: a remote endpoint needs SIGHTLINE_API_KEY / api_key=")
+        )
+        return
+    try:
+        validate_api_key(config.api_key)
+    except ConfigError as exc:
+        checks.append(Check("api key", FAIL, str(exc)))
+        return
+    shown = f"{config.api_key[:6]}…{config.api_key[-4:]}"
+    if not reachable:
+        checks.append(
+            Check("api key", WARN, f"{shown} has the right shape; not verified (no collector)")
+        )
+        return
+    import httpx
+
+    url = config.endpoint.rstrip("/") + "/api/v1/events"
+    try:
+        response = httpx.post(
+            url, json={"events": []}, timeout=timeout, headers=_headers(config.api_key)
+        )
+    except Exception as exc:
+        checks.append(
+            Check("api key", WARN, f"{shown}: could not verify: {type(exc).__name__}: {exc}")
+        )
+        return
+    status = response.status_code
+    if 200 <= status < 300:
+        checks.append(
+            Check("api key", OK, f"{shown} is accepted by the collector", {"status": status})
+        )
+    elif status in (401, 403):
+        checks.append(
+            Check(
+                "api key",
+                FAIL,
+                f"{shown} is rejected by the collector ({status}): create a key with "
+                "`sightline keys create` on the server",
+                {"status": status},
+            )
+        )
+    else:
+        checks.append(
+            Check(
+                "api key",
+                WARN,
+                f"{shown}: the collector answered {status} to an empty batch; not verified",
+                {"status": status},
+            )
+        )
+
+
+def _check_spool(config: Any, checks: list[Check]) -> None:
+    from sightline.spool import SpoolDirectory, spool_path_for
+
+    base = config.resolved_spool_dir
+    if config.spool_max_bytes <= 0:
+        checks.append(
+            Check(
+                "spool",
+                WARN,
+                "disabled (SIGHTLINE_SPOOL_MAX_BYTES=0): undeliverable batches are dropped",
+            )
+        )
+        return
+    paths: list[str] = []
+    if config.endpoint:
+        paths.append(spool_path_for(base, config.endpoint))
+    try:
+        others = sorted(
+            os.path.join(base, name)
+            for name in os.listdir(base)
+            if os.path.isdir(os.path.join(base, name))
+        )
+    except FileNotFoundError:
+        others = []
+    paths += [p for p in others if p not in paths]
+    paths = [p for p in paths if os.path.isdir(p)]
+    if not paths:
+        writable = _writable(base)
+        checks.append(
+            Check(
+                "spool",
+                OK if writable else FAIL,
+                f"empty ({base}, limit {_size(config.spool_max_bytes)})"
+                + ("" if writable else "; cannot be created: not writable"),
+                {"path": base, "files": 0, "events": 0, "bytes": 0},
+            )
+        )
+        return
+    for path in paths:
+        spool = SpoolDirectory(path, config.spool_max_bytes)
+        usage = spool.usage()
+        corrupt = 0
+        for entry in spool.entries():
+            try:
+                spool.read(entry)
+            except Exception:
+                corrupt += 1
+        details = {**usage.to_dict(), "unreadable": corrupt}
+        share = usage.bytes / config.spool_max_bytes
+        text = (
+            f"{usage.files} batches, {usage.events} events, {_size(usage.bytes)} of "
+            f"{_size(config.spool_max_bytes)} ({share:.0%}) in {path}"
+        )
+        if usage.oldest_ns is not None:
+            age = max(0.0, time.time() - usage.oldest_ns / 1e9)
+            text += f"; oldest {_age(age)} old"
+        status = OK
+        if corrupt or usage.corrupt_files:
+            status = WARN
+            text += f"; {corrupt + usage.corrupt_files} corrupt file(s) set aside"
+        if share >= 0.8:
+            status = WARN
+            text += "; nearly full: the oldest batches will be evicted"
+        if config.endpoint and path != paths[0]:
+            text += " (another endpoint's spool; delivered only by a client configured for it)"
+        if not _writable(path):
+            status = FAIL
+            text += "; not writable"
+        checks.append(Check("spool", status, text, details))
+
+
+def _writable(path: str) -> bool:
+    """Whether ``path``, or the nearest existing folder above it, can be written to."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return os.access(path, os.W_OK)
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    from sightline import __version__
+
+    headers = {"User-Agent": f"sightline-python/{__version__} (doctor)"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
