@@ -42,6 +42,7 @@ from typing import Any
 from sightline import __version__
 from sightline.errors import ConfigError, SightlineError
 from sightline.event import Event
+from sightline.jsonwire import dumps_bytes
 from sightline.pipeline import ExportResult
 from sightline.spool import SpoolDirectory, decode_body, spool_path_for
 
@@ -176,9 +177,8 @@ def _encode_by_size(events: Sequence[Event], max_events: int, max_bytes: int) ->
 
 
 def _dumps(value: Any) -> bytes:
-    # Values come out of the pipeline's sanitizer: strict JSON without cycles, so the circular
-    # check (a third of the cost) is skipped; a cycle that slipped through is a RecursionError.
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, check_circular=False).encode()
+    # Values come out of the pipeline's sanitizer: strict JSON without cycles.
+    return dumps_bytes(value)
 
 
 def _encode_event(event: Event) -> bytes:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Sequence
 
 from sightline.event import Event
+from sightline.jsonwire import dumps
 from sightline.pipeline import ExportResult
 
 __all__ = ["JsonlExporter"]
@@ -32,8 +32,7 @@ class JsonlExporter:
 
     def export(self, events: Sequence[Event]) -> ExportResult:
         lines = "".join(
-            json.dumps(e.to_dict(), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-            + "\n"
+            dumps(e.to_dict()) + "\n"
             for e in events
         )
         with self._lock:

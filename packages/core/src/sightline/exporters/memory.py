@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sightline.event import Event, EventType
+from sightline.event import Event, EventType, coerce_type
 from sightline.pipeline import ExportResult
 
 __all__ = ["InMemoryExporter"]
@@ -51,9 +51,11 @@ class InMemoryExporter:
         with self._lock:
             self._events.clear()
 
-    def find(self, type: EventType | str | None = None, name: str | None = None, **fields: Any) -> list[Event]:
+    def find(
+        self, type: EventType | str | None = None, name: str | None = None, **fields: Any
+    ) -> list[Event]:
         """Events whose type, name and other attributes equal the values given."""
-        wanted_type = EventType(type) if isinstance(type, str) else type
+        wanted_type = coerce_type(type) if type is not None else None  # aliases too: "tool"
         found = []
         for event in self.events:
             if wanted_type is not None and event.type is not wanted_type:
@@ -64,7 +66,9 @@ class InMemoryExporter:
                 found.append(event)
         return found
 
-    def one(self, type: EventType | str | None = None, name: str | None = None, **fields: Any) -> Event:
+    def one(
+        self, type: EventType | str | None = None, name: str | None = None, **fields: Any
+    ) -> Event:
         """The single event matching; AssertionError when there are none or several."""
         found = self.find(type, name, **fields)
         if len(found) != 1:
@@ -75,12 +79,18 @@ class InMemoryExporter:
 
     def children(self, parent: Event) -> list[Event]:
         return sorted(
-            (e for e in self.events if e.parent_span_id == parent.span_id and e.trace_id == parent.trace_id),
+            (
+                e
+                for e in self.events
+                if e.parent_span_id == parent.span_id and e.trace_id == parent.trace_id
+            ),
             key=lambda e: e.start_ns,
         )
 
     def roots(self) -> list[Event]:
-        return sorted((e for e in self.events if e.parent_span_id is None), key=lambda e: e.start_ns)
+        return sorted(
+            (e for e in self.events if e.parent_span_id is None), key=lambda e: e.start_ns
+        )
 
     def tree(self, trace_id: str | None = None) -> list[dict[str, Any]]:
         """Nested ``{"type", "name", "status", "children"}`` dicts, children by start time."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sightline.event import Event, format_time, parse_time
+from sightline.jsonwire import dumps as _dumps
+from sightline.jsonwire import loads as _loads
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "TraceFilter", "open_store"]
 
@@ -41,8 +44,8 @@ MIGRATIONS: list[str] = [
         error_kind TEXT,
         body TEXT NOT NULL
     );
-    CREATE INDEX events_trace ON events (trace_id, start_ns);
-    CREATE INDEX events_type ON events (type, trace_id);
+    -- (trace_id, type) serves both reading a trace and "runs containing a type".
+    CREATE INDEX events_trace ON events (trace_id, type);
     CREATE INDEX events_model ON events (model) WHERE model IS NOT NULL;
 
     CREATE TABLE traces (
@@ -132,7 +135,6 @@ class TraceFilter:
     cursor: str | None = None
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 class SqliteStore:
@@ -160,6 +162,7 @@ class SqliteStore:
         if not readonly:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: index pages stay hot
             self.migrate()
 
     # -- schema -------------------------------------------------------------------------------
@@ -178,11 +181,20 @@ class SqliteStore:
                     f"({SCHEMA_VERSION}); upgrade sightline"
                 )
             for version in range(current, SCHEMA_VERSION):
-                self._conn.executescript(
-                    "BEGIN IMMEDIATE;\n"
-                    + MIGRATIONS[version]
-                    + f"\nPRAGMA user_version = {version + 1};\nCOMMIT;"
-                )
+                try:
+                    self._conn.executescript(
+                        "BEGIN IMMEDIATE;\n"
+                        + MIGRATIONS[version]
+                        + f"\nPRAGMA user_version = {version + 1};\nCOMMIT;"
+                    )
+                except sqlite3.OperationalError:
+                    # Another connection (thread or process opening the same new file) may
+                    # have applied this step between our version read and our write lock.
+                    # Release the lock we hold, then go on only if that is what happened.
+                    if self._conn.in_transaction:
+                        self._conn.rollback()
+                    if self.schema_version <= version:
+                        raise
             return self.schema_version
 
     # -- writing ------------------------------------------------------------------------------
@@ -223,7 +235,8 @@ class SqliteStore:
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             found.update(
-                r[0] for r in self._conn.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
+                r[0]
+                for r in self._conn.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
             )
         return found
 
@@ -275,7 +288,9 @@ class SqliteStore:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def list_traces(self, filters: TraceFilter | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    def list_traces(
+        self, filters: TraceFilter | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         """Traces, newest first, and the cursor of the next page (``None`` at the end)."""
         f = filters or TraceFilter()
         where: list[str] = []
@@ -343,7 +358,7 @@ class SqliteStore:
                 (row["trace_id"],),
             ).fetchall()
         summary = _trace_row(row)
-        summary["events"] = [json.loads(e["body"]) for e in events]
+        summary["events"] = [_loads(e["body"]) for e in events]
         return summary
 
     def events_after(self, position: int, limit: int = 500) -> tuple[list[dict[str, Any]], int]:
@@ -355,7 +370,7 @@ class SqliteStore:
             ).fetchall()
         if not rows:
             return [], position
-        return [json.loads(r["body"]) for r in rows], int(rows[-1]["rowid"])
+        return [_loads(r["body"]) for r in rows], int(rows[-1]["rowid"])
 
     def last_position(self) -> int:
         with self._lock:
@@ -405,8 +420,10 @@ class SqliteStore:
                 "GROUP BY agent ORDER BY traces DESC",
                 trace_params,
             ).fetchall()
-            model_where = event_where + (" AND " if event_where else " WHERE ") + (
-                "model IS NOT NULL AND type NOT IN ('run', 'agent', 'chain')"
+            model_where = (
+                event_where
+                + (" AND " if event_where else " WHERE ")
+                + ("model IS NOT NULL AND type NOT IN ('run', 'agent', 'chain')")
             )
             by_model = self._conn.execute(
                 "SELECT model, COUNT(*) AS calls, SUM(status = 'error') AS failed, "
@@ -513,9 +530,11 @@ def _where(since_ns: int | None, agent: str | None, column: str) -> tuple[str, l
 def _percentile(values: Sequence[float], pct: float) -> float | None:
     if not values:
         return None
+    # Nearest rank (PostgreSQL's percentile_disc): the smallest value with at least pct% of
+    # the values at or below it.
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1))))
-    return round(ordered[rank], 3)
+    rank = max(1, min(len(ordered), math.ceil(pct * len(ordered) / 100)))
+    return round(ordered[rank - 1], 3)
 
 
 def _trace_row(row: sqlite3.Row) -> dict[str, Any]:
