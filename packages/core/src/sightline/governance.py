@@ -74,10 +74,13 @@ def authorize(
     if decision.allow and decision.arguments is None:
         return arguments
     outcome = "allow_redacted" if decision.allow else "deny"
+    # After a redaction only the redacted arguments are recorded: the originals are exactly
+    # what the plugin wanted kept out.
+    recorded = dict(decision.arguments or {}) if decision.allow else arguments
     owner.log_event(
         EventType.DECISION,
         f"authorize:{tool_name}",
-        input={"tool": tool_name, "arguments": arguments},
+        input={"tool": tool_name, "arguments": recorded},
         output={"decision": outcome, "reason": decision.reason},
         metadata={"governance": True},
         framework=framework,
@@ -100,26 +103,36 @@ def guard(tool: F | None = None, *, name: str | None = None) -> Any:
     """
 
     def decorate(function: F) -> F:
-        tool_name = name or getattr(function, "__name__", repr(function))
+        tool_name: str = name or str(getattr(function, "__name__", repr(function)))
         signature = inspect.signature(function)
 
-        def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        def authorized_call(
+            args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+            """The positional and keyword arguments to call the tool with, once authorized.
+
+            Going back through the bound signature keeps positional-only parameters positional
+            and ``*args`` / ``**kwargs`` spread, as the caller passed them.
+            """
             bound = signature.bind(*args, **kwargs)
-            return dict(bound.arguments)
+            allowed = authorize(tool_name, dict(bound.arguments))
+            bound.arguments.clear()
+            bound.arguments.update(allowed)
+            return bound.args, bound.kwargs
 
         if inspect.iscoroutinefunction(function):
 
             @functools.wraps(function)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                allowed = authorize(tool_name, bind(args, kwargs))
-                return await function(**allowed)
+                call_args, call_kwargs = authorized_call(args, kwargs)
+                return await function(*call_args, **call_kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            allowed = authorize(tool_name, bind(args, kwargs))
-            return function(**allowed)
+            call_args, call_kwargs = authorized_call(args, kwargs)
+            return function(*call_args, **call_kwargs)
 
         return wrapper  # type: ignore[return-value]
 

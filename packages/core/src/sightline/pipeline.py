@@ -343,9 +343,11 @@ class Pipeline:
             wake.wait(self.flush_interval)
             wake.clear()
             self._wake_sent = False
-            self._drain(queue)
+            # Take the waiters before draining: a flush registered after the drain emptied the
+            # queue may have events enqueued after it, and must wait for the next drain.
             with self._flush_lock:
                 waiters, self._flush_waiters = self._flush_waiters, []
+            self._drain(queue)
             for waiter in waiters:
                 waiter.set()
             if self._stopping and not queue:

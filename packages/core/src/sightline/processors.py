@@ -8,9 +8,9 @@
 
 from __future__ import annotations
 
-from sightline.capture import Sanitizer
+from sightline.capture import Sanitizer, safe_repr
 from sightline.config import Config
-from sightline.event import Event, Status, finalize_error
+from sightline.event import ERROR_KINDS, ErrorKind, Event, Status, finalize_error
 from sightline.hookspecs import hookimpl
 
 __all__ = ["RedactionProcessor", "SamplingProcessor"]
@@ -37,17 +37,37 @@ class RedactionProcessor:
         else:
             event.input = None
             event.output = None
+        if event.metadata is not None and not isinstance(event.metadata, dict):
+            event.metadata = {"value": event.metadata}  # the wire form needs an object
         if event.metadata:
             event.metadata = self.sanitize(event.metadata)
+        elif event.metadata is None:
+            event.metadata = {}
         if event.tags:
-            event.tags = [self.small(t) if isinstance(t, str) else self.small(repr(t)) for t in event.tags]
+            event.tags = [
+                self.small(t) if isinstance(t, str) else self.small(repr(t)) for t in event.tags
+            ]
         if not isinstance(event.name, str):
-            event.name = self.small(str(event.name))
+            event.name = self.small(_text(event.name))
         elif len(event.name) > 1024:
             event.name = event.name[:1000] + "…"
+        # Identity fields are strings on the wire: a session id given as a UUID (or an agent as
+        # an enum...) must not make the whole batch fail to serialize in an exporter.
+        for key in ("agent", "session_id", "framework", "model"):
+            value = getattr(event, key)
+            if value is not None and type(value) is not str:
+                setattr(event, key, self.small(_text(value)))
         error = event.error
         if error is not None:
             finalize_error(error)
+            if type(error.type) is not str:
+                error.type = self.small(_text(error.type))  # record_failure(code=504)
+            if not (isinstance(error.kind, str) and error.kind in ERROR_KINDS):
+                error.kind = ErrorKind.UNKNOWN.value
+            if not isinstance(error.message, str):
+                error.message = _text(error.message)
+            if error.stack is not None and not isinstance(error.stack, str):
+                error.stack = _text(error.stack)
             if not self.capture_content:
                 error.message = ""  # messages often quote the prompt or the tool input
             else:
@@ -56,7 +76,9 @@ class RedactionProcessor:
         if usage is not None:
             for key in ("input_tokens", "output_tokens", "total_tokens"):
                 value = getattr(usage, key)
-                if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                if value is not None and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < 0
+                ):
                     try:
                         setattr(usage, key, max(0, int(value)))
                     except Exception:
@@ -65,10 +87,24 @@ class RedactionProcessor:
         if cost is not None:
             try:
                 cost = float(cost)
-                event.cost_usd = cost if cost == cost and cost >= 0 and cost != float("inf") else None
+                event.cost_usd = (
+                    cost if cost == cost and cost >= 0 and cost != float("inf") else None
+                )
             except Exception:
                 event.cost_usd = None
         return None
+
+
+def _text(value: object) -> str:
+    """``str(value)`` (a UUID's canonical form...), a str subclass's own text (a str enum's
+    value), or a safe repr if ``str`` raises."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    try:
+        text = str(value)
+    except Exception:
+        return safe_repr(value, 200)
+    return text if isinstance(text, str) else safe_repr(value, 200)
 
 
 class SamplingProcessor:

@@ -19,7 +19,10 @@ __all__ = ["load_schema", "schema_path", "validate_event"]
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}(Z|[+-]00:00)")
+# [0-9], not \d: \d also matches non-ASCII digits, which no RFC 3339 parser reads.
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}(Z|[+-]00:00)"
+)
 _FIELDS = frozenset(
     {
         "schema_version", "id", "trace_id", "span_id", "parent_span_id", "type", "name",
@@ -58,7 +61,8 @@ def validate_event(data: Any) -> list[str]:
         if not cond:
             problems.append(message)
 
-    check(data.get("schema_version", 1) == 1, "schema_version: must be 1")
+    version = data.get("schema_version", 1)
+    check(_is_number(version) and version == 1, "schema_version: must be 1")
     check(_is_str(data["id"]) and 0 < len(data["id"]) <= 128, "id: 1 to 128 characters")
     check(_is_str(data["trace_id"]) and _full(_TRACE_ID, data["trace_id"]),
           "trace_id: 32 lowercase hex")  # fmt: skip
@@ -67,7 +71,8 @@ def validate_event(data: Any) -> list[str]:
     parent = data.get("parent_span_id")
     check(parent is None or (_is_str(parent) and _full(_SPAN_ID, parent)),
           "parent_span_id: null or 16 lowercase hex")  # fmt: skip
-    check(data["type"] in EVENT_TYPES, f"type: unknown event type {data['type']!r}")
+    check(_is_str(data["type"]) and data["type"] in EVENT_TYPES,
+          f"type: unknown event type {data['type']!r}")  # fmt: skip
     check(_is_str(data["name"]) and len(data["name"]) <= 1024, "name: string of at most 1024")
     check(data["status"] in ("ok", "error"), "status: 'ok' or 'error'")
     for key in ("start_time", "end_time"):
@@ -101,7 +106,8 @@ def validate_event(data: Any) -> list[str]:
             check(_is_str(error.get("type")), "error.type: string")
             check(_is_str(error.get("message")), "error.message: string")
             check(error.get("stack") is None or _is_str(error["stack"]), "error.stack: string")
-            check(error.get("kind") in ERROR_KINDS, "error.kind: unknown kind")
+            kind = error.get("kind")
+            check(_is_str(kind) and kind in ERROR_KINDS, "error.kind: unknown kind")
     metadata = data.get("metadata", {})
     check(isinstance(metadata, dict), "metadata: object")
     tags = data.get("tags", [])
@@ -121,6 +127,9 @@ def _is_str(value: Any) -> bool:
 
 
 def _is_int(value: Any) -> bool:
+    # JSON Schema counts 3.0 as an integer: so do we, to agree with the shipped schema.
+    if isinstance(value, float):
+        return math.isfinite(value) and value.is_integer()
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -130,15 +139,43 @@ def _is_number(value: Any) -> bool:
     return math.isfinite(value)
 
 
-def _strict_json(value: Any, depth: int = 0) -> bool:
-    if depth > 200:
-        return False
-    if value is None or isinstance(value, (str, bool, int)):
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, list):
-        return all(_strict_json(v, depth + 1) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _strict_json(v, depth + 1) for k, v in value.items())
-    return False
+class _Leave:
+    """Marks, on the walk's stack, the end of a container's children."""
+
+    __slots__ = ("ident",)
+
+    def __init__(self, ident: int) -> None:
+        self.ident = ident
+
+
+def _strict_json(value: Any) -> bool:
+    """True when ``value`` is strict JSON. Iterative, so any depth the JSON Schema accepts is
+    accepted here too; a cycle (which JSON cannot hold) is rejected."""
+    path: set[int] = set()
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if item is None or isinstance(item, (str, bool, int)):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+            continue
+        if isinstance(item, _Leave):
+            path.discard(item.ident)
+            continue
+        if isinstance(item, dict):
+            if not all(isinstance(k, str) for k in item):
+                return False
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            return False
+        ident = id(item)
+        if ident in path:
+            return False
+        path.add(ident)
+        stack.append(_Leave(ident))
+        stack.extend(children)
+    return True

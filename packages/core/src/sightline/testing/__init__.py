@@ -38,11 +38,15 @@ class Capture:
         self.client.flush(10.0)
         self.exporter.clear()
 
-    def find(self, type: EventType | str | None = None, name: str | None = None, **fields: Any) -> list[Event]:
+    def find(
+        self, type: EventType | str | None = None, name: str | None = None, **fields: Any
+    ) -> list[Event]:
         self.client.flush(10.0)
         return self.exporter.find(type, name, **fields)
 
-    def one(self, type: EventType | str | None = None, name: str | None = None, **fields: Any) -> Event:
+    def one(
+        self, type: EventType | str | None = None, name: str | None = None, **fields: Any
+    ) -> Event:
         self.client.flush(10.0)
         return self.exporter.one(type, name, **fields)
 
