@@ -8,6 +8,7 @@ the GIL); no serialization, no I/O, no lock. A full queue drops the event and co
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -388,7 +389,7 @@ class Pipeline:
         for worker in self.exporters:
             function = getattr(worker.exporter, method, None)
             if callable(function):
-                worker.put(lambda function=function: function(*args))
+                worker.put(functools.partial(function, *args))
 
     # -- control ------------------------------------------------------------------------------
 

@@ -125,7 +125,7 @@ class PluginManager:
     ) -> None:
         name = entry_point.name
         dist = getattr(entry_point, "dist", None)
-        meta = {
+        meta: dict[str, Any] = {
             "distribution": getattr(dist, "name", None),
             "version": getattr(dist, "version", None),
         }

@@ -6,6 +6,7 @@ asyncio tasks and across threads started with a copied context.
 
 from __future__ import annotations
 
+import builtins
 import time
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
@@ -231,7 +232,7 @@ class Span:
 
     def __exit__(
         self,
-        exc_type: type[BaseException] | None,
+        exc_type: builtins.type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
@@ -255,7 +256,7 @@ class Span:
 
     async def __aexit__(
         self,
-        exc_type: type[BaseException] | None,
+        exc_type: builtins.type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:

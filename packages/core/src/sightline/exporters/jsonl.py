@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from typing import TextIO
 
 from sightline.event import Event
 from sightline.jsonwire import dumps
@@ -21,9 +22,9 @@ class JsonlExporter:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._file = None
+        self._file: TextIO | None = None
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    def _open(self) -> TextIO:
         if self._file is None:
             directory = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(directory, exist_ok=True)
@@ -31,10 +32,7 @@ class JsonlExporter:
         return self._file
 
     def export(self, events: Sequence[Event]) -> ExportResult:
-        lines = "".join(
-            dumps(e.to_dict()) + "\n"
-            for e in events
-        )
+        lines = "".join(dumps(e.to_dict()) + "\n" for e in events)
         with self._lock:
             handle = self._open()
             handle.write(lines)

@@ -135,8 +135,6 @@ class TraceFilter:
     cursor: str | None = None
 
 
-
-
 class SqliteStore:
     """Events and trace summaries in a SQLite file; safe to share between threads."""
 
