@@ -1,0 +1,734 @@
+"""The mapping from CrewAI objects to Sightline events, in one place.
+
+Two kinds of CrewAI objects become events:
+
+- events of ``crewai_event_bus`` (:data:`RULES`, keyed by event class name): a *start* event opens
+  a span, the matching *end* event fills and ends it, a *point* event is a span that starts and
+  ends at once. A rule whose ``event_type`` is ``None`` is a *scope*: it records nothing but is
+  kept so that events nested in it find their parent (CrewAI's agent executor is itself a flow);
+- the steps and task outputs handed to ``step_callback`` / ``task_callback``
+  (:func:`step_rule`, :func:`fill_task_output`).
+
+Every reader here is guarded: a failure to read one attribute loses that attribute, never the
+event and never the user's call. Nothing is serialised here; the background worker does that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sightline import ErrorKind, EventType, Span
+
+__all__ = [
+    "AGENT_ACTION",
+    "AGENT_FINISH",
+    "FRAMEWORK",
+    "RULES",
+    "SCOPE",
+    "TOOL_RESULT",
+    "CrewEventRule",
+    "event_time_ns",
+    "fill_task_output",
+    "step_rule",
+    "task_output_name",
+    "tool_arguments",
+]
+
+logger = logging.getLogger("sightline")
+
+FRAMEWORK = "crewai"
+
+START, END, POINT = "start", "end", "point"
+
+Filler = Callable[[Span, Any, Any], None]
+Namer = Callable[[Any, Any], str]
+
+
+@dataclass(frozen=True)
+class CrewEventRule:
+    """How one CrewAI event class becomes (part of) a Sightline event.
+
+    ``phase`` is ``"start"``, ``"end"`` or ``"point"``. ``event_type`` is ``None`` for a scope
+    that records nothing of its own. ``name(event, source)`` names the span (start and point
+    rules); ``fill(span, event, source)`` copies what the event knows onto the span.
+    ``agent(event, source)`` names the Sightline agent of the span (children inherit it).
+    ``pair`` lists attributes that identify the matching start of an end event that arrives
+    without ``started_event_id``.
+    """
+
+    phase: str
+    event_type: EventType | None = None
+    name: Namer | None = None
+    fill: Filler | None = None
+    agent: Callable[[Any, Any], str | None] | None = None
+    pair: tuple[str, ...] = ()
+    start: str | None = None  # the class name of the start event an end event closes
+
+
+# -- guarded readers ------------------------------------------------------------------------------
+
+
+def _get(obj: Any, *path: str, default: Any = None) -> Any:
+    """``obj.a.b`` along ``path`` (keys of dicts, attributes of anything else); ``default``
+    when a step is missing or raises."""
+    try:
+        for name in path:
+            if obj is None:
+                return default
+            # dict first: an isinstance check against Mapping costs more than the whole lookup
+            obj = obj.get(name) if type(obj) is dict else getattr(obj, name, None)
+        return default if obj is None else obj
+    except Exception:
+        return default
+
+
+def _guarded(fill: Filler) -> Filler:
+    """A filler that never raises: a failure loses the rest of this filler's fields only."""
+
+    def run(span: Span, event: Any, source: Any) -> None:
+        try:
+            fill(span, event, source)
+        except Exception:
+            logger.debug(
+                "sightline: crewai: could not read %s", type(event).__name__, exc_info=True
+            )
+
+    run.__name__ = fill.__name__
+    run.__doc__ = fill.__doc__
+    return run
+
+
+def event_time_ns(event: Any) -> int | None:
+    """When CrewAI created the event, in ns since the epoch (``None`` when unknown)."""
+    stamp = getattr(event, "timestamp", None)
+    if isinstance(stamp, datetime):
+        try:
+            whole = stamp.replace(microsecond=0).timestamp()
+            return int(whole) * 1_000_000_000 + stamp.microsecond * 1000
+        except Exception:
+            return None
+    if isinstance(stamp, int):
+        return stamp
+    return None
+
+
+def _names(items: Any) -> list[str]:
+    """Names of tools (objects with ``.name``, or OpenAI-style ``{"function": {"name"}}``)."""
+    names: list[str] = []
+    for item in list(items or ()):
+        name = _get(item, "function", "name") or _get(item, "name")
+        if name:
+            names.append(str(name))
+    return names
+
+
+def tool_arguments(value: Any) -> Any:
+    """Tool arguments as a mapping when they are JSON text, else as given."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{") and text.endswith("}"):
+            try:
+                return json.loads(text)
+            except ValueError:
+                return value
+    return value
+
+
+def _snapshot(value: Any) -> Any:
+    """A shallow copy of a list CrewAI keeps appending to (messages), so the event keeps the
+    state at the time of the call."""
+    return list(value) if isinstance(value, list) else value
+
+
+def _error_text(event: Any) -> str:
+    error = _get(event, "error")
+    return error if isinstance(error, str) else repr(error)
+
+
+def _set_error(span: Span, event: Any, kind: ErrorKind, error_type: str | None = None) -> None:
+    error = _get(event, "error")
+    if isinstance(error, BaseException):
+        span.set_error(error, kind=kind)
+    else:
+        span.set_error(kind=kind, type=error_type, message=_error_text(event))
+
+
+def _output_of(result: Any) -> Any:
+    """The useful output of a TaskOutput / CrewOutput: structured when there is, else raw."""
+    if result is None or isinstance(result, (str, int, float, bool, dict, list)):
+        return result
+    structured = _get(result, "json_dict") or _get(result, "pydantic")
+    if structured is not None:
+        return structured
+    raw = _get(result, "raw")
+    return raw if raw is not None else result
+
+
+def _usage(span: Span, usage: Any) -> None:
+    """Token counts from CrewAI's usage dict (OpenAI or Anthropic style keys)."""
+    if not isinstance(usage, Mapping):
+        return
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    total = usage.get("total_tokens")
+    if prompt is None and completion is None and total is None:
+        return
+    span.set_usage(input_tokens=prompt, output_tokens=completion, total_tokens=total)
+    details = {
+        key: usage[key]
+        for key in ("cached_prompt_tokens", "reasoning_tokens", "cache_creation_tokens")
+        if usage.get(key)
+    }
+    if details:
+        span.set_metadata(usage_details=details)
+
+
+def _text(value: Any, *, only_str: bool = False) -> str | None:
+    """``str(value)`` (ids are UUID objects), ``None`` for ``None`` or, with ``only_str``, for
+    anything that is not text already."""
+    if value is None or (only_str and not isinstance(value, str)):
+        return None
+    return str(value)
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+# -- crew -----------------------------------------------------------------------------------------
+
+
+def _crew_name(event: Any, source: Any) -> str:
+    return str(_get(event, "crew_name") or _get(source, "name") or "crew")
+
+
+@_guarded
+def _crew_started(span: Span, event: Any, source: Any) -> None:
+    """Run: the crew's inputs, its process and who is in it."""
+    span.set_input(_get(event, "inputs"))
+    process = _get(source, "process")
+    span.set_metadata(
+        _drop_none(
+            {
+                "process": _get(process, "value", default=process),
+                "agents": [_get(agent, "role") for agent in list(_get(source, "agents") or ())]
+                or None,
+                "tasks": len(list(_get(source, "tasks") or ())) or None,
+            }
+        )
+    )
+
+
+@_guarded
+def _crew_completed(span: Span, event: Any, source: Any) -> None:
+    """Run: the final output and the crew's total token usage."""
+    span.set_output(_output_of(_get(event, "output")))
+    metrics = _get(source, "token_usage") or _get(source, "usage_metrics")
+    total = _get(event, "total_tokens")
+    prompt = _get(metrics, "prompt_tokens")
+    completion = _get(metrics, "completion_tokens")
+    if total or prompt or completion:
+        span.set_usage(input_tokens=prompt, output_tokens=completion, total_tokens=total)
+
+
+@_guarded
+def _crew_failed(span: Span, event: Any, source: Any) -> None:
+    _set_error(span, event, ErrorKind.ORCHESTRATION)
+
+
+# -- task -----------------------------------------------------------------------------------------
+
+
+def _task_name(event: Any, source: Any) -> str:
+    task = _get(event, "task") or source
+    return str(
+        _get(task, "name") or _get(event, "task_name") or _get(task, "description") or "task"
+    )
+
+
+@_guarded
+def _task_started(span: Span, event: Any, source: Any) -> None:
+    """Chain: the task's description, expected output and context from earlier tasks."""
+    task = _get(event, "task") or source
+    span.set_input(
+        _drop_none(
+            {
+                "description": _get(task, "description"),
+                "expected_output": _get(task, "expected_output"),
+                "context": _get(event, "context") or None,
+            }
+        )
+    )
+    span.set_metadata(
+        _drop_none(
+            {
+                "task_id": _get(event, "task_id") or _text(_get(task, "id")),
+                "agent_role": _get(task, "agent", "role"),
+                "async_execution": _get(task, "async_execution") or None,
+            }
+        )
+    )
+
+
+@_guarded
+def _task_completed(span: Span, event: Any, source: Any) -> None:
+    output = _get(event, "output")
+    span.set_output(_output_of(output))
+    output_format = _get(output, "output_format")
+    if output_format is not None:
+        span.set_metadata(output_format=_get(output_format, "value", default=output_format))
+
+
+@_guarded
+def _task_failed(span: Span, event: Any, source: Any) -> None:
+    error_class = _get(event, "error_type")
+    name = error_class.__name__ if isinstance(error_class, type) else None
+    _set_error(span, event, ErrorKind.ORCHESTRATION, name)
+
+
+# -- agent ----------------------------------------------------------------------------------------
+
+
+def _agent_role(event: Any, source: Any) -> str | None:
+    role = _get(event, "agent", "role") or _get(event, "agent_info", "role")
+    role = role or _get(event, "agent_role") or _get(source, "role")
+    return str(role) if role else None
+
+
+def _agent_name(event: Any, source: Any) -> str:
+    return _agent_role(event, source) or "agent"
+
+
+def _model_name(llm: Any) -> str | None:
+    if isinstance(llm, str):
+        return llm
+    model = _get(llm, "model")
+    return str(model) if model else None
+
+
+@_guarded
+def _agent_started(span: Span, event: Any, source: Any) -> None:
+    """Agent: the prompt it works on, its goal, its tools and its model."""
+    agent = _get(event, "agent") or source
+    span.set_input(_get(event, "task_prompt"))
+    span.set_metadata(
+        _drop_none(
+            {
+                "role": _get(agent, "role"),
+                "goal": _get(agent, "goal"),
+                "tools": _names(_get(event, "tools")),
+                "model": _model_name(_get(agent, "llm")),
+                "task_id": _text(_get(event, "task", "id")),
+            }
+        )
+    )
+
+
+@_guarded
+def _lite_agent_started(span: Span, event: Any, source: Any) -> None:
+    """Agent (``Agent.kickoff`` without a crew): its messages, goal and tools."""
+    info = _get(event, "agent_info") or {}
+    span.set_input(_snapshot(_get(event, "messages")))
+    span.set_metadata(
+        _drop_none(
+            {
+                "role": _get(info, "role"),
+                "goal": _get(info, "goal"),
+                "tools": _names(_get(event, "tools")),
+                "model": _model_name(_get(source, "llm")),
+            }
+        )
+    )
+
+
+@_guarded
+def _agent_completed(span: Span, event: Any, source: Any) -> None:
+    span.set_output(_get(event, "output"))
+
+
+@_guarded
+def _agent_failed(span: Span, event: Any, source: Any) -> None:
+    _set_error(span, event, ErrorKind.ORCHESTRATION)
+
+
+# -- llm ------------------------------------------------------------------------------------------
+
+
+def _llm_name(event: Any, source: Any) -> str:
+    return str(_get(event, "model") or _model_name(source) or "llm")
+
+
+_SAMPLING = (
+    "temperature", "top_p", "max_tokens", "stream", "seed", "stop_sequences",
+    "frequency_penalty", "presence_penalty", "n",
+)  # fmt: skip
+
+
+@_guarded
+def _llm_started(span: Span, event: Any, source: Any) -> None:
+    """LLM call: model, messages, the tools offered and the sampling parameters."""
+    span.set_model(_get(event, "model") or _model_name(source))
+    span.set_input(_snapshot(_get(event, "messages")))
+    metadata: dict[str, Any] = {"call_id": _get(event, "call_id")}
+    tools = _names(_get(event, "tools"))
+    if tools:
+        metadata["tools"] = tools
+    for key in _SAMPLING:
+        value = getattr(event, key, None)
+        if value is not None:
+            metadata[key] = value
+    provider = _get(source, "provider")
+    if isinstance(provider, str):
+        metadata["provider"] = provider
+    span.set_metadata(_drop_none(metadata))
+
+
+@_guarded
+def _llm_completed(span: Span, event: Any, source: Any) -> None:
+    """LLM call: the response (text or tool calls), finish reason and token usage."""
+    if _get(event, "model"):
+        span.set_model(event.model)
+    span.set_output(_snapshot(_get(event, "response")))
+    call_type = _get(event, "call_type")
+    span.set_metadata(
+        _drop_none(
+            {
+                "finish_reason": _get(event, "finish_reason"),
+                "response_id": _get(event, "response_id"),
+                "call_type": _get(call_type, "value", default=call_type),
+            }
+        )
+    )
+    _usage(span, _get(event, "usage"))
+
+
+@_guarded
+def _llm_failed(span: Span, event: Any, source: Any) -> None:
+    _set_error(span, event, ErrorKind.MODEL)
+
+
+# -- tools ----------------------------------------------------------------------------------------
+
+
+def _tool_name(event: Any, source: Any) -> str:
+    return str(_get(event, "tool_name") or "tool")
+
+
+@_guarded
+def _tool_started(span: Span, event: Any, source: Any) -> None:
+    """Tool call: name, arguments, run attempts and delegations."""
+    span.set_input(tool_arguments(_get(event, "tool_args")))
+    span.set_metadata(
+        _drop_none(
+            {
+                "tool_class": _text(_get(event, "tool_class"), only_str=True),
+                "run_attempts": _get(event, "run_attempts"),
+                "delegations": _get(event, "delegations"),
+                "agent_role": _get(event, "agent_role"),
+            }
+        )
+    )
+
+
+@_guarded
+def _tool_finished(span: Span, event: Any, source: Any) -> None:
+    """Tool call: output, whether it came from the cache, and a failure the tool reported."""
+    span.set_output(_get(event, "output"))
+    span.set_metadata(
+        from_cache=bool(_get(event, "from_cache", default=False)),
+        run_attempts=_get(event, "run_attempts", default=0),
+    )
+    failure = _get(event, "failure")
+    if failure is not None:
+        reason = _get(failure, "reason")
+        span.set_error(
+            kind=ErrorKind.TOOL,
+            type=str(_get(reason, "value", default=reason) or "ToolFailure"),
+            message=str(_get(failure, "message") or ""),
+        )
+
+
+@_guarded
+def _tool_error(span: Span, event: Any, source: Any) -> None:
+    span.set_metadata(run_attempts=_get(event, "run_attempts", default=0))
+    _set_error(span, event, ErrorKind.TOOL)
+
+
+@_guarded
+def _tool_rejected(span: Span, event: Any, source: Any) -> None:
+    """A tool the model asked for that does not exist, or with arguments that do not fit."""
+    span.set_input(tool_arguments(_get(event, "tool_args")) or None)
+    span.set_metadata(rejected=event.type)
+    _set_error(span, event, ErrorKind.TOOL, type(event).__name__.removesuffix("Event"))
+
+
+# -- memory, knowledge, reasoning, guardrails -----------------------------------------------------
+
+
+def _fixed(name: str) -> Namer:
+    return lambda event, source: name
+
+
+@_guarded
+def _memory_query_started(span: Span, event: Any, source: Any) -> None:
+    span.set_input(_get(event, "query"))
+    span.set_metadata(
+        _drop_none(
+            {
+                "limit": _get(event, "limit"),
+                "score_threshold": _get(event, "score_threshold"),
+                "source_type": _get(event, "source_type"),
+            }
+        )
+    )
+
+
+@_guarded
+def _memory_query_completed(span: Span, event: Any, source: Any) -> None:
+    span.set_output(_get(event, "results"))
+
+
+@_guarded
+def _memory_retrieval_completed(span: Span, event: Any, source: Any) -> None:
+    span.set_output(_get(event, "memory_content"))
+
+
+@_guarded
+def _memory_save_started(span: Span, event: Any, source: Any) -> None:
+    span.set_input(_get(event, "value"))
+    if _get(event, "metadata"):
+        span.set_metadata(memory_metadata=event.metadata)
+
+
+@_guarded
+def _knowledge_query_started(span: Span, event: Any, source: Any) -> None:
+    span.set_input(_get(event, "task_prompt"))
+
+
+@_guarded
+def _knowledge_query_completed(span: Span, event: Any, source: Any) -> None:
+    span.set_output(_get(event, "query"))
+
+
+@_guarded
+def _knowledge_search_completed(span: Span, event: Any, source: Any) -> None:
+    span.set_input(_get(event, "query"))
+    span.set_output(_get(event, "retrieved_knowledge"))
+
+
+def _failed(kind: ErrorKind) -> Filler:
+    @_guarded
+    def fill(span: Span, event: Any, source: Any) -> None:
+        _set_error(span, event, kind)
+
+    return fill
+
+
+@_guarded
+def _reasoning_completed(span: Span, event: Any, source: Any) -> None:
+    span.set_output(_get(event, "plan"))
+    span.set_metadata(ready=_get(event, "ready"), attempt=_get(event, "attempt"))
+
+
+def _guardrail_name(event: Any, source: Any) -> str:
+    return f"guardrail:{_get(event, 'guardrail_name') or _get(event, 'guardrail_type') or 'task'}"
+
+
+@_guarded
+def _guardrail_started(span: Span, event: Any, source: Any) -> None:
+    span.set_metadata(
+        _drop_none(
+            {
+                "guardrail_type": _get(event, "guardrail_type"),
+                "retry_count": _get(event, "retry_count"),
+            }
+        )
+    )
+
+
+@_guarded
+def _guardrail_completed(span: Span, event: Any, source: Any) -> None:
+    span.set_output(_get(event, "result"))
+    span.set_metadata(success=_get(event, "success"), retry_count=_get(event, "retry_count"))
+    if _get(event, "success") is False:
+        span.set_error(
+            kind=ErrorKind.GUARDRAIL,
+            type="GuardrailRejected",
+            message=str(_get(event, "error") or ""),
+        )
+
+
+# -- the table ------------------------------------------------------------------------------------
+
+
+def _start(
+    event_type: EventType, name: Namer, fill: Filler | None = None, **kw: Any
+) -> CrewEventRule:
+    return CrewEventRule(START, event_type, name, fill, **kw)
+
+
+def _end(start: str, fill: Filler | None = None, *pair: str) -> CrewEventRule:
+    return CrewEventRule(END, None, None, fill, pair=pair, start=start)
+
+
+def _point(event_type: EventType, name: Namer, fill: Filler) -> CrewEventRule:
+    return CrewEventRule(POINT, event_type, name, fill)
+
+
+_SCOPE = CrewEventRule(START)
+
+RULES: dict[str, CrewEventRule] = {
+    # crew kickoff -> run
+    "CrewKickoffStartedEvent": _start(EventType.RUN, _crew_name, _crew_started),
+    "CrewKickoffCompletedEvent": _end("CrewKickoffStartedEvent", _crew_completed),
+    "CrewKickoffFailedEvent": _end("CrewKickoffStartedEvent", _crew_failed),
+    # task -> chain
+    "TaskStartedEvent": _start(EventType.CHAIN, _task_name, _task_started),
+    "TaskCompletedEvent": _end("TaskStartedEvent", _task_completed, "task_id"),
+    "TaskFailedEvent": _end("TaskStartedEvent", _task_failed, "task_id"),
+    # agent execution -> agent
+    "AgentExecutionStartedEvent": _start(
+        EventType.AGENT, _agent_name, _agent_started, agent=_agent_role
+    ),
+    "AgentExecutionCompletedEvent": _end("AgentExecutionStartedEvent", _agent_completed),
+    "AgentExecutionErrorEvent": _end("AgentExecutionStartedEvent", _agent_failed),
+    "LiteAgentExecutionStartedEvent": _start(
+        EventType.AGENT, _agent_name, _lite_agent_started, agent=_agent_role
+    ),
+    "LiteAgentExecutionCompletedEvent": _end("LiteAgentExecutionStartedEvent", _agent_completed),
+    "LiteAgentExecutionErrorEvent": _end("LiteAgentExecutionStartedEvent", _agent_failed),
+    # LLM call -> llm_invoke
+    "LLMCallStartedEvent": _start(EventType.LLM_INVOKE, _llm_name, _llm_started),
+    "LLMCallCompletedEvent": _end("LLMCallStartedEvent", _llm_completed, "call_id"),
+    "LLMCallFailedEvent": _end("LLMCallStartedEvent", _llm_failed, "call_id"),
+    # tool usage -> tool_call
+    "ToolUsageStartedEvent": _start(EventType.TOOL_CALL, _tool_name, _tool_started),
+    "ToolUsageFinishedEvent": _end("ToolUsageStartedEvent", _tool_finished, "tool_name"),
+    "ToolUsageErrorEvent": _end("ToolUsageStartedEvent", _tool_error, "tool_name"),
+    "ToolSelectionErrorEvent": _point(EventType.TOOL_CALL, _tool_name, _tool_rejected),
+    "ToolValidateInputErrorEvent": _point(EventType.TOOL_CALL, _tool_name, _tool_rejected),
+    # memory and knowledge -> retrieval (saving -> data_access)
+    "MemoryRetrievalStartedEvent": _start(EventType.RETRIEVAL, _fixed("memory")),
+    "MemoryRetrievalCompletedEvent": _end(
+        "MemoryRetrievalStartedEvent", _memory_retrieval_completed
+    ),
+    "MemoryRetrievalFailedEvent": _end("MemoryRetrievalStartedEvent", _failed(ErrorKind.RETRIEVAL)),
+    "MemoryQueryStartedEvent": _start(
+        EventType.RETRIEVAL, _fixed("memory_query"), _memory_query_started
+    ),
+    "MemoryQueryCompletedEvent": _end("MemoryQueryStartedEvent", _memory_query_completed),
+    "MemoryQueryFailedEvent": _end("MemoryQueryStartedEvent", _failed(ErrorKind.RETRIEVAL)),
+    "MemorySaveStartedEvent": _start(
+        EventType.DATA_ACCESS, _fixed("memory_save"), _memory_save_started
+    ),
+    "MemorySaveCompletedEvent": _end("MemorySaveStartedEvent"),
+    "MemorySaveFailedEvent": _end("MemorySaveStartedEvent", _failed(ErrorKind.RETRIEVAL)),
+    "KnowledgeRetrievalStartedEvent": _start(EventType.RETRIEVAL, _fixed("knowledge")),
+    "KnowledgeRetrievalCompletedEvent": _end(
+        "KnowledgeRetrievalStartedEvent", _knowledge_search_completed
+    ),
+    "KnowledgeSearchQueryFailedEvent": _end(
+        "KnowledgeRetrievalStartedEvent", _failed(ErrorKind.RETRIEVAL)
+    ),
+    "KnowledgeQueryStartedEvent": _start(
+        EventType.CHAIN, _fixed("knowledge_query"), _knowledge_query_started
+    ),
+    "KnowledgeQueryCompletedEvent": _end("KnowledgeQueryStartedEvent", _knowledge_query_completed),
+    "KnowledgeQueryFailedEvent": _end("KnowledgeQueryStartedEvent", _failed(ErrorKind.RETRIEVAL)),
+    # planning and guardrails -> decision
+    "AgentReasoningStartedEvent": _start(EventType.DECISION, _fixed("reasoning")),
+    "AgentReasoningCompletedEvent": _end("AgentReasoningStartedEvent", _reasoning_completed),
+    "AgentReasoningFailedEvent": _end(
+        "AgentReasoningStartedEvent", _failed(ErrorKind.ORCHESTRATION)
+    ),
+    "LLMGuardrailStartedEvent": _start(EventType.DECISION, _guardrail_name, _guardrail_started),
+    "LLMGuardrailCompletedEvent": _end("LLMGuardrailStartedEvent", _guardrail_completed),
+    "LLMGuardrailFailedEvent": _end("LLMGuardrailStartedEvent", _failed(ErrorKind.GUARDRAIL)),
+    # scopes that only carry parents (the agent executor runs as a flow)
+    "FlowStartedEvent": _SCOPE,
+    "MethodExecutionStartedEvent": _SCOPE,
+}
+"""CrewAI event class name -> rule. Scope-starting classes not named here are added as scopes
+by the listener, so that nothing nested in them loses its parent."""
+
+SCOPE = _SCOPE
+
+
+# -- step_callback / task_callback ----------------------------------------------------------------
+
+
+@_guarded
+def _agent_action(span: Span, step: Any, source: Any) -> None:
+    span.set_input(_get(step, "thought") or None)
+    span.set_output(
+        {"tool": _get(step, "tool"), "tool_input": tool_arguments(_get(step, "tool_input"))}
+    )
+
+
+@_guarded
+def _agent_finish(span: Span, step: Any, source: Any) -> None:
+    span.set_input(_get(step, "thought") or None)
+    span.set_output(_get(step, "output"))
+
+
+@_guarded
+def _tool_result(span: Span, step: Any, source: Any) -> None:
+    """``source`` is the AgentAction that asked for the tool (or ``None``)."""
+    span.set_input(tool_arguments(_get(source, "tool_input")))
+    result = _get(step, "result")
+    span.set_output(result if result is not None else _get(source, "result"))
+    span.set_metadata(result_as_answer=bool(_get(step, "result_as_answer", default=False)))
+
+
+AGENT_ACTION = _point(EventType.DECISION, _fixed("agent_action"), _agent_action)
+AGENT_FINISH = _point(EventType.DECISION, _fixed("agent_finish"), _agent_finish)
+TOOL_RESULT = _point(
+    EventType.TOOL_CALL,
+    lambda step, action: str(_get(action, "tool") or "tool"),
+    _tool_result,
+)
+"""A tool call from a step: ``fill(span, tool_result_or_action, action)``; named after the
+AgentAction that asked for the tool."""
+
+_STEP_RULES = {"AgentAction": AGENT_ACTION, "AgentFinish": AGENT_FINISH, "ToolResult": TOOL_RESULT}
+
+
+def step_rule(step: Any) -> CrewEventRule | None:
+    """The rule for an object ``step_callback`` received, by its class name (``None``: ignore).
+
+    ``AgentAction`` and ``AgentFinish`` are decisions; ``ToolResult`` is a tool call.
+    """
+    return _STEP_RULES.get(type(step).__name__)
+
+
+def task_output_name(output: Any) -> str:
+    """The name of the chain event of a TaskOutput."""
+    return str(_get(output, "name") or _get(output, "description") or "task")
+
+
+@_guarded
+def fill_task_output(span: Span, output: Any, source: Any) -> None:
+    """Chain from ``task_callback``: description and expected output in, the output out."""
+    span.set_input(
+        _drop_none(
+            {
+                "description": _get(output, "description"),
+                "expected_output": _get(output, "expected_output"),
+            }
+        )
+    )
+    span.set_output(_output_of(output))
+    output_format = _get(output, "output_format")
+    span.set_metadata(
+        _drop_none(
+            {
+                "agent_role": _get(output, "agent"),
+                "output_format": _get(output_format, "value", default=output_format),
+            }
+        )
+    )

@@ -1,0 +1,142 @@
+"""Helpers for the CrewAI adapter tests: real CrewAI against the scripted OpenAI server.
+
+(``conftest.py`` sets CrewAI's environment before anything imports CrewAI.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from crewai import Agent, Crew, Task
+from crewai.events import crewai_event_bus
+from crewai.tools import tool
+
+from sightline.testing import Capture
+
+__all__ = [
+    "CREWAI_WARNINGS",
+    "DrainingCapture",
+    "Subset",
+    "add",
+    "calculator_crew",
+    "check_event",
+    "divide",
+    "tree_of",
+]
+
+
+CREWAI_WARNINGS = [
+    # CrewAI's own deprecations, and its warning that bound-method callbacks cannot be
+    # checkpointed: not ours to fix, noise in every test.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:.*callbacks cannot be serialized"),
+    pytest.mark.filterwarnings("ignore:create_scalar_index is deprecated"),
+]
+
+
+@tool("add")
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@tool("divide")
+def divide(a: int, b: int) -> float:
+    """Divide a by b."""
+    return a / b
+
+
+def calculator_crew(llm: Any, *, tools: list[Any] | None = None, **crew_options: Any) -> Crew:
+    """One agent (``Calculator``) with the ``add`` tool (or ``tools``) and one task."""
+    agent = Agent(
+        role="Calculator",
+        goal="Add numbers",
+        backstory="You are good at math.",
+        llm=llm,
+        tools=[add] if tools is None else tools,
+        max_retry_limit=0,
+    )
+    task = Task(description="Add 1 and 2", expected_output="The sum", agent=agent)
+    return Crew(agents=[agent], tasks=[task], **crew_options)
+
+
+class DrainingCapture(Capture):
+    """A capture that first waits for CrewAI's handler pool, then reads."""
+
+    def __init__(self, inner: Capture) -> None:
+        super().__init__(inner.client, inner.exporter)
+
+    @property
+    def events(self) -> list[Any]:
+        crewai_event_bus.flush(10.0)
+        return super().events
+
+    def find(self, *args: Any, **kwargs: Any) -> list[Any]:
+        crewai_event_bus.flush(10.0)
+        return super().find(*args, **kwargs)
+
+    def one(self, *args: Any, **kwargs: Any) -> Any:
+        crewai_event_bus.flush(10.0)
+        return super().one(*args, **kwargs)
+
+    def children(self, parent: Any) -> list[Any]:
+        crewai_event_bus.flush(10.0)
+        return super().children(parent)
+
+    def tree(self, trace_id: str | None = None) -> list[dict[str, Any]]:
+        crewai_event_bus.flush(10.0)
+        return super().tree(trace_id)
+
+
+def tree_of(capture: Capture) -> list[Any]:
+    """The captured trees as nested ``(type, name, [children])`` tuples, children by start."""
+
+    def shape(nodes: list[dict[str, Any]]) -> list[Any]:
+        return [(n["type"], n["name"], shape(n["children"])) for n in nodes]
+
+    return shape(capture.tree())
+
+
+_IDENTITY = ("schema_version", "id", "trace_id", "span_id", "start_time", "end_time", "duration_ms")
+_DEFAULTS: dict[str, Any] = {
+    "parent_span_id": None,
+    "status": "ok",
+    "agent": None,
+    "session_id": None,
+    "framework": "crewai",
+    "input": None,
+    "output": None,
+    "model": None,
+    "usage": None,
+    "cost_usd": None,
+    "error": None,
+    "metadata": {},
+    "tags": [],
+}
+
+
+class Subset(dict):  # type: ignore[type-arg]
+    """Matches a mapping holding at least these items (``Subset(kind="tool") == error``)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, dict) and all(
+            key in other and other[key] == value for key, value in self.items()
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def check_event(event: Any, **expected: Any) -> None:
+    """Assert the wire form of ``event``: the fields given equal ``expected``, every other field
+    has its default (``framework="crewai"``, no input, no output, empty metadata...)."""
+    data = event.to_dict()
+    for key in _IDENTITY:
+        data.pop(key)
+    for key, value in expected.items():
+        actual = data.pop(key)
+        assert actual == value, (
+            f"{event.type.value} {event.name!r}: {key} = {actual!r}, expected {value!r}"
+        )
+    unexpected = {key: value for key, value in data.items() if _DEFAULTS.get(key) != value}
+    assert unexpected == {}, f"{event.type.value} {event.name!r}: unexpected fields {unexpected}"
