@@ -1,0 +1,549 @@
+"""The LlamaIndex instrumentation handlers: one span handler and one event handler.
+
+``SightlineSpanHandler`` turns the spans of LlamaIndex's instrumentation dispatcher into Sightline
+spans: it keeps one entry per open LlamaIndex span (recorded or not) so that parents resolve
+through the plumbing spans it does not record, and it removes the entry when the span exits or is
+dropped. ``SightlineEventHandler`` completes those spans from the instrumentation events that
+carry what a span's arguments do not: the messages and response of an LLM call, its token usage,
+the end of a streamed answer.
+
+Both read and write one process-wide table of open spans. LlamaIndex span ids are unique in the
+process, and sharing the table is what makes a handler attached by hand and the one attached by
+``sightline.init()`` never record the same work twice (the first to see a span records it; the
+first to see it end finishes it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from types import AsyncGeneratorType, GeneratorType
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from sightline.client import get_client
+from sightline.span import current_span
+from sightline_llamaindex._framework import BaseEventHandler, BaseSpan, BaseSpanHandler
+from sightline_llamaindex.mapping import (
+    STREAM_END_METHODS,
+    Kind,
+    apply_llm_prompt,
+    apply_llm_response,
+    apply_llm_start,
+    classify,
+    family,
+    finish_fields,
+    merges_into,
+    span_prefix,
+    start_event,
+    start_step,
+    step_kind,
+)
+
+if TYPE_CHECKING:
+    import inspect
+
+    from sightline import Client, Span
+
+__all__ = ["SightlineEventHandler", "SightlineSpanHandler"]
+
+logger = logging.getLogger("sightline")
+
+_RUN_KINDS = (Kind.AGENT, Kind.WORKFLOW)
+
+
+class _Call:
+    """One Sightline span being filled from one or more LlamaIndex spans.
+
+    Every open LlamaIndex span maps to a ``_Call``: its own when it is recorded (``owner_id`` is
+    its id), its nearest recorded ancestor's when it is plumbing or a nested part of the same
+    call (``achat`` calling ``chat``), or a marker holding the ambient Sightline span when it is
+    an unrecorded root.
+    """
+
+    __slots__ = (
+        "child_error",
+        "container",
+        "exited",
+        "finished",
+        "inner_error",
+        "instance_id",
+        "kind",
+        "name",
+        "owned",
+        "owner_id",
+        "parent",
+        "response_seen",
+        "span",
+        "started",
+        "stream_keys",
+        "wait_own_end",
+    )
+
+    def __init__(
+        self,
+        span: Span | None,
+        kind: int = Kind.TRANSPARENT,
+        owner_id: str | None = None,
+        owned: bool = False,
+        instance_id: int = 0,
+        parent: _Call | None = None,
+        container: _Call | None = None,
+    ) -> None:
+        self.span = span
+        self.kind = kind
+        self.owner_id = owner_id
+        self.owned = owned
+        self.instance_id = instance_id
+        self.parent = parent  # the recorded call this one is a child of
+        self.container = container  # the entry of the LlamaIndex parent span, recorded or not
+        self.name = span.event.name if owned and span is not None else ""
+        self.exited = False
+        self.finished = False
+        self.started = False
+        self.response_seen = False
+        self.stream_keys: list[str] = []
+        self.wait_own_end = False
+        self.inner_error: BaseException | None = None
+        self.child_error: tuple[BaseException, str] | None = None
+
+
+_UNRECORDED_ROOT = _Call(None)
+
+
+class _OpenSpans:
+    """Open LlamaIndex spans and unfinished LLM streams, shared by every Sightline handler.
+
+    ``records`` maps each open LlamaIndex span id to its :class:`_Call`; ``streams`` maps the id
+    of an LLM span that returned a stream to its call until the stream's end event arrives (or
+    the stream is garbage-collected unconsumed); ``streaming`` maps an LLM object to its call
+    whose stream is being read. All are bounded.
+    """
+
+    MAX_OPEN = 100_000
+    MAX_STREAMS = 10_000
+
+    def __init__(self) -> None:
+        self.records: dict[str, _Call] = {}
+        self.streams: dict[str, _Call] = {}
+        self.streaming: dict[int, _Call] = {}
+        self.lock = threading.RLock()  # re-entrant: a stream finalizer may run inside a GC pass
+        self._warned = False
+
+    def add(self, span_id: str, call: _Call) -> None:
+        records = self.records
+        records[span_id] = call
+        if len(records) > self.MAX_OPEN:
+            self._evict_oldest_record()
+
+    def _evict_oldest_record(self) -> None:
+        with self.lock:
+            try:
+                span_id = next(iter(self.records))
+            except StopIteration:
+                return
+            call = self.records.pop(span_id, None)
+        self._warn_once("open LlamaIndex spans")
+        if call is not None and call.owned and call.owner_id == span_id:
+            self.finish(call, incomplete=True)
+
+    def await_stream(self, call: _Call, span_id: str, stream: Any, announced: bool) -> None:
+        """Keep ``call`` open until the end event of the stream LlamaIndex span ``span_id``
+        returned (or until the stream object is collected without having been consumed).
+
+        ``announced``: the span's method reports its stream's end itself (the ``chat`` and
+        ``complete`` families do, through LlamaIndex's LLM callbacks). When the call's own span
+        does, the call ends with that last end event, which carries the outermost response;
+        otherwise with the first end event after its span exited.
+        """
+        with self.lock:
+            if call.finished:
+                return
+            self.streams[span_id] = call
+            call.stream_keys.append(span_id)
+            if span_id == call.owner_id:
+                call.wait_own_end = announced
+                self.streaming[call.instance_id] = call
+            oldest = None
+            if len(self.streams) > self.MAX_STREAMS:
+                oldest = self.streams.get(next(iter(self.streams)))
+        if oldest is not None:
+            self._warn_once("unconsumed LLM streams")
+            self.finish(oldest, incomplete=True)
+        try:
+            finalizer = weakref.finalize(stream, self.stream_abandoned, span_id)
+            finalizer.atexit = False
+        except TypeError:  # not weak-referenceable: the end event or the bound will close it
+            pass
+
+    def stream_done(self, span_id: str) -> _Call | None:
+        """The stream of ``span_id`` ended; finish its call if its LlamaIndex span has exited."""
+        with self.lock:
+            call = self.streams.pop(span_id, None)
+            if call is None:
+                return None
+            if span_id in call.stream_keys:
+                call.stream_keys.remove(span_id)
+            done = call.exited and (span_id == call.owner_id or not call.wait_own_end)
+        if done:
+            self.finish(call)
+        return call
+
+    def stream_abandoned(self, span_id: str) -> None:
+        """Finalizer of a stream object: it was collected before its end event."""
+        try:
+            with self.lock:
+                call = self.streams.get(span_id)
+            if call is not None:  # complete if an end event brought its response already
+                self.finish(call, incomplete=not call.response_seen)
+        except Exception:  # never raise from a finalizer
+            pass
+
+    def fail(self, call: _Call, err: BaseException | None) -> None:
+        """Record the exception a recorded LlamaIndex span was dropped with."""
+        span = call.span
+        if span is None:
+            return
+        kind = None
+        child = call.child_error
+        if child is not None and err is not None and child[0] is err:
+            kind = child[1]  # the failure of a child, propagating: keep the child's kind
+        if err is None:
+            span.set_error(kind=kind, type="SpanDropped", message="")
+        else:
+            span.set_error(err, kind=kind)
+        error = span.event.error
+        parent = call.parent
+        if parent is not None and err is not None and error is not None:
+            parent.child_error = (err, error.kind)
+
+    def finish(self, call: _Call, incomplete: bool = False) -> None:
+        """End the call's Sightline span (once) and forget its streams."""
+        if call.kind == Kind.LLM:  # its stream's end may race its span's exit: serialize
+            with self.lock:
+                if call.finished:
+                    return
+                call.finished = True
+                for key in call.stream_keys:
+                    self.streams.pop(key, None)
+                call.stream_keys = []
+                if self.streaming.get(call.instance_id) is call:
+                    del self.streaming[call.instance_id]
+        elif call.finished:  # other calls end once, from their own span's exit or drop
+            return
+        else:
+            call.finished = True
+        call.inner_error = None
+        call.child_error = None
+        span = call.span
+        if span is None:
+            return
+        if incomplete:
+            span.set_metadata(incomplete=True)
+        span.end()
+
+    def _warn_once(self, what: str) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning("sightline: too many %s; closing the oldest as incomplete", what)
+
+
+OPEN_SPANS = _OpenSpans()
+
+
+class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
+    """Records LlamaIndex spans as Sightline events (agent, LLM, tool, retrieval, ...).
+
+    Attach it to a dispatcher, with a :class:`SightlineEventHandler`::
+
+        from llama_index.core.instrumentation import get_dispatcher
+        from sightline_llamaindex import SightlineEventHandler, SightlineSpanHandler
+
+        dispatcher = get_dispatcher()
+        dispatcher.add_span_handler(SightlineSpanHandler())
+        dispatcher.add_event_handler(SightlineEventHandler())
+
+    ``client``: the Sightline client to report to; by default the global one, looked up when a
+    span starts. ``sightline.init()`` does all of this for the root dispatcher.
+    """
+
+    client: Any | None = Field(default=None, exclude=True)
+
+    def __init__(self, client: Client | None = None) -> None:
+        super().__init__()
+        self.client = client
+        # Dispatcher.shutdown() drops every span listed in ``open_spans``: list ours there.
+        self.open_spans = OPEN_SPANS.records  # type: ignore[assignment]
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "SightlineSpanHandler"
+
+    def span_enter(
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any | None = None,
+        parent_id: str | None = None,
+        tags: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A LlamaIndex span started: record it, or remember where its children attach."""
+        try:
+            records = OPEN_SPANS.records
+            if id_ in records:  # another Sightline handler up the dispatcher chain has it
+                return
+            client = self.client or get_client()
+            if not client.enabled:
+                return
+            parent = records.get(parent_id) if parent_id is not None else None
+            prefix = span_prefix(id_)
+            method = prefix.rpartition(".")[2]
+            if instance is not None:
+                kind = classify(type(instance), method)
+            elif (
+                parent is not None
+                and parent.kind in _RUN_KINDS
+                and parent.owner_id == parent_id
+                and parent.owned
+            ):
+                # A workflow step: the most frequent span of an agent run, on a short path.
+                arguments = _arguments(bound_args)
+                kind = step_kind(method, arguments)
+                if kind == Kind.STEP:
+                    span = start_step(client, parent.span, method, arguments)
+                    OPEN_SPANS.add(id_, _Call(span, kind, id_, True, 0, parent, parent))
+                    return
+            else:
+                kind = Kind.TRANSPARENT
+            if kind == Kind.TRANSPARENT:
+                if parent is None:
+                    ambient = current_span()
+                    parent = _UNRECORDED_ROOT if ambient is None else _Call(ambient)
+                OPEN_SPANS.add(id_, parent)
+                return
+            if kind == Kind.LLM:
+                # A lazy stream (CustomLLM.astream_chat) makes its LLM call while it is read,
+                # in the reader's context: that call belongs to the stream's.
+                reading = OPEN_SPANS.streaming.get(id(instance))
+                if reading is not None and reading.container is parent and not reading.finished:
+                    OPEN_SPANS.add(id_, reading)
+                    return
+            if parent is not None and parent.owned:
+                if merges_into(parent.kind, parent.name, parent.instance_id, kind, instance):
+                    OPEN_SPANS.add(id_, parent)
+                    return
+                parent_span = parent.span
+            else:
+                parent_span = parent.span if parent is not None else current_span()
+            arguments = _arguments(bound_args)
+            span = start_event(client, kind, parent_span, prefix, method, instance, arguments)
+            owner = parent if parent is not None and parent.owned else None
+            call = _Call(span, kind, id_, True, id(instance), owner, parent)
+            OPEN_SPANS.add(id_, call)
+        except Exception as exc:
+            logger.debug("sightline: llamaindex span_enter failed for %s: %r", id_, exc)
+
+    def span_exit(
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any | None = None,
+        result: Any | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A LlamaIndex span returned: finish its Sightline span (or wait for its stream)."""
+        try:
+            call = OPEN_SPANS.records.pop(id_, None)
+            if call is None or not call.owned or call.finished:
+                return
+            stream = call.kind == Kind.LLM and isinstance(
+                result, (GeneratorType, AsyncGeneratorType)
+            )
+            if call.owner_id != id_:
+                if stream and instance is not None and _kind_of(instance, id_) == Kind.LLM:
+                    OPEN_SPANS.await_stream(call, id_, result, _announces_end(id_))
+                return
+            span = call.span
+            if call.kind == Kind.STEP and span is not None:  # the short path of steps
+                if result is not None:
+                    span.set_metadata(output_event=type(result).__name__)
+                call.exited = call.finished = True
+                span.end()
+                return
+            if span is not None:
+                finish_fields(
+                    span,
+                    call.kind,
+                    instance,
+                    result,
+                    call.started,
+                    call.response_seen,
+                    call.inner_error,
+                )
+            call.exited = True
+            if stream:
+                OPEN_SPANS.await_stream(call, id_, result, _announces_end(id_))
+            elif not call.stream_keys:
+                OPEN_SPANS.finish(call)
+        except Exception as exc:
+            logger.debug("sightline: llamaindex span_exit failed for %s: %r", id_, exc)
+
+    def span_drop(
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any | None = None,
+        err: BaseException | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A LlamaIndex span raised: record the error on its Sightline span and finish it."""
+        try:
+            call = OPEN_SPANS.records.pop(id_, None)
+            if call is None or not call.owned or call.finished:
+                return
+            if call.owner_id != id_:
+                if (
+                    err is not None
+                    and instance is not None
+                    and family(_kind_of(instance, id_)) == family(call.kind)
+                ):
+                    call.inner_error = err
+                return
+            call.exited = True
+            OPEN_SPANS.fail(call, err)
+            OPEN_SPANS.finish(call)
+        except Exception as exc:
+            logger.debug("sightline: llamaindex span_drop failed for %s: %r", id_, exc)
+
+    # The base class routes span_enter/exit/drop through these; ours are overridden above.
+    def new_span(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def prepare_to_exit_span(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def prepare_to_drop_span(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _arguments(bound_args: Any) -> dict[str, Any]:
+    arguments = getattr(bound_args, "arguments", None)
+    return arguments if isinstance(arguments, dict) else {}
+
+
+def _announces_end(span_id: str) -> bool:
+    return span_prefix(span_id).rpartition(".")[2] in STREAM_END_METHODS
+
+
+def _kind_of(instance: Any, span_id: str) -> int:
+    return classify(type(instance), span_prefix(span_id).rpartition(".")[2])
+
+
+# -- instrumentation events -----------------------------------------------------------------
+
+
+def _on_chat_start(call: _Call, event: Any, span_id: str) -> None:
+    if call.kind == Kind.LLM and call.span is not None:
+        call.started = True
+        apply_llm_start(call.span, event.messages, event.additional_kwargs, event.model_dict)
+
+
+def _on_completion_start(call: _Call, event: Any, span_id: str) -> None:
+    if call.kind == Kind.LLM and call.span is not None:
+        call.started = True
+        apply_llm_prompt(call.span, event.prompt, event.model_dict)
+
+
+def _on_llm_end(call: _Call, event: Any, span_id: str) -> None:
+    if call.kind != Kind.LLM or call.span is None:
+        return
+    response = event.response
+    if response is not None:
+        call.response_seen = True
+        apply_llm_response(call.span, response)
+    OPEN_SPANS.stream_done(span_id)
+
+
+def _on_structured_start(call: _Call, event: Any, span_id: str) -> None:
+    if call.kind == Kind.LLM and call.span is not None:
+        output_cls = getattr(event, "output_cls", None)
+        call.span.set_metadata(output_cls=getattr(output_cls, "__name__", None))
+
+
+def _on_structured_end(call: _Call, event: Any, span_id: str) -> None:
+    if call.kind == Kind.LLM and call.span is not None:
+        call.response_seen = True
+        call.span.set_output(event.output)
+
+
+def _on_exception(call: _Call, event: Any, span_id: str) -> None:
+    # LlamaIndex reports the failure of a stream, after its span has exited, with this event.
+    if span_id not in OPEN_SPANS.streams or call.span is None:
+        return
+    exc = getattr(event, "exception", None)
+    if isinstance(exc, GeneratorExit):  # the consumer stopped reading: not a failure
+        call.span.set_metadata(stream_closed_early=True)
+    elif isinstance(exc, BaseException):
+        call.span.set_error(exc)
+    OPEN_SPANS.stream_done(span_id)
+
+
+_Route = Callable[[_Call, Any, str], None]
+
+_ROUTE_BY_NAME: dict[str, _Route] = {
+    "LLMChatStartEvent": _on_chat_start,
+    "LLMCompletionStartEvent": _on_completion_start,
+    "LLMChatEndEvent": _on_llm_end,
+    "LLMCompletionEndEvent": _on_llm_end,
+    "LLMStructuredPredictStartEvent": _on_structured_start,
+    "LLMStructuredPredictEndEvent": _on_structured_end,
+    "ExceptionEvent": _on_exception,
+}
+_ROUTES: dict[type, _Route | None] = {}
+_UNSEEN: Any = object()
+
+
+def _route_of(cls: type) -> _Route | None:
+    route = None
+    for base in cls.__mro__:
+        route = _ROUTE_BY_NAME.get(base.__name__)
+        if route is not None:
+            break
+    _ROUTES[cls] = route
+    return route
+
+
+class SightlineEventHandler(BaseEventHandler):
+    """Completes the spans a :class:`SightlineSpanHandler` records from LlamaIndex events.
+
+    It reads LLM messages, responses and token usage (``LLMChatStartEvent``/``EndEvent``...)
+    and closes streamed LLM calls when their stream ends. Events of spans that no Sightline
+    span handler recorded are ignored.
+    """
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "SightlineEventHandler"
+
+    def handle(self, event: Any, **kwargs: Any) -> None:
+        """Apply one instrumentation event; cheap for the events it does not use."""
+        try:
+            cls = type(event)
+            route = _ROUTES.get(cls, _UNSEEN)
+            if route is _UNSEEN:
+                route = _route_of(cls)
+            if route is None:
+                return
+            span_id = event.span_id
+            if span_id is None:
+                return
+            call = OPEN_SPANS.records.get(span_id) or OPEN_SPANS.streams.get(span_id)
+            if call is None or not call.owned or call.finished:
+                return
+            route(call, event, span_id)
+        except Exception as exc:
+            logger.debug("sightline: llamaindex event handler failed: %r", exc)
