@@ -175,6 +175,8 @@ class Sanitizer:
                     self._secret_keys[name] = secret
             if secret and item is not None:
                 out[name] = MASK
+            elif item.__class__ is str:  # the common leaf, without a call to _copy
+                out[name] = self._string(item)
             else:
                 out[name] = self._copy(item, depth + 1, seen)
         return out
@@ -186,7 +188,10 @@ class Sanitizer:
                 items = sorted(items)
             except Exception:
                 pass
-        out = [self._copy(item, depth + 1, seen) for item in items[: self.max_items]]
+        out = [
+            self._string(item) if item.__class__ is str else self._copy(item, depth + 1, seen)
+            for item in items[: self.max_items]
+        ]
         if len(items) > self.max_items:
             out.append(f"{TRUNCATED} {len(items) - self.max_items} more items")
         return out

@@ -1,0 +1,285 @@
+"""A transparent ``ChatCompletionClient`` wrapper recording every model call as ``llm_invoke``.
+
+Usage::
+
+    from autogen_agentchat.agents import AssistantAgent
+    from sightline_autogen import instrument_model_client
+
+    agent = AssistantAgent("writer", model_client=instrument_model_client(model_client))
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from autogen_core.models import ChatCompletionClient
+
+from sightline.client import get_client
+from sightline.event import EventType
+from sightline.span import use_span
+from sightline_autogen.mapping import (
+    FRAMEWORK,
+    finish_reason_of,
+    model_name_of,
+    result_output,
+    tool_names,
+    usage_of,
+)
+from sightline_autogen.scopes import current_scope, mark_wrapped_llm
+
+if TYPE_CHECKING:
+    from sightline.client import Client
+    from sightline.span import Span
+
+__all__ = ["InstrumentedChatCompletionClient", "instrument_model_client"]
+
+logger = logging.getLogger("sightline")
+
+
+def instrument_model_client(
+    model_client: ChatCompletionClient, *, client: Client | None = None
+) -> ChatCompletionClient:
+    """Wrap ``model_client`` so that every ``create`` / ``create_stream`` is recorded.
+
+    The wrapper behaves as the wrapped client in every other respect. Wrapping an already
+    wrapped client returns it unchanged. ``client`` is the Sightline client to report to
+    (default: the global one, resolved at call time).
+    """
+    if isinstance(model_client, InstrumentedChatCompletionClient):
+        return model_client
+    return InstrumentedChatCompletionClient(model_client, client=client)
+
+
+class InstrumentedChatCompletionClient(ChatCompletionClient):
+    """A ``ChatCompletionClient`` recording the calls of the client it wraps.
+
+    Each ``create`` and ``create_stream`` becomes one ``llm_invoke`` event: the model (from the
+    client's configuration or model info, else from the response its own log reports), the
+    messages, the names of the tools offered, the text or function calls returned, the finish
+    reason, the ``RequestUsage`` tokens and, for streams, the time to the first chunk. Errors
+    of the wrapped client are recorded and re-raised unchanged; the wrapper never raises errors
+    of its own. Every other method and attribute is the wrapped client's.
+    """
+
+    component_type = "model"
+
+    def __init__(self, inner: ChatCompletionClient, *, client: Client | None = None) -> None:
+        self._inner = inner
+        self._sightline_client = client
+        self._model: str | None = model_name_of(inner)  # configuration: read once
+
+    @property
+    def inner(self) -> ChatCompletionClient:
+        """The wrapped model client."""
+        return self._inner
+
+    # -- recorded calls -----------------------------------------------------------------------
+
+    async def create(self, messages: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
+        """``create`` of the wrapped client, recorded as one ``llm_invoke`` event."""
+        span = self._start(messages, kwargs, stream=False)
+        if span is None:
+            return await self._inner.create(messages, *args, **kwargs)
+        try:
+            with mark_wrapped_llm(span), use_span(span):
+                result = await self._inner.create(messages, *args, **kwargs)
+        except BaseException as exc:
+            self._fail(span, exc)
+            raise
+        self._finish(span, result)
+        return result
+
+    def create_stream(
+        self, messages: Sequence[Any], *args: Any, **kwargs: Any
+    ) -> AsyncGenerator[Any, None]:
+        """``create_stream`` of the wrapped client, recorded as one ``llm_invoke`` event."""
+        return self._stream(messages, args, kwargs)
+
+    async def _stream(
+        self, messages: Sequence[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncGenerator[Any, None]:
+        span = self._start(messages, kwargs, stream=True)
+        stream = self._inner.create_stream(messages, *args, **kwargs)
+        if span is None:
+            try:
+                async for item in stream:
+                    yield item
+            finally:
+                await _aclose(stream)
+            return
+        first_chunk_ns: int | None = None
+        chunks = 0
+        result: Any = None
+        try:
+            while True:
+                with mark_wrapped_llm(span), use_span(span):
+                    try:
+                        item = await stream.__anext__()
+                    except StopAsyncIteration:
+                        break
+                if first_chunk_ns is None:
+                    first_chunk_ns = time.time_ns()
+                if isinstance(item, str):
+                    chunks += 1
+                else:
+                    result = item
+                yield item
+        except GeneratorExit:
+            _guarded(span.set_metadata, closed_early=True)
+            raise
+        except BaseException as exc:
+            self._fail(span, exc)
+            raise
+        finally:
+            await _aclose(stream)
+            if not span.ended:
+                self._finish(span, result, first_chunk_ns=first_chunk_ns, chunks=chunks)
+
+    # -- recording (never raises) -------------------------------------------------------------
+
+    def _start(self, messages: Any, kwargs: Mapping[str, Any], *, stream: bool) -> Span | None:
+        try:
+            owner = self._sightline_client if self._sightline_client is not None else get_client()
+            if not owner.enabled:
+                return None
+            metadata: dict[str, Any] = {
+                "client": type(self._inner).__name__,
+                "stream": stream,
+                "tools": tool_names(kwargs.get("tools")),
+            }
+            tool_choice = kwargs.get("tool_choice", "auto")
+            if tool_choice != "auto":
+                metadata["tool_choice"] = (
+                    tool_choice
+                    if isinstance(tool_choice, str)
+                    else getattr(tool_choice, "name", None)
+                )
+            json_output = kwargs.get("json_output")
+            if json_output:
+                metadata["json_output"] = (
+                    json_output.__name__ if isinstance(json_output, type) else True
+                )
+            span = owner.start_span(
+                "chat_completion",
+                EventType.LLM_INVOKE,
+                input=list(messages) if isinstance(messages, (list, tuple)) else messages,
+                metadata=metadata,
+                framework=FRAMEWORK,
+                model=self._model,
+            )
+            return span if span.is_recording else None
+        except Exception as exc:
+            _log_failure(exc)
+            return None
+
+    def _finish(
+        self,
+        span: Span,
+        result: Any,
+        *,
+        first_chunk_ns: int | None = None,
+        chunks: int | None = None,
+    ) -> None:
+        try:
+            if result is not None:
+                span.set_output(result_output(result))
+                prompt, completion = usage_of(getattr(result, "usage", None))
+                if prompt is not None or completion is not None:
+                    span.set_usage(input_tokens=prompt, output_tokens=completion)
+                metadata: dict[str, Any] = {"finish_reason": finish_reason_of(result)}
+                cached = getattr(result, "cached", None)
+                if isinstance(cached, bool):
+                    metadata["cached"] = cached
+                thought = getattr(result, "thought", None)
+                if thought:
+                    metadata["thought"] = thought
+                span.set_metadata(metadata)
+            if first_chunk_ns is not None:
+                span.set_metadata(
+                    time_to_first_chunk_ms=round(
+                        max(0, first_chunk_ns - span.event.start_ns) / 1_000_000, 3
+                    ),
+                    chunks=chunks,
+                )
+            end_ns = time.time_ns()
+            span.end(end_ns)
+            scope = current_scope()
+            if scope is not None:
+                scope.mark_ns = end_ns
+        except Exception as exc:
+            _log_failure(exc)
+
+    def _fail(self, span: Span, exc: BaseException) -> None:
+        try:
+            span.set_error(exc)
+            span.end()
+        except Exception as failure:
+            _log_failure(failure)
+
+    # -- everything else is the wrapped client's ----------------------------------------------
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    def actual_usage(self) -> Any:
+        return self._inner.actual_usage()
+
+    def total_usage(self) -> Any:
+        return self._inner.total_usage()
+
+    def count_tokens(self, messages: Sequence[Any], *args: Any, **kwargs: Any) -> int:
+        return self._inner.count_tokens(messages, *args, **kwargs)
+
+    def remaining_tokens(self, messages: Sequence[Any], *args: Any, **kwargs: Any) -> int:
+        return self._inner.remaining_tokens(messages, *args, **kwargs)
+
+    @property
+    def capabilities(self) -> Any:  # deprecated in AutoGen, kept for clients that still use it
+        return self._inner.capabilities
+
+    @property
+    def model_info(self) -> Any:
+        return self._inner.model_info
+
+    def dump_component(self) -> Any:
+        """The wrapped client's component model (loading it gives an uninstrumented client)."""
+        return self._inner.dump_component()
+
+    def _to_config(self) -> Any:
+        return self._inner._to_config()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("_inner", "_sightline_client", "_model"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def __repr__(self) -> str:
+        return f"InstrumentedChatCompletionClient({self._inner!r})"
+
+
+async def _aclose(stream: Any) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def _guarded(function: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        function(*args, **kwargs)
+    except Exception as exc:
+        _log_failure(exc)
+
+
+_warned = False
+
+
+def _log_failure(exc: Exception) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        logger.warning(
+            "sightline: could not record an AutoGen model call: %s: %s", type(exc).__name__, exc
+        )

@@ -1,0 +1,540 @@
+"""Agent and team structure: ``agent`` and ``run`` spans around AutoGen's units of work.
+
+AutoGen's event loggers report model and tool calls but not where a turn begins or ends, so the
+global instrumentation wraps a few methods (and restores them on ``uninstrument``):
+
+==========================================================  ===================================
+method                                                      span
+==========================================================  ===================================
+``BaseChatAgent.run`` / ``run_stream``                      ``agent`` named after the agent
+``AssistantAgent.on_messages`` / ``on_messages_stream``     ``agent`` (when not already inside
+                                                            one of the same agent)
+``BaseGroupChat.run`` / ``run_stream`` (RoundRobinGroupChat,  ``run`` named after the team
+SelectorGroupChat, Swarm, ...)
+``ChatAgentContainer.handle_request`` (a participant's turn  ``agent`` under the team's ``run``
+in a team)
+``SelectorGroupChatManager.select_speaker``                 ``decision`` ``select_speaker``
+``BaseTool.run_json``                                       none: makes the requested tool
+                                                            call's span ambient for the tool
+``FunctionTool.run``                                        none: runs a sync tool in the
+                                                            thread pool with the caller's
+                                                            context
+==========================================================  ===================================
+
+Inside each span the model and tool events of that turn nest. A turn is entered and left one
+step at a time (each ``__anext__`` of a stream), so the ambient span never leaks into the code
+consuming the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sightline.client import AMBIENT, get_client
+from sightline.event import EventType
+from sightline.span import current_span, use_span
+from sightline_autogen.mapping import agent_input, message_view
+from sightline_autogen.scopes import REGISTRY, Scope, activate, current_scope
+
+if TYPE_CHECKING:
+    from sightline.client import Client
+
+__all__ = ["PATCHES", "MethodPatch", "StructurePatcher"]
+
+logger = logging.getLogger("sightline")
+
+
+@dataclass(frozen=True)
+class MethodPatch:
+    """One method of one AutoGen class to wrap: where it is and how to wrap it."""
+
+    module: str
+    owner: str
+    attribute: str
+    wrap: Callable[[Any, StructurePatcher], Any]
+
+
+class StructurePatcher:
+    """Applies and removes the method patches; knows which Sightline client to report to."""
+
+    def __init__(self, client: Client | None = None) -> None:
+        self.client = client
+        self._applied: dict[tuple[str, str, str], tuple[type, Any, Any]] = {}
+        self._warned = False
+
+    def resolve_client(self) -> Client:
+        """The client given to the patcher, else the global one (looked up at each event)."""
+        return self.client if self.client is not None else get_client()
+
+    def apply_for_module(self, module_name: str, module: Any) -> None:
+        """Apply the patches that target ``module_name`` (just imported, or already loaded)."""
+        for patch in PATCHES:
+            if patch.module == module_name:
+                self._apply(patch, module)
+
+    def _apply(self, patch: MethodPatch, module: Any) -> None:
+        key = (patch.module, patch.owner, patch.attribute)
+        if key in self._applied:
+            return
+        try:
+            owner = getattr(module, patch.owner)
+            original = owner.__dict__[patch.attribute]
+            wrapper = patch.wrap(original, self)
+            setattr(owner, patch.attribute, wrapper)
+        except Exception as exc:  # a changed AutoGen layout loses one span kind, nothing else
+            logger.debug(
+                "sightline: AutoGen %s.%s.%s not instrumented: %s",
+                patch.module,
+                patch.owner,
+                patch.attribute,
+                exc,
+            )
+            return
+        self._applied[key] = (owner, original, wrapper)
+
+    def remove_all(self) -> None:
+        """Restore every original method that is still our wrapper."""
+        applied, self._applied = self._applied, {}
+        for (_, _, attribute), (owner, original, wrapper) in applied.items():
+            if owner.__dict__.get(attribute) is wrapper:
+                setattr(owner, attribute, original)
+
+    @property
+    def applied(self) -> list[str]:
+        """``Owner.attribute`` of each method currently wrapped."""
+        return sorted(f"{owner}.{attribute}" for (_, owner, attribute) in self._applied)
+
+    def warn_once(self, what: str, exc: Exception) -> None:
+        """Report a recording failure once (logger ``sightline``); AutoGen goes on."""
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "sightline: AutoGen %s not recorded: %s: %s", what, type(exc).__name__, exc
+            )
+
+
+# -- scopes ------------------------------------------------------------------------------------
+
+
+def _open_agent(
+    patcher: StructurePatcher,
+    agent: Any,
+    task: Any,
+    *,
+    parent: Any = AMBIENT,
+    metadata: dict[str, Any] | None = None,
+) -> Scope | None:
+    """Open an ``agent`` scope for ``agent`` unless one of the same agent is already current."""
+    try:
+        if _inside(agent, "agent") is not None:
+            return None
+        name = str(getattr(agent, "name", None) or type(agent).__name__)
+        fields = {"agent_type": type(agent).__name__}
+        if metadata:
+            fields.update(metadata)
+        return REGISTRY.open(
+            patcher.resolve_client(),
+            "agent",
+            name,
+            agent,
+            event_type=EventType.AGENT,
+            parent=parent,
+            input=agent_input(task),
+            metadata=fields,
+            agent=name,
+        )
+    except Exception as exc:
+        patcher.warn_once("agent turn", exc)
+        return None
+
+
+def _open_team(patcher: StructurePatcher, team: Any, task: Any) -> Scope | None:
+    try:
+        if _inside(team, "team") is not None:
+            return None
+        name = str(getattr(team, "name", None) or type(team).__name__)
+        team_id = getattr(team, "_team_id", None)
+        participants = [
+            str(getattr(p, "name", "?")) for p in getattr(team, "_participants", None) or []
+        ]
+        return REGISTRY.open(
+            patcher.resolve_client(),
+            "team",
+            name,
+            team,
+            event_type=EventType.RUN,
+            parent=AMBIENT,
+            key=team_id if isinstance(team_id, str) else None,
+            input=agent_input(task),
+            metadata={
+                "team_type": type(team).__name__,
+                "participants": participants,
+                "team_id": team_id,
+            },
+        )
+    except Exception as exc:
+        patcher.warn_once("team run", exc)
+        return None
+
+
+def _observe(scope: Scope, item: Any) -> None:
+    """Take the output of a turn or run from what it produced (a Response or a TaskResult)."""
+    chat_message = getattr(item, "chat_message", None)
+    if chat_message is not None:
+        scope.span.set_output(message_view(chat_message))
+        return
+    messages = getattr(item, "messages", None)
+    if messages is not None and hasattr(item, "stop_reason"):
+        messages = list(messages)
+        scope.span.set_output(message_view(messages[-1]) if messages else None)
+        metadata: dict[str, Any] = {"message_count": len(messages)}
+        if item.stop_reason is not None:
+            metadata["stop_reason"] = item.stop_reason
+        scope.span.set_metadata(metadata)
+
+
+def _close(patcher: StructurePatcher, scope: Scope, error: BaseException | None) -> None:
+    try:
+        REGISTRY.close(scope, error)
+    except Exception as exc:
+        patcher.warn_once("end of a turn", exc)
+
+
+def _safe_observe(patcher: StructurePatcher, scope: Scope, item: Any) -> None:
+    try:
+        _observe(scope, item)
+    except Exception as exc:
+        patcher.warn_once("output of a turn", exc)
+
+
+def _scoped_coroutine(
+    original: Any,
+    patcher: StructurePatcher,
+    open_scope: Callable[[Any, tuple[Any, ...], dict[str, Any]], Scope | None],
+    observe: Callable[[Scope, Any], None] = _observe,
+) -> Any:
+    """Wrap the coroutine method ``original`` so that it runs inside the scope ``open_scope``
+    opens (or as it is, when that returns None). One frame deep: every suspension of the
+    wrapped method passes through it."""
+
+    @functools.wraps(original)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        scope = open_scope(self, args, kwargs)
+        if scope is None:
+            return await original(self, *args, **kwargs)
+        try:
+            with activate(scope):
+                result = await original(self, *args, **kwargs)
+        except BaseException as exc:
+            _close(patcher, scope, exc)
+            raise
+        try:
+            observe(scope, result)
+        except Exception as exc:
+            patcher.warn_once("output of a turn", exc)
+        _close(patcher, scope, None)
+        return result
+
+    return wrapper
+
+
+async def _stream_in_scope(
+    patcher: StructurePatcher, open_scope: Callable[[], Scope | None], stream: Any
+) -> AsyncGenerator[Any, None]:
+    """Relay ``stream``, each step inside the scope opened at the first step."""
+    scope = open_scope()
+    if scope is None:
+        try:
+            async for item in stream:
+                yield item
+        finally:
+            await stream.aclose()
+        return
+    error: BaseException | None = None
+    try:
+        while True:
+            with activate(scope):
+                try:
+                    item = await stream.__anext__()
+                except StopAsyncIteration:
+                    break
+            _safe_observe(patcher, scope, item)
+            yield item
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        try:
+            await stream.aclose()
+        finally:
+            _close(patcher, scope, error)
+
+
+async def _observe_stream(
+    patcher: StructurePatcher, scope: Scope, stream: Any
+) -> AsyncGenerator[Any, None]:
+    """Relay ``stream`` of a turn already open, taking the turn's output from its Response."""
+    try:
+        async for item in stream:
+            _safe_observe(patcher, scope, item)
+            yield item
+    finally:
+        await stream.aclose()
+
+
+def _inside(subject: object, kind: str) -> Scope | None:
+    """The current scope when it is ``subject``'s own (a method called from another of its
+    methods: ``run`` -> ``on_messages`` -> ``on_messages_stream``)."""
+    scope = current_scope()
+    if scope is not None and scope.kind == kind and scope.subject is subject:
+        return scope
+    return None
+
+
+def _task_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return kwargs["task"] if "task" in kwargs else (args[0] if args else None)
+
+
+def _messages_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return kwargs["messages"] if "messages" in kwargs else (args[0] if args else None)
+
+
+# -- wrappers ----------------------------------------------------------------------------------
+
+
+def wrap_agent_run(original: Any, patcher: StructurePatcher) -> Any:
+    """``BaseChatAgent.run``: an ``agent`` span for the run."""
+    return _scoped_coroutine(
+        original,
+        patcher,
+        lambda agent, args, kwargs: _open_agent(patcher, agent, _task_of(args, kwargs)),
+    )
+
+
+def wrap_agent_run_stream(original: Any, patcher: StructurePatcher) -> Any:
+    """``BaseChatAgent.run_stream``: an ``agent`` span around the stream."""
+
+    @functools.wraps(original)
+    def run_stream(self: Any, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+        stream = original(self, *args, **kwargs)
+        if _inside(self, "agent") is not None:
+            return stream
+        return _stream_in_scope(
+            patcher, lambda: _open_agent(patcher, self, _task_of(args, kwargs)), stream
+        )
+
+    return run_stream
+
+
+def wrap_agent_on_messages(original: Any, patcher: StructurePatcher) -> Any:
+    """``AssistantAgent.on_messages``: an ``agent`` span, unless already in this agent's turn."""
+    return _scoped_coroutine(
+        original,
+        patcher,
+        lambda agent, args, kwargs: _open_agent(patcher, agent, _messages_of(args, kwargs)),
+    )
+
+
+def wrap_agent_on_messages_stream(original: Any, patcher: StructurePatcher) -> Any:
+    """``AssistantAgent.on_messages_stream``: as ``on_messages``, for the stream."""
+
+    @functools.wraps(original)
+    def on_messages_stream(self: Any, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+        stream = original(self, *args, **kwargs)
+        outer = _inside(self, "agent")
+        if outer is not None:
+            # A team turn learns its output here; ``run`` and ``on_messages`` see it themselves.
+            return _observe_stream(patcher, outer, stream) if outer.relay_output else stream
+        return _stream_in_scope(
+            patcher, lambda: _open_agent(patcher, self, _messages_of(args, kwargs)), stream
+        )
+
+    return on_messages_stream
+
+
+def wrap_team_run(original: Any, patcher: StructurePatcher) -> Any:
+    """``BaseGroupChat.run``: a ``run`` span for the team run."""
+    return _scoped_coroutine(
+        original,
+        patcher,
+        lambda team, args, kwargs: _open_team(patcher, team, _task_of(args, kwargs)),
+    )
+
+
+def wrap_team_run_stream(original: Any, patcher: StructurePatcher) -> Any:
+    """``BaseGroupChat.run_stream``: a ``run`` span around the stream."""
+
+    @functools.wraps(original)
+    def run_stream(self: Any, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+        stream = original(self, *args, **kwargs)
+        if _inside(self, "team") is not None:
+            return stream
+        return _stream_in_scope(
+            patcher, lambda: _open_team(patcher, self, _task_of(args, kwargs)), stream
+        )
+
+    return run_stream
+
+
+def _open_container_turn(patcher: StructurePatcher, container: Any) -> Scope | None:
+    """A participant's turn in a team: an agent scope under the team's run."""
+    agent = getattr(container, "_agent", None)
+    if agent is None or not hasattr(agent, "on_messages_stream"):  # a team runs its own span
+        return None
+    team_id = _agent_key(container)
+    team_span = REGISTRY.team_span(team_id)
+    scope = _open_agent(
+        patcher,
+        agent,
+        list(getattr(container, "_message_buffer", None) or []),
+        parent=team_span if team_span is not None else AMBIENT,
+        metadata={"team_id": team_id},
+    )
+    if scope is not None:
+        scope.relay_output = True
+    return scope
+
+
+def wrap_container_request(original: Any, patcher: StructurePatcher) -> Any:
+    """``ChatAgentContainer.handle_request``: a participant's turn as an ``agent`` span."""
+    # functools.wraps (in _scoped_coroutine) copies the message-handler markers (target_types,
+    # router...) that AutoGen's RoutedAgent reads when it discovers handlers.
+    return _scoped_coroutine(
+        original, patcher, lambda container, args, kwargs: _open_container_turn(patcher, container)
+    )
+
+
+def _open_selection(patcher: StructurePatcher, manager: Any) -> Scope | None:
+    try:
+        team_span = REGISTRY.team_span(_agent_key(manager))
+        return REGISTRY.open(
+            patcher.resolve_client(),
+            "decision",
+            "select_speaker",
+            manager,
+            event_type=EventType.DECISION,
+            parent=team_span if team_span is not None else AMBIENT,
+            input={"participants": list(getattr(manager, "_participant_names", None) or [])},
+            metadata={"manager": type(manager).__name__},
+        )
+    except Exception as exc:
+        patcher.warn_once("speaker selection", exc)
+        return None
+
+
+def _observe_selection(scope: Scope, selected: Any) -> None:
+    scope.span.set_output(selected)
+
+
+def wrap_select_speaker(original: Any, patcher: StructurePatcher) -> Any:
+    """``SelectorGroupChatManager.select_speaker``: a ``decision`` span."""
+    return _scoped_coroutine(
+        original,
+        patcher,
+        lambda manager, args, kwargs: _open_selection(patcher, manager),
+        _observe_selection,
+    )
+
+
+def wrap_tool_run_json(original: Any, patcher: StructurePatcher) -> Any:
+    """``BaseTool.run_json``: the requested call's ``tool_call`` span is ambient in the tool."""
+
+    @functools.wraps(original)
+    async def run_json(self: Any, *args: Any, **kwargs: Any) -> Any:
+        call_id = kwargs.get("call_id", args[2] if len(args) > 2 else None)
+        pending = None
+        try:
+            pending = REGISTRY.pending_call(call_id) if isinstance(call_id, str) else None
+        except Exception as exc:
+            patcher.warn_once("tool context", exc)
+        if pending is None:
+            return await original(self, *args, **kwargs)
+        # The tool's own code (and any Sightline span it opens) runs under its tool_call span.
+        with use_span(pending.span):
+            return await original(self, *args, **kwargs)
+
+    return run_json
+
+
+def wrap_function_tool_run(original: Any, patcher: StructurePatcher) -> Any:
+    """``FunctionTool.run``: a sync tool runs in the pool with a copy of the context."""
+
+    @functools.wraps(original)
+    async def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        runner = self
+        try:
+            func = self.__dict__.get("_func")
+            if (
+                func is not None
+                and current_span() is not None
+                and not asyncio.iscoroutinefunction(func)
+            ):
+                # FunctionTool runs a sync function with run_in_executor, which does not copy
+                # the context: hand a shallow copy of the tool a function that does.
+                runner = object.__new__(type(self))
+                runner.__dict__.update(self.__dict__)
+                runner._func = functools.partial(contextvars.copy_context().run, func)
+        except Exception as exc:
+            patcher.warn_once("sync tool context", exc)
+            runner = self
+        return await original(runner, *args, **kwargs)
+
+    return run
+
+
+def _agent_key(routed_agent: Any) -> str | None:
+    """The key of a runtime agent's id: the team id for the agents of a group chat."""
+    try:
+        key = routed_agent.id.key
+    except Exception:
+        return None
+    return key if isinstance(key, str) else None
+
+
+_AGENTS = "autogen_agentchat.agents"
+_GROUP_CHAT = "autogen_agentchat.teams._group_chat"
+
+PATCHES: tuple[MethodPatch, ...] = (
+    MethodPatch(f"{_AGENTS}._base_chat_agent", "BaseChatAgent", "run", wrap_agent_run),
+    MethodPatch(
+        f"{_AGENTS}._base_chat_agent", "BaseChatAgent", "run_stream", wrap_agent_run_stream
+    ),
+    MethodPatch(
+        f"{_AGENTS}._assistant_agent", "AssistantAgent", "on_messages", wrap_agent_on_messages
+    ),
+    MethodPatch(
+        f"{_AGENTS}._assistant_agent",
+        "AssistantAgent",
+        "on_messages_stream",
+        wrap_agent_on_messages_stream,
+    ),
+    MethodPatch(f"{_GROUP_CHAT}._base_group_chat", "BaseGroupChat", "run", wrap_team_run),
+    MethodPatch(
+        f"{_GROUP_CHAT}._base_group_chat", "BaseGroupChat", "run_stream", wrap_team_run_stream
+    ),
+    MethodPatch(
+        f"{_GROUP_CHAT}._chat_agent_container",
+        "ChatAgentContainer",
+        "handle_request",
+        wrap_container_request,
+    ),
+    MethodPatch(
+        f"{_GROUP_CHAT}._selector_group_chat",
+        "SelectorGroupChatManager",
+        "select_speaker",
+        wrap_select_speaker,
+    ),
+    MethodPatch("autogen_core.tools._base", "BaseTool", "run_json", wrap_tool_run_json),
+    MethodPatch("autogen_core.tools._function_tool", "FunctionTool", "run", wrap_function_tool_run),
+)
+"""Every method the global instrumentation wraps, by defining module."""
+
+PATCHED_MODULES = frozenset(patch.module for patch in PATCHES)
