@@ -1,0 +1,801 @@
+"""``SightlineCallbackHandler``: LangChain runs as Sightline events.
+
+Each LangChain run (chain, chat model, LLM, tool, retriever) becomes one span, ended when the run
+ends; parent links follow LangChain's ``run_id`` / ``parent_run_id``. Open runs live in one map
+shared by every handler instance, which is what lets an explicit handler and the global one
+(:func:`sightline_langchain.instrument`) see the same run without recording it twice: the first
+Sightline handler to see a run records it, any other one only joins it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+
+from sightline.client import AMBIENT, Client, get_client
+from sightline.event import ErrorKind, EventType, Usage
+from sightline.span import Span
+from sightline_langchain import mapping
+from sightline_langchain.mapping import AGENT_NAMES, INTERNAL_TAG_PREFIXES
+
+__all__ = ["FRAMEWORK", "SightlineCallbackHandler"]
+
+logger = logging.getLogger("sightline")
+
+FRAMEWORK = "langchain"
+"""The ``framework`` field of every event this package emits."""
+
+MAX_OPEN_RUNS = 10_000
+"""Runs kept open at once; beyond it the oldest is ended (marked ``unfinished``) and forgotten.
+
+A run whose end never arrives (an abandoned stream) must not hold memory forever.
+"""
+
+
+class _Stream:
+    """What streaming has shown of a model run so far (made at its first streamed chunk)."""
+
+    __slots__ = ("deltas", "first_chunk_ns", "first_token_ns", "tokens")
+
+    def __init__(self) -> None:
+        self.first_token_ns = 0  # first chunk with content
+        self.first_chunk_ns = 0  # first chunk of any kind (tool-call-only streams)
+        self.tokens = 0  # on_llm_new_token calls with content
+        self.deltas = 0  # on_stream_event content deltas (stream_events v3)
+
+
+class _Run:
+    """An open LangChain run: its span and who records it."""
+
+    __slots__ = ("child", "done", "joined", "owner", "span", "stream")
+
+    def __init__(self, span: Span, owner: SightlineCallbackHandler) -> None:
+        self.span = span
+        # The handler recording this run, until it has seen the run's end.
+        self.owner: SightlineCallbackHandler | None = owner
+        # Other Sightline handlers that saw the start too (explicit + global): rare, so lazy.
+        self.joined: list[SightlineCallbackHandler] | None = None
+        self.done = False
+        self.stream: _Stream | None = None
+        # (error, kind) of the last child that failed: an error passing through keeps its kind.
+        self.child: tuple[BaseException, str] | None = None
+
+
+# run_id → open run, shared by all handlers. Each operation on it is a single dict call, atomic
+# under the GIL, so threads and event loops can use it without a lock; one run's callbacks
+# arrive one after another, so a _Run is never changed by two threads at once. Keys are
+# ``run_id.int``: hashing a UUID object runs Python code, hashing its int does not.
+_RUNS: dict[Any, _Run] = {}
+
+
+def _run_key(run_id: Any) -> Any:
+    return run_id.int if run_id.__class__ is UUID else run_id
+
+
+class SightlineCallbackHandler(BaseCallbackHandler):
+    """A LangChain callback handler that records every run as a Sightline event.
+
+    Use it wherever LangChain takes callbacks, on sync and async paths alike::
+
+        handler = SightlineCallbackHandler(agent="support-bot", session_id="ticket-42")
+        chain.invoke(question, config={"callbacks": [handler]})
+        await chain.ainvoke(question, config={"callbacks": [handler]})
+        model = ChatOpenAI(callbacks=[handler])
+        chain.with_config(callbacks=[handler]).stream(question)
+
+    Arguments:
+        client: the Sightline client to report to; ``None`` (the default) uses the global one
+            (``sightline.get_client()``) at the time of each run.
+        agent: the ``agent`` of every event (a run's ``sightline_agent`` metadata, or the
+            ``name`` of a ``create_agent`` agent, wins).
+        session_id: the ``session_id`` of every event (a run's ``sightline_session_id``
+            metadata wins).
+        tags: tags added to every event (with a run's ``sightline_tags`` and LangChain tags).
+
+    The handler never raises into LangChain and never blocks: callbacks only read values and
+    queue the finished event. With ``sightline.init()`` (or :func:`sightline_langchain.instrument`)
+    no handler needs passing at all; passing one as well records nothing twice.
+    """
+
+    run_inline = True  # the callbacks never block: let async LangChain call them in place
+    raise_error = False
+
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        agent: str | None = None,
+        session_id: str | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> None:
+        self.client = client
+        self.agent = agent
+        self.session_id = session_id
+        self.tags: list[str] | None = list(tags) if tags else None
+        self.is_global = False  # True for the handler installed by instrument()
+
+    def __repr__(self) -> str:
+        kind = "global" if self.is_global else "explicit"
+        return f"<SightlineCallbackHandler {kind} agent={self.agent!r}>"
+
+    # -- run bookkeeping ----------------------------------------------------------------------
+
+    def _start(
+        self,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        name: str,
+        type: EventType,
+        input: Any,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+        model: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> _Run | None:
+        """Open the span of a run, or join the run when another Sightline handler records it."""
+        runs = _RUNS
+        key = run_id.int if run_id.__class__ is UUID else run_id  # inline _run_key: hot path
+        existing = runs.get(key)
+        if existing is not None:
+            self._join(existing)
+            return None
+        client = self.client if self.client is not None else get_client()
+        if parent_run_id is None:
+            parent = None
+        else:
+            parent = runs.get(
+                parent_run_id.int if parent_run_id.__class__ is UUID else parent_run_id
+            )
+
+        agent = self.agent
+        session_id = self.session_id
+        event_tags = self.tags
+        meta = None
+        if metadata:
+            value = metadata.get("sightline_agent") or metadata.get("lc_agent_name")
+            if value and isinstance(value, str):
+                agent = value
+            value = metadata.get("sightline_session_id")
+            if value:
+                session_id = str(value)
+            value = metadata.get("sightline_tags")
+            if value:
+                event_tags = _merge_tags(event_tags, [value] if isinstance(value, str) else value)
+            meta = mapping.user_metadata(metadata)
+        # Most runs carry one positional tag ("seq:step:2"): skip the general path for them.
+        if tags and (
+            len(tags) > 1
+            or tags[0].__class__ is not str
+            or not tags[0].startswith(INTERNAL_TAG_PREFIXES)
+        ):
+            lc_tags = mapping.user_tags(tags)
+            if lc_tags:
+                event_tags = _merge_tags(event_tags, lc_tags)
+        if event_tags is not None and event_tags is self.tags:
+            event_tags = list(event_tags)  # the event owns its list
+        if extra:
+            if meta:
+                meta.update(extra)
+            else:
+                meta = extra
+        span = client.start_span(
+            name,
+            type,
+            parent=parent.span if parent is not None else AMBIENT,
+            input=input,
+            metadata=meta,
+            tags=event_tags,
+            agent=agent,
+            session_id=session_id,
+            framework=FRAMEWORK,
+            model=model,
+        )
+        if span.__class__ is not Span and not span.is_recording:
+            return None
+        runs[key] = record = _Run(span, self)
+        if len(runs) > MAX_OPEN_RUNS:
+            _evict_oldest()
+        return record
+
+    def _join(self, record: _Run) -> None:
+        """Another Sightline handler records this run: only say that this one saw it too."""
+        if record.joined is None:
+            record.joined = [self]
+        else:
+            record.joined.append(self)
+        owner = record.owner
+        if owner is not None and owner.is_global and not self.is_global:
+            # An explicit handler's settings win over the global handler's defaults.
+            event = record.span.event
+            if self.agent is not None:
+                event.agent = self.agent
+            if self.session_id is not None:
+                event.session_id = self.session_id
+            if self.tags:
+                event.tags = _merge_tags(event.tags, self.tags) or []
+
+    def _finish(
+        self, run_id: UUID, parent_run_id: UUID | None, type: EventType, name: Any, default: str
+    ) -> _Run | None:
+        """The run to finish, or ``None`` when this handler has nothing to do: another handler
+        finished it, or this one never saw it start while another did. For a run no Sightline
+        handler saw start, a best-effort event is made now."""
+        key = run_id.int if run_id.__class__ is UUID else run_id  # inline _run_key: hot path
+        record = _RUNS.get(key)
+        if record is None:
+            return self._unmatched(parent_run_id, type, name, default)
+        if record.owner is self:
+            record.owner = None
+            if record.joined is None:
+                del _RUNS[key]
+        else:
+            joined = record.joined
+            if not joined or self not in joined:
+                return None
+            joined.remove(self)
+            if record.owner is None and not joined:
+                _RUNS.pop(key, None)
+        if record.done:
+            return None
+        record.done = True
+        return record
+
+    def _unmatched(
+        self, parent_run_id: UUID | None, type: EventType, name: Any, default: str
+    ) -> _Run | None:
+        client = self.client if self.client is not None else get_client()
+        parent = _RUNS.get(_run_key(parent_run_id)) if parent_run_id is not None else None
+        span = client.start_span(
+            name if name and isinstance(name, str) else default,
+            type,
+            parent=parent.span if parent is not None else AMBIENT,
+            metadata={"unmatched_run": True},
+            tags=list(self.tags) if self.tags else None,
+            agent=self.agent,
+            session_id=self.session_id,
+            framework=FRAMEWORK,
+        )
+        if not span.is_recording:
+            return None
+        record = _Run(span, self)
+        record.done = True
+        return record
+
+    def _fail(self, record: _Run, error: BaseException, parent_run_id: UUID | None) -> None:
+        """End a run that raised: ``status=error`` with the error's kind, then tell the parent."""
+        span = record.span
+        if mapping.is_control_flow(error):
+            span.event.metadata["interrupted"] = type(error).__name__
+            span.end()
+            return
+        # An error that only passes through (a tool's error reaching the agent) keeps the kind
+        # of the run it came from.
+        child = record.child
+        kind = child[1] if child is not None and child[0] is error else None
+        span.set_error(error, kind=kind)
+        if parent_run_id is not None:
+            parent = _RUNS.get(_run_key(parent_run_id))
+            if parent is not None and span.event.error is not None:
+                parent.child = (error, span.event.error.kind)
+        span.end()
+
+    # -- chains, agents, graphs ---------------------------------------------------------------
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            name = kwargs.get("name")
+            if not name or name.__class__ is not str:
+                name = mapping.run_name(serialized, name, "chain")
+            first_tag = tags[0] if tags and len(tags) == 1 else None
+            if (
+                AGENT_NAMES.get(name) is False
+                and not metadata
+                and (
+                    not tags
+                    or (first_tag.__class__ is str and first_tag.startswith(INTERNAL_TAG_PREFIXES))
+                )
+            ):
+                event_type = EventType.CHAIN  # the common case, without the call below
+            else:
+                event_type = mapping.chain_event_type(name, tags, metadata)
+            self._start(
+                run_id,
+                parent_run_id,
+                name,
+                event_type,
+                mapping.compact_value(inputs),
+                tags,
+                metadata,
+            )
+        except Exception:
+            _callback_failed("on_chain_start")
+
+    def on_chain_end(
+        self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            key = run_id.int if run_id.__class__ is UUID else run_id  # inline _run_key
+            record = _RUNS.get(key)
+            if record is not None and record.owner is self and record.joined is None:
+                # The common case, inline: this handler alone records the run.
+                _RUNS.pop(key, None)
+                record.owner = None
+                if record.done:
+                    return
+                record.done = True
+            else:
+                record = self._finish(
+                    run_id, parent_run_id, EventType.CHAIN, kwargs.get("name"), "chain"
+                )
+                if record is None:
+                    return
+            event = record.span.event
+            event.output = outputs if outputs.__class__ is str else mapping.compact_value(outputs)
+            inputs = kwargs.get("inputs")
+            if inputs is not None:  # streamed runs learn their input only at the end
+                event.input = mapping.compact_value(inputs)
+            record.span.end()
+        except Exception:
+            _callback_failed("on_chain_end")
+
+    def on_chain_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            record = self._finish(
+                run_id, parent_run_id, EventType.CHAIN, kwargs.get("name"), "chain"
+            )
+            if record is None:
+                return
+            inputs = kwargs.get("inputs")
+            if inputs is not None:
+                record.span.event.input = mapping.compact_value(inputs)
+            self._fail(record, error, parent_run_id)
+        except Exception:
+            _callback_failed("on_chain_error")
+
+    def on_agent_action(
+        self, action: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        """A legacy agent chose a tool: the run is an agent, the choice a ``decision`` event."""
+        try:
+            record = _RUNS.get(_run_key(run_id))
+            if record is None or record.owner is not self:
+                return
+            span = record.span
+            span.event.type = EventType.AGENT
+            tool = getattr(action, "tool", None)
+            decision = span.child(
+                tool if isinstance(tool, str) and tool else "agent_action",
+                EventType.DECISION,
+                input=getattr(action, "tool_input", None),
+                framework=FRAMEWORK,
+            )
+            log = getattr(action, "log", None)
+            if log:
+                decision.event.output = log
+            decision.end()
+        except Exception:
+            _callback_failed("on_agent_action")
+
+    # -- chat models and LLMs -----------------------------------------------------------------
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            if len(messages) == 1:
+                input = mapping.messages_to_dicts(messages[0])
+            else:
+                input = [mapping.messages_to_dicts(conversation) for conversation in messages]
+            self._start_llm(serialized, input, run_id, parent_run_id, tags, metadata, kwargs)
+        except Exception:
+            _callback_failed("on_chat_model_start")
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            input = prompts[0] if len(prompts) == 1 else list(prompts)
+            self._start_llm(serialized, input, run_id, parent_run_id, tags, metadata, kwargs)
+        except Exception:
+            _callback_failed("on_llm_start")
+
+    def _start_llm(
+        self,
+        serialized: dict[str, Any] | None,
+        input: Any,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+    ) -> None:
+        model, provider = mapping.llm_identity(
+            serialized, kwargs.get("invocation_params"), metadata
+        )
+        self._start(
+            run_id,
+            parent_run_id,
+            mapping.run_name(serialized, kwargs.get("name"), "llm"),
+            EventType.LLM_INVOKE,
+            input,
+            tags,
+            metadata,
+            model=model,
+            extra={"provider": provider} if provider else None,
+        )
+
+    def on_llm_new_token(
+        self,
+        token: Any,
+        *,
+        chunk: Any = None,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            record = _RUNS.get(_run_key(run_id))
+            if record is None or record.owner is not self:
+                return
+            stream = record.stream
+            if stream is None:
+                stream = record.stream = _Stream()
+            if token:
+                if not stream.first_token_ns:
+                    stream.first_token_ns = time.time_ns()
+                stream.tokens += 1
+            elif not stream.first_chunk_ns:
+                stream.first_chunk_ns = time.time_ns()
+        except Exception:
+            _callback_failed("on_llm_new_token")
+
+    def on_stream_event(
+        self, event: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        """Streaming through ``stream_events(version="v3")``: content deltas count as tokens."""
+        try:
+            record = _RUNS.get(_run_key(run_id))
+            if record is None or record.owner is not self:
+                return
+            stream = record.stream
+            if stream is None:
+                stream = record.stream = _Stream()
+            if event.get("event") == "content-block-delta":
+                if not stream.first_token_ns:
+                    stream.first_token_ns = time.time_ns()
+                stream.deltas += 1
+            elif not stream.first_chunk_ns:
+                stream.first_chunk_ns = time.time_ns()
+        except Exception:
+            _callback_failed("on_stream_event")
+
+    def on_llm_end(
+        self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            key = run_id.int if run_id.__class__ is UUID else run_id  # inline _run_key
+            record = _RUNS.get(key)
+            if record is not None and record.owner is self and record.joined is None:
+                # The common case, inline: this handler alone records the run.
+                _RUNS.pop(key, None)
+                record.owner = None
+                if record.done:
+                    return
+                record.done = True
+            else:
+                record = self._finish(
+                    run_id, parent_run_id, EventType.LLM_INVOKE, kwargs.get("name"), "llm"
+                )
+                if record is None:
+                    return
+            _fill_llm_result(record, response)
+            record.span.end()
+        except Exception:
+            _callback_failed("on_llm_end")
+
+    def on_llm_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            record = self._finish(
+                run_id, parent_run_id, EventType.LLM_INVOKE, kwargs.get("name"), "llm"
+            )
+            if record is None:
+                return
+            response = kwargs.get("response")
+            if response is not None:
+                _fill_llm_result(record, response)
+            else:
+                _fill_streaming(record)
+            self._fail(record, error, parent_run_id)
+        except Exception:
+            _callback_failed("on_llm_error")
+
+    # -- tools --------------------------------------------------------------------------------
+
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            tool_call_id = kwargs.get("tool_call_id")
+            self._start(
+                run_id,
+                parent_run_id,
+                mapping.run_name(serialized, kwargs.get("name"), "tool"),
+                EventType.TOOL_CALL,
+                mapping.tool_input(input_str, inputs),
+                tags,
+                metadata,
+                extra={"tool_call_id": tool_call_id} if tool_call_id else None,
+            )
+        except Exception:
+            _callback_failed("on_tool_start")
+
+    def on_tool_end(
+        self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            record = self._finish(
+                run_id, parent_run_id, EventType.TOOL_CALL, kwargs.get("name"), "tool"
+            )
+            if record is None:
+                return
+            span = record.span
+            value, tool_call_id, error = mapping.tool_output(output)
+            span.event.output = value
+            if tool_call_id and "tool_call_id" not in span.event.metadata:
+                span.event.metadata["tool_call_id"] = tool_call_id
+            if error is not None:  # a handled tool error (handle_tool_error=True)
+                span.set_error(kind=ErrorKind.TOOL, type="ToolError", message=error)
+            span.end()
+        except Exception:
+            _callback_failed("on_tool_end")
+
+    def on_tool_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            record = self._finish(
+                run_id, parent_run_id, EventType.TOOL_CALL, kwargs.get("name"), "tool"
+            )
+            if record is None:
+                return
+            tool_call_id = kwargs.get("tool_call_id")
+            if tool_call_id and "tool_call_id" not in record.span.event.metadata:
+                record.span.event.metadata["tool_call_id"] = tool_call_id
+            self._fail(record, error, parent_run_id)
+        except Exception:
+            _callback_failed("on_tool_error")
+
+    # -- retrievers ---------------------------------------------------------------------------
+
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any] | None,
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            self._start(
+                run_id,
+                parent_run_id,
+                mapping.run_name(serialized, kwargs.get("name"), "retriever"),
+                EventType.RETRIEVAL,
+                query,
+                tags,
+                metadata,
+            )
+        except Exception:
+            _callback_failed("on_retriever_start")
+
+    def on_retriever_end(
+        self, documents: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            record = self._finish(
+                run_id, parent_run_id, EventType.RETRIEVAL, kwargs.get("name"), "retriever"
+            )
+            if record is None:
+                return
+            count, summaries = mapping.documents_summary(documents)
+            event = record.span.event
+            event.output = summaries
+            if count is not None:
+                event.metadata["document_count"] = count
+            record.span.end()
+        except Exception:
+            _callback_failed("on_retriever_end")
+
+    def on_retriever_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            record = self._finish(
+                run_id, parent_run_id, EventType.RETRIEVAL, kwargs.get("name"), "retriever"
+            )
+            if record is None:
+                return
+            self._fail(record, error, parent_run_id)
+        except Exception:
+            _callback_failed("on_retriever_error")
+
+    # -- retries and custom events ------------------------------------------------------------
+
+    def on_retry(
+        self, retry_state: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        """A retry of a run is appended to the run's ``metadata["retries"]``."""
+        try:
+            record = _RUNS.get(_run_key(run_id))
+            if record is None or record.owner is not self:
+                return
+            retries = record.span.event.metadata.setdefault("retries", [])
+            retries.append(mapping.retry_record(retry_state))
+        except Exception:
+            _callback_failed("on_retry")
+
+    def on_custom_event(
+        self,
+        name: str,
+        data: Any,
+        *,
+        run_id: UUID,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``dispatch_custom_event(name, data)`` becomes a ``custom`` event under its run."""
+        try:
+            record = _RUNS.get(_run_key(run_id))
+            if record is not None and record.owner is not self and record.owner is not None:
+                return  # the handler recording the run records its custom events
+            client = self.client if self.client is not None else get_client()
+            span = client.start_span(
+                name if isinstance(name, str) and name else "custom_event",
+                EventType.CUSTOM,
+                parent=record.span if record is not None else AMBIENT,
+                input=data,
+                framework=FRAMEWORK,
+                agent=self.agent,
+                session_id=self.session_id,
+            )
+            span.end()
+        except Exception:
+            _callback_failed("on_custom_event")
+
+
+def _fill_llm_result(record: _Run, response: Any) -> None:
+    span = record.span
+    event = span.event
+    outcome = mapping.read_llm_result(response)
+    event.output = outcome.output
+    if outcome.usage is not None:
+        event.usage = Usage(*outcome.usage)
+    if event.model is None:
+        event.model = outcome.model
+    if outcome.finish_reason:
+        event.metadata["finish_reason"] = outcome.finish_reason
+    if outcome.tool_calls:
+        event.metadata["tool_calls"] = outcome.tool_calls
+    if record.stream is not None:
+        _fill_streaming(record)
+
+
+def _fill_streaming(record: _Run) -> None:
+    stream = record.stream
+    if stream is None:
+        return
+    first = stream.first_token_ns or stream.first_chunk_ns
+    event = record.span.event
+    event.metadata["ttft_ms"] = round((first - event.start_ns) / 1e6, 3)
+    # A model streamed through stream_events(v3) may report both kinds: count one.
+    event.metadata["streamed_tokens"] = stream.tokens or stream.deltas
+
+
+def _merge_tags(first: list[str] | None, more: Any) -> list[str] | None:
+    out = list(first) if first else []
+    try:
+        for tag in more:
+            if tag not in out:
+                out.append(tag if isinstance(tag, str) else str(tag))
+    except Exception:
+        pass
+    return out or None
+
+
+def _evict_oldest() -> None:
+    try:
+        key = next(iter(_RUNS))
+        record = _RUNS.pop(key, None)
+    except Exception:
+        return
+    if record is not None and not record.done:
+        record.done = True
+        record.span.event.metadata["unfinished"] = True
+        record.span.end()
+
+
+_failed_callbacks: set[str] = set()
+
+
+def _callback_failed(callback: str) -> None:
+    """Log a failure inside a callback (once per callback at warning level), never raise."""
+    if callback in _failed_callbacks:
+        logger.debug(
+            "sightline: LangChain %s failed; the event may be incomplete", callback, exc_info=True
+        )
+        return
+    _failed_callbacks.add(callback)
+    logger.warning(
+        "sightline: LangChain %s failed; the event may be incomplete (further failures of this "
+        "callback are logged at debug level)",
+        callback,
+        exc_info=True,
+    )

@@ -1,0 +1,514 @@
+"""The mapping from LangChain callback arguments to the fields of Sightline events.
+
+Every function here is an extractor: it reads what LangChain handed to a callback and returns a
+plain value for one event field. Each one is guarded: a failure to read an attribute loses that
+attribute (the function returns its empty answer), never the event and never the user's call.
+They run on the caller's thread, so they only pick values out; turning those values into bounded
+JSON is left to the background worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, ToolMessage
+from langchain_core.prompt_values import ChatPromptValue, PromptValue
+
+from sightline.event import EventType
+
+__all__ = [
+    "AGENT_NAMES",
+    "INTERNAL_TAG_PREFIXES",
+    "RETRIEVAL_PREVIEW_CHARS",
+    "RETRIEVAL_PREVIEW_DOCUMENTS",
+    "LLMOutcome",
+    "chain_event_type",
+    "compact_value",
+    "documents_summary",
+    "is_control_flow",
+    "is_internal_tag",
+    "llm_identity",
+    "message_to_dict",
+    "messages_to_dicts",
+    "read_llm_result",
+    "retry_record",
+    "run_name",
+    "tool_input",
+    "tool_output",
+    "user_metadata",
+    "user_tags",
+]
+
+logger = logging.getLogger("sightline")
+
+RETRIEVAL_PREVIEW_CHARS = 500
+"""Characters of each retrieved document's text kept in a ``retrieval`` event's output."""
+RETRIEVAL_PREVIEW_DOCUMENTS = 20
+"""Retrieved documents described in a ``retrieval`` event's output (the count covers all)."""
+
+# LangChain message ``type`` → chat role.
+_ROLES = {
+    "human": "user",
+    "HumanMessageChunk": "user",
+    "ai": "assistant",
+    "AIMessageChunk": "assistant",
+    "system": "system",
+    "SystemMessageChunk": "system",
+    "developer": "developer",
+    "tool": "tool",
+    "ToolMessageChunk": "tool",
+    "function": "function",
+    "FunctionMessageChunk": "function",
+}
+# Tuple/dict message shorthands (``("user", "hi")``) use these names for roles.
+_ROLE_ALIASES = {"human": "user", "ai": "assistant", "assistant": "assistant", "user": "user"}
+
+# Metadata keys LangChain, LangSmith and LangGraph add to every run: not the user's.
+_INTERNAL_METADATA_PREFIXES = ("ls_", "lc_", "langgraph_", "sightline_", "checkpoint_", "__")
+INTERNAL_TAG_PREFIXES = ("seq:step:", "graph:step:", "langsmith:", "map:key:", "branch:")
+"""Tags LangChain adds to locate a run inside its parent (not the user's): dropped."""
+
+_AGENT_INTEGRATIONS = frozenset({"langgraph", "langchain_create_agent"})
+
+
+# -- names and kinds --------------------------------------------------------------------------
+
+
+def run_name(serialized: Any, name: Any, default: str) -> str:
+    """The name LangChain gives a run: ``run_name``/``name``, else the serialized name or class."""
+    if name and isinstance(name, str):
+        return name
+    if serialized:
+        try:
+            value = serialized.get("name")
+            if value and isinstance(value, str):
+                return value
+            ident = serialized.get("id")
+            if ident and isinstance(ident, (list, tuple)):
+                last = ident[-1]
+                if isinstance(last, str) and last:
+                    return last
+        except Exception:
+            pass
+    return default
+
+
+def chain_event_type(
+    name: str, tags: Sequence[str] | None, metadata: Mapping[str, Any] | None
+) -> EventType:
+    """``agent`` for agents, LangGraph graphs and graph nodes; ``chain`` for everything else.
+
+    A run is an agent when its name contains "agent" (``AgentExecutor``, ``research_agent``),
+    when one of its tags is ``agent`` (or ``agent:<something>``), when it is the root of a
+    LangGraph graph or of a ``create_agent`` agent (LangGraph marks those runs with
+    ``ls_integration``), or when it is a node of a graph (LangGraph tags those
+    ``graph:step:<n>`` and names them after ``langgraph_node``).
+    """
+    try:
+        agentish = AGENT_NAMES.get(name)
+        if agentish is None:
+            agentish = "agent" in name.lower()
+            if len(AGENT_NAMES) < 4096:
+                AGENT_NAMES[name] = agentish
+        if agentish:
+            return EventType.AGENT
+        if tags:
+            for tag in tags:
+                if tag.startswith("agent") and (len(tag) == 5 or tag[5] == ":"):
+                    return EventType.AGENT
+        if metadata:
+            node = metadata.get("langgraph_node")
+            if node is None:
+                if metadata.get("ls_integration") in _AGENT_INTEGRATIONS:
+                    return EventType.AGENT
+            elif node == name and tags:
+                for tag in tags:
+                    if tag.startswith("graph:step:"):
+                        return EventType.AGENT
+    except Exception:
+        pass
+    return EventType.CHAIN
+
+
+AGENT_NAMES: dict[str, bool] = {}
+"""Run name → does it contain "agent" (the same few names come back on every run)."""
+
+
+def user_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The run's metadata without the keys LangChain/LangSmith/LangGraph add themselves.
+
+    ``langgraph_node`` and ``langgraph_step`` are kept: they say where in a graph a run was.
+    """
+    if not metadata:
+        return None
+    try:
+        out = {k: v for k, v in metadata.items() if not k.startswith(_INTERNAL_METADATA_PREFIXES)}
+        node = metadata.get("langgraph_node")
+        if node is not None:
+            out["langgraph_node"] = node
+            step = metadata.get("langgraph_step")
+            if step is not None:
+                out["langgraph_step"] = step
+        return out or None
+    except Exception:
+        return None
+
+
+def is_internal_tag(tag: Any) -> bool:
+    """True for the positional tags LangChain adds (``seq:step:1``, ``graph:step:2``...)."""
+    return isinstance(tag, str) and tag.startswith(INTERNAL_TAG_PREFIXES)
+
+
+def user_tags(tags: Sequence[str] | None) -> list[str] | None:
+    """The run's tags without the positional ones LangChain adds (``seq:step:1``...)."""
+    if not tags:
+        return None
+    try:
+        out = [t for t in tags if isinstance(t, str) and not t.startswith(INTERNAL_TAG_PREFIXES)]
+        return out or None
+    except Exception:
+        return None
+
+
+# -- chat models and LLMs ---------------------------------------------------------------------
+
+
+def llm_identity(
+    serialized: Any, invocation_params: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None
+) -> tuple[str | None, str | None]:
+    """``(model, provider)`` of a model run.
+
+    The model from the invocation parameters (``model``, ``model_name``...), else
+    ``ls_model_name``, else the constructor's keyword arguments in ``serialized``; the provider
+    from ``ls_provider``, else the model's ``_type``.
+    """
+    model = provider = None
+    try:
+        if invocation_params:
+            for key in _MODEL_KEYS:
+                value = invocation_params.get(key)
+                if value and isinstance(value, str):
+                    model = value
+                    break
+            value = invocation_params.get("_type")
+            if value and isinstance(value, str):
+                provider = value
+        if metadata:
+            if model is None:
+                value = metadata.get("ls_model_name")
+                if value and isinstance(value, str):
+                    model = value
+            value = metadata.get("ls_provider")
+            if value and isinstance(value, str):
+                provider = value
+        if model is None and serialized:
+            kwargs = serialized.get("kwargs")
+            if isinstance(kwargs, Mapping):
+                for key in _MODEL_KEYS:
+                    value = kwargs.get(key)
+                    if value and isinstance(value, str):
+                        model = value
+                        break
+    except Exception:
+        pass
+    return model, provider
+
+
+_MODEL_KEYS = ("model", "model_name", "model_id", "deployment_name", "azure_deployment")
+
+
+def message_to_dict(message: Any) -> dict[str, Any]:
+    """``{"role", "content"}`` of a message, plus ``tool_calls`` / ``tool_call_id`` / ``name``.
+
+    Accepts LangChain messages and the shorthands LangChain accepts (``("user", "hi")``,
+    ``{"role": ..., "content": ...}``, a bare string); anything else is kept as content with the
+    role ``unknown``.
+    """
+    try:
+        if not isinstance(message, BaseMessage):
+            return _shorthand_to_dict(message)
+        kind = message.type
+        role = _ROLES.get(kind)
+        # Only fields the message's class declares are read: a missing attribute on a pydantic
+        # model costs an exception.
+        if role is None:
+            role = message.role if isinstance(message, ChatMessage) else kind
+        out: dict[str, Any] = {"role": role, "content": message.content}
+        if message.name:
+            out["name"] = message.name
+        if role == "assistant" and isinstance(message, AIMessage):
+            if message.tool_calls:
+                out["tool_calls"] = [_tool_call(call) for call in message.tool_calls]
+            if message.invalid_tool_calls:
+                out["invalid_tool_calls"] = [_tool_call(c) for c in message.invalid_tool_calls]
+        elif role == "tool" and isinstance(message, ToolMessage):
+            out["tool_call_id"] = message.tool_call_id
+            if message.status == "error":
+                out["status"] = "error"
+        return out
+    except Exception:
+        return {"role": "unknown", "content": message}
+
+
+def _shorthand_to_dict(message: Any) -> dict[str, Any]:
+    if isinstance(message, str):
+        return {"role": "user", "content": message}
+    if isinstance(message, (tuple, list)) and len(message) == 2:
+        role = str(message[0])
+        return {"role": _ROLE_ALIASES.get(role, role), "content": message[1]}
+    if isinstance(message, Mapping):
+        role = message.get("role") or message.get("type") or "unknown"
+        out = {"role": _ROLE_ALIASES.get(role, role), "content": message.get("content")}
+        for key in ("tool_calls", "tool_call_id", "name"):
+            if message.get(key):
+                out[key] = message[key]
+        return out
+    return {"role": "unknown", "content": message}
+
+
+def _tool_call(call: Any) -> dict[str, Any]:
+    if isinstance(call, Mapping):
+        return {"id": call.get("id"), "name": call.get("name"), "arguments": call.get("args")}
+    return {"id": None, "name": None, "arguments": call}
+
+
+def compact_value(value: Any, depth: int = 0) -> Any:
+    """A chain's input or output with LangChain messages and prompt values made small.
+
+    Messages become :func:`message_to_dict` values and prompt values their messages (or text),
+    also one level inside a mapping or a sequence (LangGraph state: ``{"messages": [...]}``).
+    Everything else is returned as it is: the background worker makes it JSON.
+    """
+    kind = value.__class__
+    if kind is str or kind is int or kind is float or value is None or kind is bool:
+        return value
+    try:
+        if isinstance(value, BaseMessage):
+            return message_to_dict(value)
+        if isinstance(value, PromptValue):
+            if isinstance(value, ChatPromptValue):
+                return messages_to_dicts(value.messages)
+            return value.to_string()
+        if depth >= 2:
+            return value
+        if kind is dict:
+            for item in value.values():
+                if not (item is None or item.__class__ in _SCALARS):
+                    return {key: compact_value(item, depth + 1) for key, item in value.items()}
+            return value
+        if kind is list or kind is tuple:
+            for item in value:
+                if not (item is None or item.__class__ in _SCALARS):
+                    return [compact_value(item, depth + 1) for item in value]
+            return value
+    except Exception:
+        pass
+    return value
+
+
+_SCALARS = frozenset({str, int, float, bool})
+
+
+def messages_to_dicts(messages: Any) -> list[Any]:
+    """A conversation as a list of :func:`message_to_dict` values (one bad message stays alone)."""
+    out: list[Any] = []
+    try:
+        for message in messages:  # a loop, not a comprehension: one call fewer per list
+            out.append(message_to_dict(message))
+    except Exception:
+        return [messages]
+    return out
+
+
+class LLMOutcome:
+    """What an ``LLMResult`` says: the output, usage, finish reason, model, tool calls asked."""
+
+    __slots__ = ("finish_reason", "model", "output", "tool_calls", "usage")
+
+    def __init__(self) -> None:
+        self.output: Any = None
+        self.usage: tuple[int | None, int | None, int | None] | None = None
+        self.finish_reason: str | None = None
+        self.model: str | None = None
+        self.tool_calls: list[Any] | None = None
+
+
+def read_llm_result(response: Any) -> LLMOutcome:
+    """Everything an event needs from an ``LLMResult``, in one pass over its generations.
+
+    The output is the assistant message as :func:`message_to_dict` for chat models, or the
+    generated text for text-completion models (a list when there are several generations).
+    Usage is the sum of the messages' ``usage_metadata``, else ``llm_output["token_usage"]``.
+    """
+    outcome = LLMOutcome()
+    outputs: list[Any] = []
+    usage: list[int] | None = None
+    try:
+        for per_prompt in response.generations:
+            for generation in per_prompt:
+                message = getattr(generation, "message", None)
+                info = getattr(generation, "generation_info", None)
+                if message is None:
+                    outputs.append(generation.text)
+                    metadata = None
+                else:
+                    data = message_to_dict(message)
+                    outputs.append(data)
+                    calls = data.get("tool_calls")
+                    if calls and outcome.tool_calls is None:
+                        outcome.tool_calls = [call["name"] for call in calls]
+                    counts = getattr(message, "usage_metadata", None)
+                    if counts:
+                        if usage is None:
+                            usage = [0, 0, 0]
+                        usage[0] += counts.get("input_tokens") or 0
+                        usage[1] += counts.get("output_tokens") or 0
+                        usage[2] += counts.get("total_tokens") or 0
+                    metadata = message.response_metadata
+                    if metadata and outcome.model is None:
+                        value = metadata.get("model_name") or metadata.get("model")
+                        if value and isinstance(value, str):
+                            outcome.model = value
+                if outcome.finish_reason is None and (info or metadata):
+                    outcome.finish_reason = _finish_reason(info) or _finish_reason(metadata)
+    except Exception:
+        pass
+    if outputs:
+        outcome.output = outputs[0] if len(outputs) == 1 else outputs
+    if usage is not None:
+        outcome.usage = (usage[0], usage[1], usage[2] or None)
+    else:
+        outcome.usage = _llm_output_usage(response)
+    return outcome
+
+
+def _finish_reason(source: Any) -> str | None:
+    if source:
+        for key in ("finish_reason", "stop_reason", "done_reason"):
+            value = source.get(key)
+            if value:
+                return str(value)
+    return None
+
+
+def _llm_output_usage(response: Any) -> tuple[int | None, int | None, int | None] | None:
+    try:
+        llm_output = response.llm_output
+        if llm_output:
+            usage = llm_output.get("token_usage") or llm_output.get("usage")
+            if isinstance(usage, Mapping) and usage:
+                inp = _first_int(usage, "prompt_tokens", "input_tokens")
+                out = _first_int(usage, "completion_tokens", "output_tokens")
+                total = _first_int(usage, "total_tokens")
+                if inp is not None or out is not None or total is not None:
+                    return inp, out, total
+    except Exception:
+        pass
+    return None
+
+
+def _first_int(mapping: Mapping[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        value = mapping.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+# -- tools ------------------------------------------------------------------------------------
+
+
+def tool_input(input_str: Any, inputs: Any) -> Any:
+    """The tool's arguments: the ``inputs`` mapping when LangChain passes it, else the string."""
+    if inputs is not None:
+        return inputs
+    return input_str
+
+
+def tool_output(output: Any) -> tuple[Any, str | None, str | None]:
+    """``(output, tool_call_id, error message)`` of what a tool returned.
+
+    A ``ToolMessage`` gives its content and ``tool_call_id``; one with ``status="error"`` (a tool
+    whose error was handled, ``handle_tool_error=True``) gives its content as the error message.
+    Anything else is the output as is.
+    """
+    try:
+        if isinstance(output, ToolMessage):
+            content = output.content
+            error = None
+            if getattr(output, "status", None) == "error":
+                error = content if isinstance(content, str) else repr(content)
+            artifact = getattr(output, "artifact", None)
+            value = content if artifact is None else {"content": content, "artifact": artifact}
+            return compact_value(value), output.tool_call_id, error
+    except Exception:
+        pass
+    return compact_value(output), None, None
+
+
+# -- retrievers -------------------------------------------------------------------------------
+
+
+def documents_summary(documents: Any) -> tuple[int | None, list[dict[str, Any]] | None]:
+    """``(count, [{"id", "metadata", "preview"}...])`` of retrieved documents, bounded."""
+    try:
+        count = len(documents)
+    except Exception:
+        return None, None
+    summaries: list[dict[str, Any]] = []
+    try:
+        for index, document in enumerate(documents):
+            if index >= RETRIEVAL_PREVIEW_DOCUMENTS:
+                break
+            try:
+                text = getattr(document, "page_content", None)
+                if text is None:
+                    text = document if isinstance(document, str) else repr(document)
+                elif not isinstance(text, str):
+                    text = repr(text)
+                if len(text) > RETRIEVAL_PREVIEW_CHARS:
+                    text = text[:RETRIEVAL_PREVIEW_CHARS] + "…"
+                summaries.append(
+                    {
+                        "id": getattr(document, "id", None),
+                        "metadata": getattr(document, "metadata", None) or {},
+                        "preview": text,
+                    }
+                )
+            except Exception:
+                summaries.append({"id": None, "metadata": {}, "preview": "<unreadable document>"})
+    except Exception:
+        pass
+    return count, summaries
+
+
+# -- retries and errors -----------------------------------------------------------------------
+
+
+def retry_record(retry_state: Any) -> dict[str, Any]:
+    """What one retry of a run looked like (``attempt``, ``slept_s``, ``error``)."""
+    record: dict[str, Any] = {}
+    try:
+        record["attempt"] = retry_state.attempt_number
+        record["slept_s"] = retry_state.idle_for
+        outcome = retry_state.outcome
+        if outcome is not None and outcome.failed:
+            exc = outcome.exception()
+            record["error"] = f"{type(exc).__name__}: {exc}"
+    except Exception:
+        pass
+    return record
+
+
+def is_control_flow(exc: BaseException) -> bool:
+    """True for LangGraph's control-flow exceptions (interrupts, ``Command`` to a parent graph).
+
+    They end a run without it having failed. Checked by class name so that LangGraph need not
+    be installed.
+    """
+    try:
+        return any(cls.__name__ == "GraphBubbleUp" for cls in type(exc).__mro__)
+    except Exception:
+        return False
