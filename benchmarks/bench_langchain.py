@@ -203,9 +203,12 @@ def langfuse_config() -> Config:
         from langfuse.langchain import CallbackHandler
     except ImportError:
         return Config("langfuse", error="not installed")
-    host = start_sink()
-    langfuse = Langfuse(public_key="pk-lf-bench", secret_key="sk-lf-bench", host=host)
-    handler = CallbackHandler()
+    try:
+        host = start_sink()
+        langfuse = Langfuse(public_key="pk-lf-bench", secret_key="sk-lf-bench", host=host)
+        handler = CallbackHandler()
+    except Exception as exc:
+        return Config("langfuse", error=f"setup failed: {type(exc).__name__}: {exc}")
     return Config(
         "langfuse",
         setup=lambda: {"callbacks": [handler]},
@@ -236,10 +239,13 @@ def openinference_config() -> Config:
             self.count += len(spans)
             return SpanExportResult.SUCCESS
 
-    exporter = CountingSpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(exporter))  # the default queue and batch
-    instrumentor = LangChainInstrumentor()
+    try:
+        exporter = CountingSpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(exporter))  # the default queue and batch
+        instrumentor = LangChainInstrumentor()
+    except Exception as exc:
+        return Config("openinference", error=f"setup failed: {type(exc).__name__}: {exc}")
     return Config(
         "openinference",
         setup=lambda: instrumentor.instrument(tracer_provider=provider),

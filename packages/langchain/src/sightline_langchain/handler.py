@@ -183,18 +183,29 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 meta.update(extra)
             else:
                 meta = extra
-        span = client.start_span(
-            name,
-            type,
-            parent=parent.span if parent is not None else AMBIENT,
-            input=input,
-            metadata=meta,
-            tags=event_tags,
-            agent=agent,
-            session_id=session_id,
-            framework=FRAMEWORK,
-            model=model,
-        )
+        if meta is None and event_tags is None and agent is None and session_id is None:
+            # Most runs: fewer keyword arguments to match.
+            span = client.start_span(
+                name,
+                type,
+                parent=parent.span if parent is not None else AMBIENT,
+                input=input,
+                framework=FRAMEWORK,
+                model=model,
+            )
+        else:
+            span = client.start_span(
+                name,
+                type,
+                parent=parent.span if parent is not None else AMBIENT,
+                input=input,
+                metadata=meta,
+                tags=event_tags,
+                agent=agent,
+                session_id=session_id,
+                framework=FRAMEWORK,
+                model=model,
+            )
         if span.__class__ is not Span and not span.is_recording:
             return None
         runs[key] = record = _Run(span, self)

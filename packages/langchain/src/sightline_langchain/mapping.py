@@ -9,11 +9,10 @@ JSON is left to the background worker.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, ToolMessage
+from langchain_core.messages import BaseMessage, ToolMessage
 from langchain_core.prompt_values import ChatPromptValue, PromptValue
 
 from sightline.event import EventType
@@ -28,7 +27,6 @@ __all__ = [
     "compact_value",
     "documents_summary",
     "is_control_flow",
-    "is_internal_tag",
     "llm_identity",
     "message_to_dict",
     "messages_to_dicts",
@@ -40,8 +38,6 @@ __all__ = [
     "user_metadata",
     "user_tags",
 ]
-
-logger = logging.getLogger("sightline")
 
 RETRIEVAL_PREVIEW_CHARS = 500
 """Characters of each retrieved document's text kept in a ``retrieval`` event's output."""
@@ -156,11 +152,6 @@ def user_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
 
 
-def is_internal_tag(tag: Any) -> bool:
-    """True for the positional tags LangChain adds (``seq:step:1``, ``graph:step:2``...)."""
-    return isinstance(tag, str) and tag.startswith(INTERNAL_TAG_PREFIXES)
-
-
 def user_tags(tags: Sequence[str] | None) -> list[str] | None:
     """The run's tags without the positional ones LangChain adds (``seq:step:1``...)."""
     if not tags:
@@ -227,29 +218,56 @@ def message_to_dict(message: Any) -> dict[str, Any]:
     role ``unknown``.
     """
     try:
-        if not isinstance(message, BaseMessage):
+        kind_of_class = _KINDS.get(message.__class__)
+        if kind_of_class is None:
+            kind_of_class = _kind_of(message.__class__)
+        if kind_of_class != _MESSAGE:
             return _shorthand_to_dict(message)
         kind = message.type
         role = _ROLES.get(kind)
-        # Only fields the message's class declares are read: a missing attribute on a pydantic
-        # model costs an exception.
         if role is None:
-            role = message.role if isinstance(message, ChatMessage) else kind
+            role = getattr(message, "role", None) or kind  # ChatMessage has its own role
         out: dict[str, Any] = {"role": role, "content": message.content}
         if message.name:
             out["name"] = message.name
-        if role == "assistant" and isinstance(message, AIMessage):
-            if message.tool_calls:
-                out["tool_calls"] = [_tool_call(call) for call in message.tool_calls]
-            if message.invalid_tool_calls:
-                out["invalid_tool_calls"] = [_tool_call(c) for c in message.invalid_tool_calls]
-        elif role == "tool" and isinstance(message, ToolMessage):
-            out["tool_call_id"] = message.tool_call_id
-            if message.status == "error":
+        # Only fields the message's type declares are read: a missing attribute on a pydantic
+        # model costs an exception.
+        if role == "assistant":
+            calls = getattr(message, "tool_calls", None)
+            if calls:
+                out["tool_calls"] = [_tool_call(call) for call in calls]
+            invalid = getattr(message, "invalid_tool_calls", None)
+            if invalid:
+                out["invalid_tool_calls"] = [_tool_call(call) for call in invalid]
+        elif role == "tool":
+            out["tool_call_id"] = getattr(message, "tool_call_id", None)
+            if getattr(message, "status", None) == "error":
                 out["status"] = "error"
         return out
     except Exception:
         return {"role": "unknown", "content": message}
+
+
+# What a class is, for the values the adapter converts: looked up by exact class, because an
+# isinstance() check against a pydantic (ABCMeta) class runs Python code.
+_OTHER, _MESSAGE, _CHAT_PROMPT, _PROMPT = 0, 1, 2, 3
+_KINDS: dict[type, int] = {}
+
+
+def _kind_of(cls: type) -> int:
+    kind = _KINDS.get(cls)
+    if kind is None:
+        if issubclass(cls, BaseMessage):
+            kind = _MESSAGE
+        elif issubclass(cls, ChatPromptValue):
+            kind = _CHAT_PROMPT
+        elif issubclass(cls, PromptValue):
+            kind = _PROMPT
+        else:
+            kind = _OTHER
+        if len(_KINDS) < 1024:
+            _KINDS[cls] = kind
+    return kind
 
 
 def _shorthand_to_dict(message: Any) -> dict[str, Any]:
@@ -281,28 +299,31 @@ def compact_value(value: Any, depth: int = 0) -> Any:
     also one level inside a mapping or a sequence (LangGraph state: ``{"messages": [...]}``).
     Everything else is returned as it is: the background worker makes it JSON.
     """
-    kind = value.__class__
-    if kind is str or kind is int or kind is float or value is None or kind is bool:
+    cls = value.__class__
+    if cls in _SCALARS or value is None:
         return value
     try:
-        if isinstance(value, BaseMessage):
+        if cls is dict:
+            if depth < 2:
+                for item in value.values():
+                    if not (item is None or item.__class__ in _SCALARS):
+                        return {key: compact_value(item, depth + 1) for key, item in value.items()}
+            return value
+        if cls is list or cls is tuple:
+            if depth < 2:
+                for item in value:
+                    if not (item is None or item.__class__ in _SCALARS):
+                        return [compact_value(item, depth + 1) for item in value]
+            return value
+        kind = _KINDS.get(cls)
+        if kind is None:
+            kind = _kind_of(cls)
+        if kind == _MESSAGE:
             return message_to_dict(value)
-        if isinstance(value, PromptValue):
-            if isinstance(value, ChatPromptValue):
-                return messages_to_dicts(value.messages)
+        if kind == _CHAT_PROMPT:
+            return messages_to_dicts(value.messages)
+        if kind == _PROMPT:
             return value.to_string()
-        if depth >= 2:
-            return value
-        if kind is dict:
-            for item in value.values():
-                if not (item is None or item.__class__ in _SCALARS):
-                    return {key: compact_value(item, depth + 1) for key, item in value.items()}
-            return value
-        if kind is list or kind is tuple:
-            for item in value:
-                if not (item is None or item.__class__ in _SCALARS):
-                    return [compact_value(item, depth + 1) for item in value]
-            return value
     except Exception:
         pass
     return value
