@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -298,6 +299,8 @@ def run_round(chain: Any, config: Config, invokes: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Peers warn about LangChain deprecations on every invoke: keep the table readable.
+    warnings.filterwarnings("ignore")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invokes", type=int, default=2000, help="invokes per round")
     parser.add_argument("--rounds", type=int, default=4, help="rounds per configuration")
