@@ -269,6 +269,8 @@ def test_one_malformed_event_does_not_lose_its_batch_in_the_sqlite_store(tmp_pat
         "client_secret",
         "private_key",
         "Cookie",
+        "X-Auth-Token",
+        "githubToken",
     ],
 )
 def test_a_value_under_a_secret_key_name_is_masked(key):
@@ -279,7 +281,17 @@ def test_a_value_under_a_secret_key_name_is_masked(key):
 
 
 @pytest.mark.parametrize(
-    "key", ["max_tokens", "input_tokens", "output_tokens", "total_tokens", "tokens", "token_count"]
+    "key",
+    [
+        "max_tokens",
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "tokens",
+        "token_count",
+        "time_to_first_token_ms",
+        "tokenizer",
+    ],
 )
 def test_token_counts_are_not_mistaken_for_secrets(key):
     assert recorded_input({key: 256}) == {key: 256}

@@ -18,12 +18,14 @@ TRUNCATED = "…[truncated]"
 
 # Key names that hold secrets: api_key, apiKey, x-api-key, access_token, password, passwd,
 # authorization, secret, client_secret, private_key, cookie, credentials...
+# "token" names a secret only as the last word of a key (token, access_token, X-Auth-Token,
+# githubToken); keys that merely mention tokens (max_tokens, token_count,
+# time_to_first_token_ms) are measurements, not secrets.
 _SECRET_KEY = re.compile(
-    r"(api[-_ ]?key|apikey|token|passw(or)?d|passwd|pwd|authorization|secret|private[-_]?key|"
-    r"cookie|credential|session[-_]?key|bearer)",
+    r"(api[-_ ]?key|apikey|(^|[-_ .]|[a-z](?=T))token$|passw(or)?d|passwd|pwd|authorization|"
+    r"secret|private[-_]?key|cookie|credential|session[-_]?key|bearer)",
     re.IGNORECASE,
 )
-# Keys that merely mention tokens as counts are not secrets.
 _NOT_SECRET = re.compile(
     r"(tokens?_?(count|usage|used)|_tokens$|^tokens$|max_tokens|num_tokens)", re.I
 )
