@@ -7,6 +7,8 @@ SQLite load when first used.
 
 from __future__ import annotations
 
+from sightline.lazy import lazy_exports
+
 # typing costs ~10 ms to import; the names below are only needed by type checkers.
 TYPE_CHECKING = False
 
@@ -85,24 +87,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'sightline' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:
-    from typing import Any
-
     from sightline.client import (
         AMBIENT,
         AsyncClient,
