@@ -256,29 +256,26 @@ class SightlineEventLogHandler(logging.Handler):
         )
 
     def _on_handler_exception(self, event: Any) -> None:
-        fields = _kwargs(event)
-        self._record_failure(
-            EventType.CUSTOM,
-            "message_handler_exception",
-            ErrorKind.ORCHESTRATION,
-            "MessageHandlerException",
-            str(fields.get("exception") or ""),
-            fields,
-            team_of=fields.get("handling_agent"),
-            metadata={"handling_agent": fields.get("handling_agent")},
-        )
+        self._on_exception(event, "message_handler_exception", "MessageHandlerException",
+                           "handling_agent")  # fmt: skip
 
     def _on_construction_exception(self, event: Any) -> None:
+        self._on_exception(event, "agent_construction_exception", "AgentConstructionException",
+                           "agent_id")  # fmt: skip
+
+    def _on_exception(self, event: Any, name: str, error_type: str, agent_key: str) -> None:
+        """An exception AutoGen logged for an agent: a ``custom`` error event of kind
+        ``orchestration`` under that agent's team."""
         fields = _kwargs(event)
         self._record_failure(
             EventType.CUSTOM,
-            "agent_construction_exception",
+            name,
             ErrorKind.ORCHESTRATION,
-            "AgentConstructionException",
+            error_type,
             str(fields.get("exception") or ""),
             fields,
-            team_of=fields.get("agent_id"),
-            metadata={"agent_id": fields.get("agent_id")},
+            team_of=fields.get(agent_key),
+            metadata={agent_key: fields.get(agent_key)},
         )
 
     def _record_failure(
