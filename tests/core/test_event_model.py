@@ -8,6 +8,7 @@ import copy
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from sightline.event import (
     Status,
     Usage,
     format_time,
+    new_trace_id,
     parse_time,
 )
 from sightline.schema import load_schema, schema_path, validate_event
@@ -215,6 +217,21 @@ def test_new_events_get_otel_shaped_ids():
     assert len(event.trace_id) == 32 and int(event.trace_id, 16) >= 0
     assert event.trace_id == event.trace_id.lower()
     assert len(event.span_id) == 16 and int(event.span_id, 16) >= 0
+
+
+def test_trace_ids_begin_with_their_creation_time_and_end_random():
+    """Time first (milliseconds, as in UUIDv7) keeps a store's trace index growing at one end;
+    the last 20 hex digits stay random, more than W3C Trace Context's 7 random bytes."""
+    before = time.time_ns() // 1_000_000
+    ids = [new_trace_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    assert all(len(i) == 32 and i == i.lower() and int(i, 16) for i in ids)
+    assert all(before <= int(i[:12], 16) <= after for i in ids)
+    assert len(set(ids)) == 2000
+    assert len({i[12:] for i in ids}) == 2000
+    # Ids made later sort after ids made earlier.
+    time.sleep(0.002)
+    assert new_trace_id() > max(ids)
 
 
 def test_event_accepts_step_aliases_and_wire_names_as_type():

@@ -3,6 +3,7 @@ idempotent writes, trace summaries, filtered and paginated listings, stats."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -183,20 +184,86 @@ def test_the_store_has_the_indexes_its_queries_need(store):
             "SELECT name, tbl_name FROM sqlite_master WHERE type = 'index'"
         )
     }
-    assert {
+    assert indexes == {
         "events_trace": "events",
         "events_model": "events",
         "traces_start": "traces",
         "traces_agent": "traces",
         "traces_status": "traces",
-    }.items() <= indexes.items()
-    # Listing runs that contain a type is answered from the (trace_id, type) index alone.
+        "sqlite_autoindex_traces_1": "traces",
+        "sqlite_autoindex_agents_1": "agents",
+    }
+    # One index on events: the idempotency key (trace_id, id), unique, which also answers
+    # reading a trace and "runs containing a type" (a trace's rows are few).
     columns = [row[2] for row in store._conn.execute("PRAGMA index_info(events_trace)")]
-    assert columns == ["trace_id", "type"]
-    # events.id is UNIQUE: the idempotency key has its own index.
-    assert any(
-        t == "events" and n.startswith("sqlite_autoindex_events") for n, t in indexes.items()
+    assert columns == ["trace_id", "id"]
+    unique = {row[1]: row[2] for row in store._conn.execute("PRAGMA index_list(events)")}
+    assert unique == {"events_trace": 1, "events_model": 0}
+    plan = " ".join(
+        row[3]
+        for row in store._conn.execute(
+            "EXPLAIN QUERY PLAN SELECT body FROM events WHERE trace_id = ? ORDER BY start_ns",
+            ("t",),
+        )
     )
+    assert "USING INDEX events_trace (trace_id=?)" in plan
+
+
+def test_a_version_1_file_keeps_its_events_through_the_migration(tmp_path):
+    """Version 1 kept the whole wire event in the body; version 2 keeps only what has no
+    column. Every event must read back exactly as it was written."""
+    path = tmp_path / "v1.db"
+    root = span("old", "run", agent="bot", tokens=(5, 7), cost=0.25)
+    root.metadata = {"plan": "pro"}
+    root.tags = ["nightly"]
+    root.input = {"question": "refund?"}
+    child = span("old", "tool", type="tool_call", parent=root, status="error", kind="tool")
+    child.output = [1, "two", None]
+    wire = [root.to_dict(), child.to_dict()]
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    for data in wire:
+        conn.execute(
+            "INSERT INTO events (id, trace_id, span_id, parent_span_id, type, name, status, "
+            "start_ns, end_ns, duration_ms, agent, model, input_tokens, output_tokens, "
+            "total_tokens, cost_usd, error_kind, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                data["id"], data["trace_id"], data["span_id"], data["parent_span_id"],
+                data["type"], data["name"], data["status"], BASE_NS, BASE_NS + 10 * MS,
+                data["duration_ms"], data["agent"], data["model"],
+                (data["usage"] or {}).get("input_tokens"),
+                (data["usage"] or {}).get("output_tokens"),
+                (data["usage"] or {}).get("total_tokens"), data["cost_usd"],
+                (data["error"] or {}).get("kind"), json.dumps(data),
+            ),
+        )  # fmt: skip
+    conn.execute(
+        "INSERT INTO traces (trace_id, name, start_ns, end_ns, event_count) VALUES (?, ?, ?, ?, 2)",
+        (root.trace_id, "run", BASE_NS, BASE_NS + 10 * MS),
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+    store = SqliteStore(str(path))
+    try:
+        assert store.schema_version == SCHEMA_VERSION
+        events = store.get_trace(root.trace_id)["events"]
+        assert sorted(events, key=lambda e: e["name"]) == sorted(wire, key=lambda e: e["name"])
+        body = store._conn.execute("SELECT body FROM events WHERE id = ?", (root.span_id,))
+        assert json.loads(body.fetchone()[0]) == {
+            "input": {"question": "refund?"},
+            "output": None,
+            "usage": {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12},
+            "error": None,
+            "metadata": {"plan": "pro"},
+            "tags": ["nightly"],
+        }
+        # The key carried over: the same events again are duplicates.
+        assert store.insert_events(wire) == 0
+    finally:
+        store.close()
 
 
 def test_opening_a_missing_file_read_only_says_what_to_do(tmp_path):
@@ -233,6 +300,43 @@ def test_wire_dicts_are_stored_like_events(store):
     trace = store.get_trace(wire["trace_id"])
     assert trace["events"] == [wire]
     assert trace["usage"]["total_tokens"] == 7
+
+
+def test_a_batch_of_old_and_new_events_stores_only_the_new_ones(store):
+    root = span("mixed", "run")
+    first = span("mixed", "a", type="tool_call", parent=root, tokens=(1, 1))
+    second = span("mixed", "b", type="tool_call", parent=root, tokens=(2, 2))
+    assert store.insert_events([root, first]) == 2
+    assert store.insert_events([first, second, second]) == 1
+    assert store.count_events() == 3
+    summary = store.get_trace(root.trace_id)
+    assert summary["event_count"] == 3
+    assert summary["usage"]["total_tokens"] == 6
+    assert [e["name"] for e in summary["events"]] == ["run", "a", "b"]
+
+
+def test_events_read_back_exactly_as_their_wire_form(store):
+    root = span("exact", "run", agent="bot", tokens=(3, 4), cost=0.5)
+    root.metadata = {"plan": "pro", "nested": {"k": [1, 2.5, None]}}
+    root.tags = ["a", "b"]
+    root.session_id = "s-1"
+    root.framework = "langchain"
+    try:
+        raise ValueError("bad input")
+    except ValueError as exc:
+        failed = span("exact", "tool", type="tool_call", parent=root, status="error")
+        failed.error = ErrorInfo.from_exception(exc, kind="tool")
+    failed.input = {"q": "x" * 50}
+    bare = span("exact", "bare", type="custom", parent=root)
+    store.insert_events([root, failed, bare])
+    expected = [e.to_dict() for e in (root, failed, bare)]
+    assert "ValueError: bad input" in expected[1]["error"]["stack"]
+    assert store.get_trace(root.trace_id)["events"] == expected
+    assert store.events_after(0)[0] == expected
+    # Columns are not repeated in the body; an event with nothing else stores "{}".
+    bodies = [r[0] for r in store._conn.execute("SELECT body FROM events ORDER BY rowid")]
+    assert json.loads(bodies[2]) == {}
+    assert set(json.loads(bodies[0])) == {"usage", "metadata", "tags"}
 
 
 def test_register_agent_is_listed_once_with_its_latest_details(store):

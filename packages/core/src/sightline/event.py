@@ -118,8 +118,13 @@ _random_bits = _first_random_bits
 
 
 def new_trace_id() -> str:
-    """32 lowercase hex characters, OpenTelemetry compatible (never all zeros)."""
-    return "%032x" % (_random_bits(128) or 1)
+    """32 lowercase hex characters, OpenTelemetry compatible (never all zeros).
+
+    The first 12 are the creation time in milliseconds (as in UUIDv7), the other 20 random:
+    W3C Trace Context asks for the right-most 7 bytes to be random, and these are 10. Time
+    first makes a store's index on trace ids grow at one end instead of everywhere at once.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{_random_bits(80):020x}"
 
 
 def new_span_id() -> str:

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sightline.event import Event, format_time, parse_time
+from sightline.event import SCHEMA_VERSION as WIRE_SCHEMA_VERSION
+from sightline.event import Event, finalize_error, format_time, parse_time
 from sightline.jsonwire import dumps as _dumps
 from sightline.jsonwire import loads as _loads
 
@@ -78,11 +79,54 @@ MIGRATIONS: list[str] = [
         registered_ns INTEGER NOT NULL
     );
     """,
+    # 1 -> 2: one index on events, keyed (trace_id, id), instead of UNIQUE (id) plus
+    # (trace_id, type). Trace ids begin with their creation time, so this index grows at its
+    # right edge however large the file gets, where the random span ids as a key slowed every
+    # insert down once the index outgrew the page cache. The body keeps only what has no column
+    # (input, output, usage, error, metadata, tags); reads put the wire form back together.
+    """
+    CREATE TABLE events_v2 (
+        id TEXT NOT NULL,
+        trace_id TEXT NOT NULL,
+        span_id TEXT NOT NULL,
+        parent_span_id TEXT,
+        type TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        start_ns INTEGER NOT NULL,
+        end_ns INTEGER NOT NULL,
+        duration_ms REAL NOT NULL,
+        agent TEXT,
+        session_id TEXT,
+        framework TEXT,
+        model TEXT,
+        input_tokens INTEGER,
+        output_tokens INTEGER,
+        total_tokens INTEGER,
+        cost_usd REAL,
+        error_kind TEXT,
+        body TEXT NOT NULL
+    );
+    INSERT INTO events_v2
+    SELECT id, trace_id, span_id, parent_span_id, type, name, status, start_ns, end_ns,
+           duration_ms, agent, session_id, framework, model, input_tokens, output_tokens,
+           total_tokens, cost_usd, error_kind,
+           json_remove(body, '$.schema_version', '$.id', '$.trace_id', '$.span_id',
+                       '$.parent_span_id', '$.type', '$.name', '$.status', '$.start_time',
+                       '$.end_time', '$.duration_ms', '$.agent', '$.session_id', '$.framework',
+                       '$.model', '$.cost_usd')
+    FROM events ORDER BY rowid;
+    DROP TABLE events;
+    ALTER TABLE events_v2 RENAME TO events;
+    -- The idempotency key; it also serves reading a trace and "runs containing a type".
+    CREATE UNIQUE INDEX events_trace ON events (trace_id, id);
+    CREATE INDEX events_model ON events (model) WHERE model IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _INSERT = """
-INSERT INTO events (
+INSERT OR IGNORE INTO events (
     id, trace_id, span_id, parent_span_id, type, name, status, start_ns, end_ns, duration_ms,
     agent, session_id, framework, model, input_tokens, output_tokens, total_tokens, cost_usd,
     error_kind, body
@@ -115,6 +159,10 @@ ON CONFLICT (trace_id) DO UPDATE SET
 # Types whose usage and cost aggregate their children's: not summed again into the trace.
 _AGGREGATE_TYPES = frozenset({"run", "agent", "chain"})
 
+_EVENT_COLUMNS = (
+    "id, trace_id, span_id, parent_span_id, type, name, status, start_ns, end_ns, duration_ms, "
+    "agent, session_id, framework, model, cost_usd, body"
+)
 _TRACE_COLUMNS = (
     "trace_id, name, agent, session_id, status, start_ns, end_ns, event_count, error_count, "
     "input_tokens, output_tokens, total_tokens, cost_usd"
@@ -200,78 +248,33 @@ class SqliteStore:
     def insert_events(self, events: Iterable[Event | dict[str, Any]]) -> int:
         """Store events (objects or wire dicts); returns how many were new (not duplicates).
 
-        Duplicates (an id already stored, or twice in the batch) are skipped, so a trace's
-        summary never counts an event twice.
+        An event is known by ``(trace_id, id)``. Duplicates (stored before, or twice in the
+        batch) are skipped, so a trace's summary never counts an event twice.
         """
-        rows = [self._row(e) for e in events]
+        rows = [_row(e) if type(e) is Event else _any_row(e) for e in events]
         if not rows:
             return 0
+        conn = self._conn
         with self._lock:
-            # IMMEDIATE: the duplicate check and the inserts are atomic across processes too.
-            self._conn.execute("BEGIN IMMEDIATE")
+            # IMMEDIATE: the inserts and the summaries they feed are atomic across processes.
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                existing = self._existing_ids([r[0] for r in rows])
-                fresh: list[tuple[Any, ...]] = []
-                seen: set[str] = set()
-                for row in rows:
-                    if row[0] in existing or row[0] in seen:
-                        continue
-                    seen.add(row[0])
-                    fresh.append(row)
+                fresh = rows
+                if conn.executemany(_INSERT, rows).rowcount != len(rows):
+                    # Some were stored before (a re-sent batch) or repeat within it: redo the
+                    # batch row by row to learn which are new. Rare, so the common case pays
+                    # nothing for the check.
+                    conn.execute("ROLLBACK")
+                    conn.execute("BEGIN IMMEDIATE")
+                    fresh = [row for row in rows if conn.execute(_INSERT, row).rowcount]
                 if fresh:
-                    self._conn.executemany(_INSERT, fresh)
-                    self._conn.executemany(_UPSERT_TRACE, _summaries(fresh))
-                self._conn.execute("COMMIT")
+                    conn.executemany(_UPSERT_TRACE, _summaries(fresh))
+                conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             return len(fresh)
-
-    def _existing_ids(self, ids: list[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            found.update(
-                r[0]
-                for r in self._conn.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
-            )
-        return found
-
-    @staticmethod
-    def _row(event: Event | dict[str, Any]) -> tuple[Any, ...]:
-        if isinstance(event, Event):
-            data = event.to_dict()
-            start_ns = event.start_ns
-            end_ns = event.end_ns if event.end_ns is not None else event.start_ns
-        else:
-            data = event
-            start_ns = parse_time(data["start_time"])
-            end_ns = parse_time(data["end_time"])
-        usage = data.get("usage") or {}
-        error = data.get("error") or {}
-        return (
-            data["id"],
-            data["trace_id"],
-            data["span_id"],
-            data.get("parent_span_id"),
-            data["type"],
-            data["name"],
-            data["status"],
-            start_ns,
-            end_ns,
-            data.get("duration_ms", (end_ns - start_ns) / 1e6),
-            data.get("agent"),
-            data.get("session_id"),
-            data.get("framework"),
-            data.get("model"),
-            usage.get("input_tokens"),
-            usage.get("output_tokens"),
-            usage.get("total_tokens"),
-            data.get("cost_usd"),
-            error.get("kind"),
-            _dumps(data),
-        )
 
     def register_agent(
         self, name: str, framework: str | None = None, metadata: dict[str, Any] | None = None
@@ -352,23 +355,24 @@ class SqliteStore:
             if row is None:
                 return None
             events = self._conn.execute(
-                "SELECT body FROM events WHERE trace_id = ? ORDER BY start_ns, rowid",
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE trace_id = ? ORDER BY start_ns, rowid",
                 (row["trace_id"],),
             ).fetchall()
         summary = _trace_row(row)
-        summary["events"] = [_loads(e["body"]) for e in events]
+        summary["events"] = [_wire(e) for e in events]
         return summary
 
     def events_after(self, position: int, limit: int = 500) -> tuple[list[dict[str, Any]], int]:
         """Events stored after ``position`` (a row number) and the new position; for ``tail``."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT rowid, body FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                f"SELECT rowid, {_EVENT_COLUMNS} FROM events WHERE rowid > ? ORDER BY rowid "
+                "LIMIT ?",
                 (position, limit),
             ).fetchall()
         if not rows:
             return [], position
-        return [_loads(r["body"]) for r in rows], int(rows[-1]["rowid"])
+        return [_wire(r) for r in rows], int(rows[-1]["rowid"])
 
     def last_position(self) -> int:
         with self._lock:
@@ -481,6 +485,119 @@ class SqliteStore:
                 self._conn.close()
             except sqlite3.Error:
                 pass
+
+
+def _row(event: Event) -> tuple[Any, ...]:
+    """The row of an event, read straight from its attributes (the exporter's hot path)."""
+    start = event.start_ns
+    end = event.end_ns
+    if end is None or end < start:
+        end = start
+    usage = event.usage
+    error = event.error
+    body: dict[str, Any] = {}
+    if event.input is not None:
+        body["input"] = event.input
+    if event.output is not None:
+        body["output"] = event.output
+    if usage is not None:
+        body["usage"] = usage.to_dict()
+    if error is not None:
+        if error.stack is None and getattr(error, "_exc", None) is not None:
+            finalize_error(error)
+        body["error"] = error.to_dict()
+    if event.metadata:
+        body["metadata"] = event.metadata
+    if event.tags:
+        body["tags"] = event.tags
+    return (
+        event.id or event.span_id,
+        event.trace_id,
+        event.span_id,
+        event.parent_span_id,
+        event.type.value,
+        event.name,
+        event.status.value,
+        start,
+        event.end_ns if event.end_ns is not None else start,
+        round((end - start) / 1_000_000, 3),
+        event.agent,
+        event.session_id,
+        event.framework,
+        event.model,
+        usage.input_tokens if usage is not None else None,
+        usage.output_tokens if usage is not None else None,
+        usage.total_tokens if usage is not None else None,
+        event.cost_usd,
+        error.kind if error is not None else None,
+        _dumps(body),
+    )
+
+
+# The fields without a column of their own, kept in the body only when they are not empty.
+_BODY_KEYS = ("input", "output", "usage", "error", "metadata", "tags")
+
+
+def _any_row(event: Event | dict[str, Any]) -> tuple[Any, ...]:
+    """The row of an Event subclass or of a wire dict."""
+    if isinstance(event, Event):
+        return _row(event)
+    data = event
+    start_ns = parse_time(data["start_time"])
+    end_ns = parse_time(data["end_time"])
+    usage = data.get("usage") or {}
+    error = data.get("error") or {}
+    return (
+        data["id"],
+        data["trace_id"],
+        data["span_id"],
+        data.get("parent_span_id"),
+        data["type"],
+        data["name"],
+        data["status"],
+        start_ns,
+        end_ns,
+        data.get("duration_ms", round(max(0, end_ns - start_ns) / 1_000_000, 3)),
+        data.get("agent"),
+        data.get("session_id"),
+        data.get("framework"),
+        data.get("model"),
+        usage.get("input_tokens"),
+        usage.get("output_tokens"),
+        usage.get("total_tokens"),
+        data.get("cost_usd"),
+        error.get("kind"),
+        _dumps({key: data[key] for key in _BODY_KEYS if data.get(key) not in (None, {}, [])}),
+    )
+
+
+def _wire(row: sqlite3.Row) -> dict[str, Any]:
+    """The wire form (§3) of a stored row: its columns and its body put back together."""
+    body = _loads(row["body"])
+    return {
+        "schema_version": WIRE_SCHEMA_VERSION,
+        "id": row["id"],
+        "trace_id": row["trace_id"],
+        "span_id": row["span_id"],
+        "parent_span_id": row["parent_span_id"],
+        "type": row["type"],
+        "name": row["name"],
+        "status": row["status"],
+        "start_time": format_time(row["start_ns"]),
+        "end_time": format_time(row["end_ns"]),
+        "duration_ms": row["duration_ms"],
+        "agent": row["agent"],
+        "session_id": row["session_id"],
+        "framework": row["framework"],
+        "input": body.get("input"),
+        "output": body.get("output"),
+        "model": row["model"],
+        "usage": body.get("usage"),
+        "cost_usd": row["cost_usd"],
+        "error": body.get("error"),
+        "metadata": body.get("metadata", {}),
+        "tags": body.get("tags", []),
+    }
 
 
 def _summaries(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
