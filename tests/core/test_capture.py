@@ -197,6 +197,24 @@ def test_every_exported_event_is_strict_json_whatever_was_recorded():
     assert b.usage.input_tokens == 0
 
 
+def test_a_value_changed_after_it_was_checked_still_exports_as_json(tmp_path):
+    """A clean value is kept by reference; should the application put a non-JSON object in
+    it before export, the exporter writes that object's repr instead of failing the batch."""
+    from sightline.jsonwire import dumps
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<Opaque>"
+
+    assert json.loads(dumps({"late": Opaque(), "ok": [1]})) == {"late": "<Opaque>", "ok": [1]}
+    store = SqliteStore(str(tmp_path / "late.db"))
+    event = Event(EventType.TOOL_CALL, "t", input={"late": Opaque()}).finish()
+    assert store.insert_events([event]) == 1
+    [stored] = store.get_trace(event.trace_id)["events"]
+    assert stored["input"] == {"late": "<Opaque>"}
+    store.close()
+
+
 def test_a_session_id_given_as_a_uuid_is_recorded_as_its_text():
     session = uuid.UUID(int=42)
     with capture() as captured:

@@ -227,6 +227,46 @@ def test_a_processor_plugin_changes_events_before_export_off_the_callers_thread(
     assert enricher.threads and threading.get_ident() not in enricher.threads
 
 
+def test_clean_values_are_exported_uncopied_while_only_built_in_processors_run():
+    exporter = RecordingExporter()
+    question = {"q": "refund?", "history": [{"role": "user", "content": "hi"}], "n": 2}
+    needs_masking = {"api_key": "sk-live-1", "items": [1, 2]}
+    with Client(exporters=[exporter]) as client:
+        client.log_event("tool_call", "clean", input=question, output=["a", None, 1.5])
+        client.log_event("tool_call", "secret", input=needs_masking)
+        client.flush(5)
+    clean, secret = exporter.events
+    assert clean.input is question  # nothing to change: no copy made
+    assert secret.input == {"api_key": "[REDACTED]", "items": [1, 2]}
+    assert secret.input is not needs_masking
+    assert needs_masking["api_key"] == "sk-live-1"  # the application's object is untouched
+    assert secret.input["items"] is needs_masking["items"]  # a clean part is shared
+
+
+def test_a_processor_plugin_edits_private_copies_never_the_applications_values():
+    exporter = RecordingExporter()
+    question = {"q": "refund?"}
+    metadata = {"plan": "pro"}
+    client = Client(exporters=[exporter])
+    client.plugins.register(Enricher(), "test-enricher")
+    try:
+        client.log_event("tool_call", "search", input=question, metadata=metadata)
+        assert client.flush(5) is True
+    finally:
+        client.plugins.unregister("test-enricher")
+    try:
+        client.log_event("tool_call", "after", input=question)
+        assert client.flush(5) is True
+    finally:
+        client.close()
+    first, after = exporter.events
+    assert first.metadata == {"plan": "pro", "region": "eu-west"}
+    assert metadata == {"plan": "pro"}  # the enricher edited a copy
+    assert first.input == question and first.input is not question
+    # Once only built-in processors are left, clean values are shared again.
+    assert after.input is question
+
+
 def test_a_processor_returning_false_drops_the_event_and_counts_it_as_filtered():
     exporter = RecordingExporter()
     client = Client(exporters=[exporter])

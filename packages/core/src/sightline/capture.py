@@ -57,6 +57,11 @@ class Sanitizer:
       which are read as mappings;
     - values under secret-looking keys are replaced by ``[REDACTED]``, and bearer tokens or
       API-key-shaped strings inside text are masked.
+
+    The result is a copy, unless ``share_clean`` is set: then a ``dict`` or ``list`` that is
+    already strict JSON within every limit is returned as it is (no allocation), and only the
+    containers that need a change are copied. Set it only when nothing will change the result
+    in place afterwards, since it may be the caller's own object.
     """
 
     __slots__ = (
@@ -66,6 +71,7 @@ class Sanitizer:
         "max_items",
         "max_string",
         "scan_strings",
+        "share_clean",
     )
 
     def __init__(
@@ -75,12 +81,14 @@ class Sanitizer:
         max_items: int = 500,
         redact_keys: Iterable[str] = (),
         scan_strings: bool = True,
+        share_clean: bool = False,
     ) -> None:
         self.max_string = max_string
         self.max_depth = max_depth
         self.max_items = max_items
         self.extra_keys = frozenset(k.lower() for k in redact_keys)
         self.scan_strings = scan_strings
+        self.share_clean = share_clean
         # Key name → is it a secret. The same few keys come back in every event; two regex
         # searches per key were most of the cost of a small event.
         self._secret_keys: dict[str, bool] = {}
@@ -122,7 +130,11 @@ class Sanitizer:
             seen.add(ident)
             try:
                 if kind is dict:
+                    if self.share_clean and self._clean_dict(value, depth, seen):
+                        return value
                     return self._mapping(value, depth, seen)
+                if self.share_clean and self._clean_list(value, depth, seen):
+                    return value
                 return self._sequence(value, depth, seen)
             finally:
                 seen.discard(ident)
@@ -162,6 +174,38 @@ class Sanitizer:
             finally:
                 seen.discard(ident)
         return self._string(safe_repr(value, self.max_string))
+
+    # With share_clean, a dict or list already within every limit is kept rather than copied:
+    # two read-only checks find that, and the first item that would change sends the value
+    # down the copying path.
+
+    def _clean_dict(self, value: dict[Any, Any], depth: int, seen: set[int]) -> bool:
+        if len(value) > self.max_items:
+            return False
+        memo = self._secret_keys
+        for key, item in value.items():
+            if key.__class__ is not str:
+                return False
+            secret = memo.get(key)
+            if secret is None:
+                secret = is_secret_key(key, self.extra_keys)
+                if len(memo) < _SECRET_KEY_MEMO:
+                    memo[key] = secret
+            if (secret and item is not None) or not self._kept(item, depth, seen):
+                return False
+        return True
+
+    def _clean_list(self, value: list[Any], depth: int, seen: set[int]) -> bool:
+        return len(value) <= self.max_items and all(self._kept(i, depth, seen) for i in value)
+
+    def _kept(self, item: Any, depth: int, seen: set[int]) -> bool:
+        """True when ``item`` comes through sanitizing unchanged."""
+        cls = item.__class__
+        if cls is str:
+            return self._string(item) is item
+        if item is None or cls is int or cls is bool:
+            return True
+        return self._copy(item, depth + 1, seen) is item
 
     def _mapping(self, value: Mapping[Any, Any], depth: int, seen: set[int]) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -163,8 +163,22 @@ class PluginManager:
                 (self.pm.get_name(impl.plugin) or "?", impl.function)
                 for impl in reversed(caller.get_hookimpls())
             ]
+            if hook_name == "sightline_process_event":
+                self._processors_changed(impls)
             self._impl_cache[hook_name] = impls
             return impls
+
+    def _processors_changed(self, impls: list[tuple[str, Any]]) -> None:
+        """Tell the built-in redaction whether values it finds clean may be kept uncopied:
+        only while every processor is a built-in one (none of which edits values in place)."""
+        only_builtin = all(
+            (info := self.infos.get(name)) is not None and info.status == "builtin"
+            for name, _ in impls
+        )
+        for name, _ in impls:
+            share = getattr(self.pm.get_plugin(name), "share_clean_values", None)
+            if callable(share):
+                share(only_builtin)
 
     def call(self, hook_name: str, firstresult: bool = False, **kwargs: Any) -> Any:
         """Call every implementation; a raising plugin is logged once and disabled."""

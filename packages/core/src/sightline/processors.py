@@ -24,6 +24,16 @@ class RedactionProcessor:
         self.sanitize = Sanitizer(max_string=config.max_string, redact_keys=config.redact_keys)
         self.small = Sanitizer(max_string=1024, redact_keys=config.redact_keys)
 
+    def share_clean_values(self, share: bool) -> None:
+        """Keep clean inputs, outputs and metadata as they are instead of copying them.
+
+        The plugin manager turns this on while no processor other than the built-in ones runs
+        (so nothing changes a value in place after this one), and off when one is registered:
+        processors may edit values in place, and those must then be private copies, never the
+        application's own objects.
+        """
+        self.sanitize.share_clean = share
+
     @hookimpl(tryfirst=True)
     def sightline_process_event(self, event: Event) -> None:
         if event.id is None:

@@ -206,7 +206,7 @@ class SqliteStore:
         self._lock = threading.RLock()
         self._pid = os.getpid()
         if not readonly:
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._use_wal()
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: index pages stay hot
             self.migrate()
@@ -218,30 +218,52 @@ class SqliteStore:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> int:
-        """Apply every migration newer than the file's version; returns the new version."""
+        """Apply every migration newer than the file's version; returns the new version.
+
+        Safe when several connections (threads or processes) open a new file at once: each step
+        runs in one write transaction that first checks the version is still the one it moves
+        from, so a step is applied exactly once.
+        """
         with self._lock:
-            current = self.schema_version
-            if current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} has schema version {current}, newer than this Sightline "
-                    f"({SCHEMA_VERSION}); upgrade sightline"
-                )
-            for version in range(current, SCHEMA_VERSION):
-                try:
-                    self._conn.executescript(
-                        "BEGIN IMMEDIATE;\n"
-                        + MIGRATIONS[version]
-                        + f"\nPRAGMA user_version = {version + 1};\nCOMMIT;"
+            while True:
+                current = self.schema_version
+                if current > SCHEMA_VERSION:
+                    raise RuntimeError(
+                        f"{self.path} has schema version {current}, newer than this Sightline "
+                        f"({SCHEMA_VERSION}); upgrade sightline"
                     )
-                except sqlite3.OperationalError:
-                    # Another connection (thread or process opening the same new file) may
-                    # have applied this step between our version read and our write lock.
-                    # Release the lock we hold, then go on only if that is what happened.
-                    if self._conn.in_transaction:
-                        self._conn.rollback()
-                    if self.schema_version <= version:
-                        raise
-            return self.schema_version
+                if current == SCHEMA_VERSION:
+                    return current
+                self._apply_migration(current)
+
+    def _apply_migration(self, version: int) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self.schema_version == version:  # else another connection applied it meanwhile
+                for statement in _statements(MIGRATIONS[version]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _use_wal(self, timeout: float = 30.0) -> None:
+        """Switch the file to WAL. Switching needs the file to itself; while another connection
+        is busy with it (creating or migrating the same new file) SQLite answers "locked"
+        without waiting, so wait here. A file already in WAL needs nothing."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self._conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -598,6 +620,22 @@ def _wire(row: sqlite3.Row) -> dict[str, Any]:
         "metadata": body.get("metadata", {}),
         "tags": body.get("tags", []),
     }
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a migration script, one by one (``executescript`` would commit)."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        if not pending and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete statement in a migration: {pending.strip()[:60]!r}")
+    return statements
 
 
 def _summaries(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
