@@ -164,6 +164,47 @@ def bench_sqlite() -> tuple[float, int, int]:
     return total / elapsed, dropped, steady_stored
 
 
+def bench_store_growth(total: int = 600_000, window: int = 100_000) -> tuple[float, float]:
+    """Insert rate (events/s) into the store for the first and the last ``window`` events of a
+    file that grows to ``total``: a random-keyed index would slow the last down."""
+    from sightline.store import SqliteStore
+
+    def batch(first: int, count: int) -> list[Event]:
+        events = []
+        for index in range(first, first + count, 10):
+            root = Event(EventType.RUN, "request", metadata=METADATA).finish()
+            events.append(root)
+            for step in range(9):
+                events.append(
+                    Event(
+                        EventType.TOOL_CALL,
+                        "search",
+                        trace_id=root.trace_id,
+                        parent_span_id=root.span_id,
+                        input={"q": index + step},
+                    ).finish()
+                )
+        for event in events:
+            event.id = f"{event.start_ns:016x}{event.span_id}"  # as the pipeline assigns it
+        return events
+
+    rates = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(os.path.join(tmp, "growth.db"))
+        elapsed = 0.0
+        for first in range(0, total, 2000):
+            events = batch(first, 2000)
+            start = time.perf_counter()
+            store.insert_events(events)
+            elapsed += time.perf_counter() - start
+            if (first + 2000) % window == 0:
+                rates.append(window / elapsed)
+                elapsed = 0.0
+        assert store.count_events() == total
+        store.close()
+    return rates[0], rates[-1]
+
+
 def main() -> None:
     print("Sightline core benchmarks (medians; wall-clock and caller-thread CPU)")
     root, step, otel = bench_span()
@@ -190,6 +231,11 @@ def main() -> None:
     print(
         f"sqlite exporter: {throughput:,.0f} events/s track → indexed rows (goal ≥ 50,000); "
         f"steady 10,000/s for 3 s: {steady:,} stored, {dropped} dropped (goal 0)"
+    )
+    first, last = bench_store_growth()
+    print(
+        f"store inserts as the file grows to 600,000 events: {first:,.0f} events/s for the "
+        f"first 100,000, {last:,.0f} events/s for the last 100,000 ({last / first:.2f}x)"
     )
 
 
