@@ -316,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         langfuse_config(),
         openinference_config(),
     ]
+    # langchain-core turns its deprecation warnings back on when imported: silence them again.
+    warnings.filterwarnings("ignore")
     runnable = [c for c in configs if c.error is None]
     for config in runnable:  # warm up, then forget the warm-up
         run_round(chain, config, args.warmup)
