@@ -4,6 +4,7 @@ sampling keeps whole traces and always keeps errors."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import json
@@ -195,6 +196,54 @@ def test_every_exported_event_is_strict_json_whatever_was_recorded():
     b = next(e for e in events if e.name == "b")
     assert b.cost_usd is None
     assert b.usage.input_tokens == 0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": [1, 2.5, None, True, {"b": "text"}], "c": "x" * 13},
+        [[], {}, "", 0, -1, 1e300],
+    ],
+)
+def test_share_clean_keeps_a_clean_value_as_it_is(value):
+    from sightline.capture import Sanitizer
+
+    assert Sanitizer(share_clean=True)(value) is value
+    assert Sanitizer()(value) is not value
+    assert Sanitizer()(value) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"password": "hunter2"}, {"password": MASK}),
+        ({"n": [float("nan")]}, {"n": ["nan"]}),
+        ({"t": ("a", "b")}, {"t": ["a", "b"]}),
+        ({1: "one"}, {"1": "one"}),
+        ({"s": "y" * 40}, {"s": "y" * 30 + TRUNCATED}),
+        ({"auth": "Bearer abcdefgh12345678"}, {"auth": f"Bearer {MASK}"}),
+        ([{"deep": [[[[["x"]]]]]}], [{"deep": [[[TRUNCATED]]]}]),
+    ],
+)
+def test_share_clean_copies_a_value_with_anything_to_change(value, expected):
+    from sightline.capture import Sanitizer
+
+    original = copy.deepcopy(value)
+    result = Sanitizer(share_clean=True, max_string=30, max_depth=5)(value)
+    assert result == expected
+    assert result is not value
+    assert repr(value) == repr(original)  # the application's value is not changed
+
+
+def test_share_clean_copies_a_cyclic_value_and_marks_the_cycle():
+    from sightline.capture import Sanitizer
+
+    cyclic: dict = {"name": "loop"}
+    cyclic["self"] = cyclic
+    assert Sanitizer(share_clean=True)(cyclic) == {"name": "loop", "self": "[cycle]"}
+    shared = ["x"]
+    twice = {"a": shared, "b": shared}
+    assert Sanitizer(share_clean=True)(twice) is twice  # met twice is not a cycle
 
 
 def test_a_value_changed_after_it_was_checked_still_exports_as_json(tmp_path):

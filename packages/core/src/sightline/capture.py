@@ -59,9 +59,9 @@ class Sanitizer:
       API-key-shaped strings inside text are masked.
 
     The result is a copy, unless ``share_clean`` is set: then a ``dict`` or ``list`` that is
-    already strict JSON within every limit is returned as it is (no allocation), and only the
-    containers that need a change are copied. Set it only when nothing will change the result
-    in place afterwards, since it may be the caller's own object.
+    already strict JSON within every limit, with nothing to mask, is returned as it is (no
+    allocation). Set it only when nothing will change the result in place afterwards, since
+    it may be the caller's own object.
     """
 
     __slots__ = (
@@ -95,6 +95,9 @@ class Sanitizer:
 
     def __call__(self, value: Any) -> Any:
         try:
+            cls = value.__class__
+            if self.share_clean and (cls is dict or cls is list) and self._clean(value, 0, set()):
+                return value
             return self._copy(value, 0, set())
         except Exception as exc:  # the walk itself must never fail the event
             return f"<unserializable {type(value).__name__}: {type(exc).__name__}>"
@@ -130,11 +133,7 @@ class Sanitizer:
             seen.add(ident)
             try:
                 if kind is dict:
-                    if self.share_clean and self._clean_dict(value, depth, seen):
-                        return value
                     return self._mapping(value, depth, seen)
-                if self.share_clean and self._clean_list(value, depth, seen):
-                    return value
                 return self._sequence(value, depth, seen)
             finally:
                 seen.discard(ident)
@@ -175,37 +174,47 @@ class Sanitizer:
                 seen.discard(ident)
         return self._string(safe_repr(value, self.max_string))
 
-    # With share_clean, a dict or list already within every limit is kept rather than copied:
-    # two read-only checks find that, and the first item that would change sends the value
-    # down the copying path.
-
-    def _clean_dict(self, value: dict[Any, Any], depth: int, seen: set[int]) -> bool:
-        if len(value) > self.max_items:
+    def _clean(self, value: dict[Any, Any] | list[Any], depth: int, seen: set[int]) -> bool:
+        """True when ``value`` (a dict or list) is strict JSON within every limit, with no
+        secret to mask: then it can be kept as it is. A read-only walk, cheaper than a copy."""
+        if depth >= self.max_depth or len(value) > self.max_items:
             return False
-        memo = self._secret_keys
-        for key, item in value.items():
-            if key.__class__ is not str:
+        ident = id(value)
+        if ident in seen:
+            return False  # a cycle: the copying path marks it
+        seen.add(ident)
+        # Strings this short are never cut or masked: no call for them.
+        short = min(_SHORTEST_SECRET - 1, self.max_string)
+        if value.__class__ is dict:
+            memo = self._secret_keys
+            items: Iterable[Any] = value.values()
+            for key, item in value.items():
+                if key.__class__ is not str:
+                    return False
+                secret = memo.get(key)
+                if secret is None:
+                    secret = is_secret_key(key, self.extra_keys)
+                    if len(memo) < _SECRET_KEY_MEMO:
+                        memo[key] = secret
+                if secret and item is not None:
+                    return False
+        else:
+            items = value
+        for item in items:
+            cls = item.__class__
+            if cls is str:
+                if len(item) > short and self._string(item) is not item:
+                    return False
+            elif cls is dict or cls is list:
+                if not self._clean(item, depth + 1, seen):
+                    return False
+            elif cls is float:
+                if not math.isfinite(item):
+                    return False
+            elif not (item is None or cls is int or cls is bool):
                 return False
-            secret = memo.get(key)
-            if secret is None:
-                secret = is_secret_key(key, self.extra_keys)
-                if len(memo) < _SECRET_KEY_MEMO:
-                    memo[key] = secret
-            if (secret and item is not None) or not self._kept(item, depth, seen):
-                return False
+        seen.discard(ident)  # a value met twice without a cycle is fine
         return True
-
-    def _clean_list(self, value: list[Any], depth: int, seen: set[int]) -> bool:
-        return len(value) <= self.max_items and all(self._kept(i, depth, seen) for i in value)
-
-    def _kept(self, item: Any, depth: int, seen: set[int]) -> bool:
-        """True when ``item`` comes through sanitizing unchanged."""
-        cls = item.__class__
-        if cls is str:
-            return self._string(item) is item
-        if item is None or cls is int or cls is bool:
-            return True
-        return self._copy(item, depth + 1, seen) is item
 
     def _mapping(self, value: Mapping[Any, Any], depth: int, seen: set[int]) -> dict[str, Any]:
         out: dict[str, Any] = {}

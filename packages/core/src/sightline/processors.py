@@ -63,10 +63,16 @@ class RedactionProcessor:
             event.name = event.name[:1000] + "…"
         # Identity fields are strings on the wire: a session id given as a UUID (or an agent as
         # an enum...) must not make the whole batch fail to serialize in an exporter.
-        for key in ("agent", "session_id", "framework", "model"):
-            value = getattr(event, key)
-            if value is not None and type(value) is not str:
-                setattr(event, key, self.small(_text(value)))
+        if not (
+            (event.agent is None or event.agent.__class__ is str)
+            and (event.session_id is None or event.session_id.__class__ is str)
+            and (event.framework is None or event.framework.__class__ is str)
+            and (event.model is None or event.model.__class__ is str)
+        ):
+            for key in ("agent", "session_id", "framework", "model"):
+                value = getattr(event, key)
+                if value is not None and type(value) is not str:
+                    setattr(event, key, self.small(_text(value)))
         error = event.error
         if error is not None:
             finalize_error(error)
@@ -83,7 +89,11 @@ class RedactionProcessor:
             else:
                 error.message = self.sanitize(error.message)
         usage = event.usage
-        if usage is not None:
+        if usage is not None and not (
+            _count_ok(usage.input_tokens)
+            and _count_ok(usage.output_tokens)
+            and _count_ok(usage.total_tokens)
+        ):
             for key in ("input_tokens", "output_tokens", "total_tokens"):
                 value = getattr(usage, key)
                 if value is not None and (
@@ -103,6 +113,11 @@ class RedactionProcessor:
             except Exception:
                 event.cost_usd = None
         return None
+
+
+def _count_ok(value: object) -> bool:
+    """A token count needing no repair: ``None`` or a non-negative ``int`` (not a bool)."""
+    return value is None or (value.__class__ is int and value >= 0)
 
 
 def _text(value: object) -> str:
