@@ -224,6 +224,53 @@ def test_cli_hook_adds_a_subcommand(tmp_path, monkeypatch):
     assert result.stdout == "hello world\n"
 
 
+class HoldingIntegration:
+    """Like a framework with an event bus of its own: holds events until asked to flush."""
+
+    def __init__(self) -> None:
+        self.held: list[sightline.Event] = []
+        self.flushes: list[tuple[object, float]] = []
+
+    @sightline.hookimpl
+    def sightline_flush(self, client, timeout):
+        self.flushes.append((client, timeout))
+        while self.held:
+            client.track(self.held.pop(0))
+
+
+def test_flush_first_collects_what_integrations_still_hold():
+    exporter = InMemoryExporter()
+    integration = HoldingIntegration()
+    with sightline.Client(exporters=[exporter]) as client:
+        client.plugins.register(integration, "test-holding")
+        integration.held.append(sightline.Event("tool_call", "held-by-the-bus").finish())
+        client.log_event("custom", "tracked-directly")
+        assert client.flush(3.0) is True
+        names = sorted(e.name for e in exporter.events)
+        assert integration.flushes == [(client, 3.0)]
+    assert names == ["held-by-the-bus", "tracked-directly"]
+
+
+def test_a_flush_hook_that_raises_is_disabled_and_flush_still_delivers(caplog):
+    class Broken:
+        @sightline.hookimpl
+        def sightline_flush(self, client, timeout):
+            raise RuntimeError("bus gone")
+
+    exporter = InMemoryExporter()
+    with sightline.Client(exporters=[exporter]) as client:
+        client.plugins.register(Broken(), "test-broken-flush")
+        client.log_event("custom", "still-delivered")
+        with caplog.at_level(logging.ERROR, logger="sightline"):
+            assert client.flush(3.0) is True
+            assert client.flush(3.0) is True
+        statuses = {i.name: i.status for i in client.plugins.list()}
+        names = [e.name for e in exporter.events]
+    assert names == ["still-delivered"]
+    assert statuses["test-broken-flush"] == "failed"
+    assert len([r for r in caplog.records if "sightline_flush" in r.getMessage()]) == 1
+
+
 # -- meta-tests -------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from unittest.mock import ANY
 
@@ -261,6 +262,33 @@ def test_a_broken_client_never_raises_into_crewai(cap, server, llm):
 
     assert result.raw == "The sum is 3"
     assert cap.events == []
+
+
+def test_client_flush_waits_for_the_handlers_crewais_bus_still_runs(instrumented, server, llm):
+    """CrewAI runs its handlers on a pool of its own; kickoff() may return before they ran.
+    client.flush() waits for them (the sightline_flush hook), so a flush mid-process, not only
+    shutdown, delivers the whole run."""
+    server.add(Reply.tool_call("add", {"a": 1, "b": 2}), Reply.text("3"))
+    calculator_crew(llm()).kickoff()  # loads the listener
+    instrumented.clear()
+    tree = sightline_crewai.instrumentation.active_listener().tree
+    receive = tree.receive
+
+    def slow_receive(*args: object) -> None:
+        time.sleep(0.05)  # a busy handler pool
+        receive(*args)
+
+    tree.receive = slow_receive
+    server.add(Reply.tool_call("add", {"a": 1, "b": 2}), Reply.text("3"))
+    try:
+        calculator_crew(llm()).kickoff()
+        assert instrumented.client.flush(10) is True
+        exported = list(instrumented.exporter.events)  # read without draining the bus
+    finally:
+        tree.receive = receive
+    assert sorted(e.type.value for e in exported) == sorted(
+        ["run", "chain", "agent", "llm_invoke", "tool_call", "llm_invoke"]
+    )
 
 
 def test_uninstrument_stops_recording_and_instrument_is_idempotent(cap, server, llm):

@@ -365,10 +365,19 @@ class Client:
     # -- delivery -----------------------------------------------------------------------------
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Deliver everything tracked so far; True when it all reached the exporters in time."""
-        if self._pipeline is None:
+        """Deliver everything tracked so far; True when it all reached the exporters in time.
+
+        Integrations whose framework records on threads of its own are waited for first
+        (the ``sightline_flush`` hook), within the same ``timeout``.
+        """
+        pipeline = self._pipeline
+        if pipeline is None:
             return True
-        return self._pipeline.flush(timeout)
+        deadline = time.monotonic() + timeout
+        plugins = self._plugins
+        if plugins is not None and plugins.implementations("sightline_flush"):
+            plugins.call("sightline_flush", client=self, timeout=timeout)
+        return pipeline.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout: float = 5.0) -> bool:
         """Flush, stop the background threads and shut the exporters down. Idempotent."""

@@ -44,6 +44,16 @@ def sightline_uninstrument() -> None:
 
 
 @hookspec
+def sightline_flush(client: Client, timeout: float) -> None:
+    """Hand ``client`` what a framework still holds, before ``client.flush()`` drains it.
+
+    For integrations whose framework delivers its events on threads of its own (CrewAI's
+    event bus): wait, at most ``timeout`` seconds, until what was emitted so far has been
+    recorded. Called on the thread calling ``flush()``. Return value ignored.
+    """
+
+
+@hookspec
 def sightline_exporters(config: Config) -> Mapping[str, Callable[[Config], Exporter]] | None:
     """Offer exporters by name.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sightline_crewai.callback import SightlineCrewCallback
-from sightline_crewai.instrumentation import instrument, is_instrumented, uninstrument
+from sightline_crewai.instrumentation import flush, instrument, is_instrumented, uninstrument
 
 if TYPE_CHECKING:
     from sightline_crewai.listener import SightlineEventListener
@@ -28,6 +28,7 @@ __all__ = [
     "SightlineCrewCallback",
     "SightlineEventListener",
     "__version__",
+    "flush",
     "instrument",
     "is_instrumented",
     "uninstrument",

@@ -63,6 +63,14 @@ def uninstrument() -> None:
         listener.close()
 
 
+def flush(timeout: float = 5.0) -> None:
+    """Wait, at most ``timeout`` seconds, until CrewAI's event bus has run the handlers of the
+    events emitted so far, so that they are recorded. Nothing to do before CrewAI is loaded."""
+    listener = _listener
+    if listener is not None:
+        listener.flush(timeout)
+
+
 def is_instrumented() -> bool:
     """True between :func:`instrument` and :func:`uninstrument` (even before CrewAI loads)."""
     return _wanted

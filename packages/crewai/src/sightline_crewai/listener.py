@@ -138,6 +138,15 @@ class SightlineEventListener(BaseEventListener):
         on_crewai_event.__name__ = f"sightline_{kind}"
         return on_crewai_event
 
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait for the handlers CrewAI's bus has already dispatched (never raises)."""
+        if not self._active:
+            return
+        try:
+            crewai_event_bus.flush(timeout)
+        except Exception:
+            logger.debug("sightline: crewai: flushing the event bus failed", exc_info=True)
+
     def close(self, timeout: float = 5.0) -> None:
         """Wait for handlers already dispatched, unregister from the bus, end what is open.
 
@@ -145,10 +154,7 @@ class SightlineEventListener(BaseEventListener):
         """
         if not self._active:
             return
-        try:
-            crewai_event_bus.flush(timeout)
-        except Exception:
-            logger.debug("sightline: crewai: flushing the event bus failed", exc_info=True)
+        self.flush(timeout)
         self._active = False
         with _LIVE_LOCK:
             _LIVE.discard(self)

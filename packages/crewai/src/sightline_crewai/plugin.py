@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from sightline import hookimpl
-from sightline_crewai.instrumentation import instrument, uninstrument
+from sightline_crewai.instrumentation import flush, instrument, uninstrument
 
 
 @hookimpl
@@ -21,3 +21,9 @@ def sightline_instrument(client: Any) -> None:
 def sightline_uninstrument() -> None:
     """Unregister the CrewAI event listener."""
     uninstrument()
+
+
+@hookimpl
+def sightline_flush(client: Any, timeout: float) -> None:
+    """Wait until CrewAI's event bus has run the handlers of the events emitted so far."""
+    flush(timeout)
