@@ -124,7 +124,7 @@ def new_trace_id() -> str:
     W3C Trace Context asks for the right-most 7 bytes to be random, and these are 10. Time
     first makes a store's index on trace ids grow at one end instead of everywhere at once.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{_random_bits(80):020x}"
+    return f"{(time.time_ns() // 1_000_000) << 80 | _random_bits(80):032x}"
 
 
 def new_span_id() -> str:
