@@ -193,9 +193,7 @@ class Sanitizer:
                     return False
                 secret = memo.get(key)
                 if secret is None:
-                    secret = is_secret_key(key, self.extra_keys)
-                    if len(memo) < _SECRET_KEY_MEMO:
-                        memo[key] = secret
+                    secret = self._judge_key(key)
                 if secret and item is not None:
                     return False
         else:
@@ -216,6 +214,13 @@ class Sanitizer:
         seen.discard(ident)  # a value met twice without a cycle is fine
         return True
 
+    def _judge_key(self, name: str) -> bool:
+        """Is ``name`` a secret's key? Remembered: the same few names come back every event."""
+        secret = is_secret_key(name, self.extra_keys)
+        if len(self._secret_keys) < _SECRET_KEY_MEMO:
+            self._secret_keys[name] = secret
+        return secret
+
     def _mapping(self, value: Mapping[Any, Any], depth: int, seen: set[int]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for index, (key, item) in enumerate(list(value.items())):
@@ -225,9 +230,7 @@ class Sanitizer:
             name = key if isinstance(key, str) else safe_repr(key, 200)
             secret = self._secret_keys.get(name)
             if secret is None:
-                secret = is_secret_key(name, self.extra_keys)
-                if len(self._secret_keys) < _SECRET_KEY_MEMO:
-                    self._secret_keys[name] = secret
+                secret = self._judge_key(name)
             if secret and item is not None:
                 out[name] = MASK
             elif item.__class__ is str:  # the common leaf, without a call to _copy

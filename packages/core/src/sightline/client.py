@@ -374,9 +374,8 @@ class Client:
         if pipeline is None:
             return True
         deadline = time.monotonic() + timeout
-        plugins = self._plugins
-        if plugins is not None and plugins.implementations("sightline_flush"):
-            plugins.call("sightline_flush", client=self, timeout=timeout)
+        if self._plugins is not None:
+            self._plugins.call("sightline_flush", client=self, timeout=timeout)
         return pipeline.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout: float = 5.0) -> bool:

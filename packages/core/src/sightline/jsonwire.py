@@ -31,7 +31,7 @@ def _unsupported(value: Any) -> str:
     return safe_repr(value, 1000)
 
 
-_std_encode_lenient = json.JSONEncoder(
+_std_encode = json.JSONEncoder(
     ensure_ascii=False,
     separators=(",", ":"),
     allow_nan=False,
@@ -47,7 +47,7 @@ def dumps_bytes(value: Any) -> bytes:
             return _orjson.dumps(value, default=_unsupported)
         except TypeError:  # e.g. an int beyond 64 bits: the standard library handles it
             pass
-    return _std_encode_lenient(value).encode()
+    return _std_encode(value).encode()
 
 
 def dumps(value: Any) -> str:
@@ -57,7 +57,7 @@ def dumps(value: Any) -> str:
             return _orjson.dumps(value, default=_unsupported).decode()
         except TypeError:
             pass
-    return _std_encode_lenient(value)
+    return _std_encode(value)
 
 
 def loads(data: str | bytes) -> Any:

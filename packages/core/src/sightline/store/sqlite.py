@@ -512,9 +512,7 @@ class SqliteStore:
 def _row(event: Event) -> tuple[Any, ...]:
     """The row of an event, read straight from its attributes (the exporter's hot path)."""
     start = event.start_ns
-    end = event.end_ns
-    if end is None or end < start:
-        end = start
+    end = event.end_ns if event.end_ns is not None else start
     usage = event.usage
     error = event.error
     body: dict[str, Any] = {}
@@ -541,8 +539,8 @@ def _row(event: Event) -> tuple[Any, ...]:
         event.name,
         event.status.value,
         start,
-        event.end_ns if event.end_ns is not None else start,
-        round((end - start) / 1_000_000, 3),
+        end,
+        round(max(0, end - start) / 1_000_000, 3),
         event.agent,
         event.session_id,
         event.framework,
