@@ -9,7 +9,6 @@ import dataclasses
 import enum
 import json
 import math
-import os
 import uuid
 
 import pydantic
@@ -21,17 +20,6 @@ from sightline.event import Event, EventType
 from sightline.schema import validate_event
 from sightline.store import SqliteStore
 from sightline.testing import capture
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("SIGHTLINE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    previous = sightline.set_client(None)
-    yield
-    sightline.set_client(previous)
 
 
 def recorded_input(value, **options):

@@ -19,17 +19,6 @@ VALID_KEY = "sl_" + "A1b2C3d4-E5f6_G7h8" * 2  # 36 characters after the prefix
 OTHER_KEY = "sl_" + "z" * 32
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("SIGHTLINE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    previous = sightline.set_client(None)
-    yield
-    sightline.set_client(previous)
-
-
 def default_of(name: str) -> Any:
     spec = {f.name: f for f in dataclasses.fields(Config)}[name]
     return spec.default

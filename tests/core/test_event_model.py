@@ -7,7 +7,6 @@ import asyncio
 import copy
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,18 +34,6 @@ FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "events.json").read_t
 VALID: list[dict[str, Any]] = FIXTURE["valid"]
 INVALID: list[dict[str, Any]] = FIXTURE["invalid"]
 SCHEMA_VALIDATOR = jsonschema.Draft202012Validator(load_schema())
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    """No SIGHTLINE_* variable leaks in, nothing is written outside tmp_path, no global client."""
-    for name in list(os.environ):
-        if name.startswith("SIGHTLINE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    previous = sightline.set_client(None)
-    yield
-    sightline.set_client(previous)
 
 
 def schema_accepts(event: Any) -> bool:

@@ -5,7 +5,6 @@ or let the tool run with redacted arguments."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -13,18 +12,6 @@ import pytest
 
 import sightline
 from sightline import Decision, EventType, ToolDenied
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    """No SIGHTLINE_* variable leaks in, nothing is written outside tmp_path, no global client."""
-    for name in list(os.environ):
-        if name.startswith("SIGHTLINE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    previous = sightline.set_client(None)
-    yield
-    sightline.set_client(previous)
 
 
 class Policy:

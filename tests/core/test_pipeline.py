@@ -23,17 +23,6 @@ from sightline.exporters.jsonl import JsonlExporter
 from sightline.store import SqliteStore
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("SIGHTLINE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    previous = sightline.set_client(None)
-    yield
-    sightline.set_client(previous)
-
-
 class RecordingExporter:
     """Remembers every batch it was given, and the thread that gave it."""
 

@@ -20,18 +20,6 @@ BASE_NS = 1_773_480_000_000_000_000  # 2026-03-14T09:20:00Z
 MS = 1_000_000
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("SIGHTLINE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    previous = sightline.set_client(None)
-    yield
-    sightline.shutdown()
-    sightline.set_client(previous)
-
-
 @pytest.fixture
 def store(tmp_path):
     opened = SqliteStore(str(tmp_path / "store.db"))

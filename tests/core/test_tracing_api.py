@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import os
 import threading
 import time
 from typing import Any
@@ -17,19 +16,6 @@ import sightline
 from sightline import Client, EventType
 from sightline.event import ErrorInfo, Event, Usage
 from sightline.testing import InMemoryExporter, capture
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    """No SIGHTLINE_* variable leaks in, nothing is written outside tmp_path, no global client."""
-    for name in list(os.environ):
-        if name.startswith("SIGHTLINE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    previous = sightline.set_client(None)
-    yield
-    sightline.shutdown()
-    sightline.set_client(previous)
 
 
 @pytest.fixture
