@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -12,7 +13,7 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import RunnableLambda
 
 import sightline
-from sightline.testing import Capture
+from sightline.testing import Capture, InMemoryExporter
 from sightline_langchain import SightlineCallbackHandler
 from sightline_langchain import handler as handler_module
 from tests.langchain.langchain_events import only, wire
@@ -120,7 +121,7 @@ def test_a_failing_client_is_logged_and_never_reaches_langchain(
     cap: Capture, caplog: pytest.LogCaptureFixture
 ) -> None:
     class BrokenClient:
-        def start_span(self, *args: Any, **kwargs: Any) -> Any:
+        def defer(self, *args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("client is broken")
 
     handler = SightlineCallbackHandler(BrokenClient())  # type: ignore[arg-type]
@@ -163,6 +164,7 @@ def test_runs_that_never_end_are_evicted_and_marked_unfinished(
     ids = [uuid.uuid4() for _ in range(5)]
     for number, run_id in enumerate(ids):
         handler.on_chain_start(None, {}, run_id=run_id, name=f"abandoned-{number}")
+    cap.client.flush()  # runs are opened on the worker
     assert len(handler_module._RUNS) == 3
     assert [(e.name, e.metadata) for e in cap.events] == [
         ("abandoned-0", {"unfinished": True}),
@@ -181,3 +183,64 @@ def test_the_same_handler_listed_twice_records_each_run_once(cap: Capture) -> No
         ("chain", "RunnableSequence"),
         ("llm_invoke", "ScriptedChatModel"),
     ]
+
+
+# -- deferral: the callbacks queue, the worker records --------------------------------------
+
+
+def test_times_are_those_of_the_callbacks_not_of_the_worker(cap: Capture) -> None:
+    chain = RunnableLambda(lambda x: x) | chat_model(reply("ok"))
+    before = time.time_ns()
+    chain.invoke("hi", config={"callbacks": [SightlineCallbackHandler()]})
+    after = time.time_ns()
+    time.sleep(0.2)  # the worker (flush interval 50 ms) records well after the run ended
+    events = cap.events
+    assert len(events) == 3
+    for event in events:
+        assert event.end_ns is not None
+        assert before <= event.start_ns <= event.end_ns <= after
+
+
+def test_an_input_the_application_changes_afterwards_is_recorded_as_it_was(cap: Capture) -> None:
+    chain = RunnableLambda(lambda x: x["question"]) | chat_model(reply("ok"))
+    question = {"question": "first"}
+    chain.invoke(question, config={"callbacks": [SightlineCallbackHandler()]})
+    question["question"] = "second"  # before the worker has recorded the run
+    root = next(e for e in cap.events if e.name == "RunnableSequence")
+    assert root.input == {"question": "first"}
+
+
+def test_a_model_reply_changed_after_the_call_is_recorded_as_the_model_gave_it(
+    cap: Capture,
+) -> None:
+    handler = SightlineCallbackHandler()
+    run_id = uuid.uuid4()
+    message = AIMessage(content="answer")
+    handler.on_chat_model_start({"name": "Model"}, [[HumanMessage(content="q")]], run_id=run_id)
+    handler.on_llm_end(LLMResult(generations=[[ChatGeneration(message=message)]]), run_id=run_id)
+    message.name = "support"  # create_agent names the reply once the model returned it
+    message.content = "changed"
+    assert only(cap.events).output == {"role": "assistant", "content": "answer"}
+
+
+def test_a_failure_on_the_worker_is_logged_and_never_reaches_langchain(
+    cap: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    class FailingClient(sightline.Client):
+        def start_span(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("cannot start spans")
+
+    client = FailingClient(exporters=[exporter := InMemoryExporter()], flush_interval=0.05)
+    handler_module._failed_callbacks.clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="sightline"):
+            result = RunnableLambda(lambda x: x + 1).invoke(
+                1, config={"callbacks": [SightlineCallbackHandler(client)]}
+            )
+            client.flush()
+        assert result == 2
+        assert "on_chain_start failed" in caplog.text  # logged by the worker's replay
+        assert exporter.events == []
+        assert client.stats()["dropped"] == 0
+    finally:
+        client.close()

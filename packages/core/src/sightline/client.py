@@ -217,6 +217,22 @@ class Client:
             event.agent = self._default_agent
         return pipeline.submit(event)
 
+    def defer(self, record: tuple[Any, ...]) -> bool:
+        """Queue a deferred record: the worker calls ``record[0](record)`` later, in order with
+        the events tracked around it. Never blocks, never raises.
+
+        For integrations whose callbacks fire on the application's thread: a callback queues
+        what it was handed (with the time, and the ambient span if it matters) and the mapping
+        to events runs on the background worker. The call there starts and ends spans as usual
+        (giving ``start_ns`` / ``end_ns`` from the record); the events it ends are processed
+        in the same pass. Returns False when not accepted (disabled, closed, queue full:
+        counted as dropped in :meth:`stats`).
+        """
+        pipeline = self._pipeline
+        if pipeline is None:
+            return False
+        return pipeline.submit(record)
+
     def start_span(
         self,
         name: str,

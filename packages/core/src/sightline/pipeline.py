@@ -294,7 +294,7 @@ class Pipeline:
         _PIPELINES.add(self)
 
     def _reset(self) -> None:
-        self._queue: deque[Event] = deque()
+        self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._wake_sent = False
         self._flush_lock = threading.Lock()
@@ -306,8 +306,11 @@ class Pipeline:
 
     # -- caller's thread ----------------------------------------------------------------------
 
-    def submit(self, event: Event) -> bool:
-        """Enqueue without blocking; False (and counted) when the queue is full or closed."""
+    def submit(self, event: Event | tuple[Any, ...]) -> bool:
+        """Enqueue without blocking; False (and counted) when the queue is full or closed.
+
+        Besides events, the queue takes deferred records (see :meth:`Client.defer`).
+        """
         queue = self._queue
         if len(queue) >= self.capacity or self._closed:
             self.dropped.add()
@@ -354,7 +357,7 @@ class Pipeline:
             if self._stopping and not queue:
                 return
 
-    def _drain(self, queue: deque[Event]) -> None:
+    def _drain(self, queue: deque[Any]) -> None:
         batch: list[Event] = []
         process = self._process
         size = self.batch_size
@@ -363,6 +366,11 @@ class Pipeline:
                 event = queue.popleft()
             except IndexError:
                 break
+            if event.__class__ is tuple:
+                # A deferred record (Client.defer): its call runs here and the events it ends
+                # come back through the queue, to be processed further down this same loop.
+                self._replay(event)
+                continue
             self.processed += 1
             try:
                 keep = process(event)
@@ -379,6 +387,13 @@ class Pipeline:
                 batch = []
         if batch:
             self._dispatch(batch)
+
+    def _replay(self, record: tuple[Any, ...]) -> None:
+        try:
+            record[0](record)
+        except Exception:
+            self.processor_errors.add()
+            logger.exception("sightline: a deferred record failed; its events may be incomplete")
 
     def _dispatch(self, batch: list[Event]) -> None:
         for worker in self.exporters:
@@ -434,14 +449,26 @@ class Pipeline:
         exporters, so that one with ``persist`` (the http spool) keeps them (see ``stop``)."""
         if not any(callable(getattr(w.exporter, "persist", None)) for w in self.exporters):
             return
-        leftovers: list[Event] = []
+        queued: list[Any] = []
         while True:
             try:
-                leftovers.append(self._queue.popleft())
+                queued.append(self._queue.popleft())
             except IndexError:
                 break
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(1.0)  # let the worker dispatch the batch it is holding
+        leftovers = [item for item in queued if item.__class__ is not tuple]
+        records = [item for item in queued if item.__class__ is tuple]
+        if records:
+            # Deferred records end their events through submit(): let them in once more.
+            closed, self._closed = self._closed, False
+            try:
+                for record in records:
+                    self._replay(record)
+            finally:
+                self._closed = closed
+            while self._queue:
+                leftovers.append(self._queue.popleft())
         batch: list[Event] = []
         for event in leftovers:
             try:

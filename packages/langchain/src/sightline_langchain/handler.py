@@ -1,15 +1,27 @@
 """``SightlineCallbackHandler``: LangChain runs as Sightline events.
 
 Each LangChain run (chain, chat model, LLM, tool, retriever) becomes one span, ended when the run
-ends; parent links follow LangChain's ``run_id`` / ``parent_run_id``. Open runs live in one map
-shared by every handler instance, which is what lets an explicit handler and the global one
-(:func:`sightline_langchain.instrument`) see the same run without recording it twice: the first
-Sightline handler to see a run records it, any other one only joins it.
+ends; parent links follow LangChain's ``run_id`` / ``parent_run_id``.
+
+The work is split in two halves:
+
+- the callbacks, on the application's thread, only queue what LangChain handed them, with the
+  time and the ambient Sightline span (:meth:`sightline.Client.defer`): a tuple and a deque
+  append, with a shallow copy of a dict or list input/output so that the application reusing
+  it afterwards does not change what is recorded;
+- the background worker replays them, in order, through the methods named after the callbacks
+  without ``on`` (``_chain_start``...): names, kinds, messages, usage, parent links, spans.
+
+Open runs live in one map shared by every handler instance and touched by the worker alone,
+which is what lets an explicit handler and the global one (:func:`sightline_langchain.instrument`)
+see the same run without recording it twice: the first Sightline handler to see a run records
+it, any other one only joins it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,9 +29,9 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from sightline.client import AMBIENT, Client, get_client
+from sightline.client import Client, get_client
 from sightline.event import ErrorKind, EventType, Usage
-from sightline.span import Span
+from sightline.span import Span, current_span
 from sightline_langchain import mapping
 from sightline_langchain.mapping import AGENT_NAMES, INTERNAL_TAG_PREFIXES
 
@@ -73,6 +85,40 @@ class _Run:
 _RUNS: dict[Any, _Run] = {}
 
 
+# The record being replayed: when its callback fired, the span ambient on the application's
+# thread then, and the client the handler reported to then. Set by _replay under _REPLAY_LOCK:
+# a client's worker is one thread, the lock only matters when the runs of one tree report to
+# two clients (two workers).
+_at = 0
+_ambient: Span | None = None
+_client: Client | None = None
+_REPLAY_LOCK = threading.Lock()
+
+
+def _replay(record: tuple[Any, ...]) -> None:
+    """On the worker: run a queued callback's recording method (see ``Client.defer``)."""
+    global _at, _ambient, _client
+    _, handler, method, args, kwargs, at, ambient, client = record
+    with _REPLAY_LOCK:
+        _at = at
+        _ambient = ambient
+        _client = client
+        try:
+            method(handler, *args, **kwargs)
+        finally:
+            _client = _ambient = None
+
+
+def _own(value: Any) -> Any:
+    """A dict or list the application handed over, copied one level deep (see the module doc)."""
+    cls = value.__class__
+    if cls is dict:
+        return value.copy()
+    if cls is list:
+        return value.copy()
+    return value
+
+
 def _run_key(run_id: Any) -> Any:
     return run_id.int if run_id.__class__ is UUID else run_id
 
@@ -123,7 +169,80 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         kind = "global" if self.is_global else "explicit"
         return f"<SightlineCallbackHandler {kind} agent={self.agent!r}>"
 
-    # -- run bookkeeping ----------------------------------------------------------------------
+    # -- callbacks: on the application's thread, queue what LangChain handed over -----------
+
+    def _defer(self, method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            client = self.client if self.client is not None else get_client()
+            record = (_replay, self, method, args, kwargs, time.time_ns(), current_span(), client)
+            client.defer(record)
+        except Exception:
+            _callback_failed("on" + method.__name__)
+
+    def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._chain_start, (serialized, _own(inputs)), kwargs)
+
+    def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._chain_end, (_own(outputs),), kwargs)
+
+    def on_chain_error(self, error: BaseException, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._chain_error, (error,), kwargs)
+
+    def on_agent_action(self, action: Any, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._agent_action, (action,), kwargs)
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._chat_model_start, (serialized, messages), kwargs)
+
+    def on_llm_start(self, serialized: Any, prompts: Any, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._llm_start, (serialized, prompts), kwargs)
+
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        # Only whether the token had content counts: the chunk is not kept.
+        self._defer(SightlineCallbackHandler._llm_new_token, (token,), {"run_id": run_id})
+
+    def on_stream_event(self, event: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._stream_event, (event,), {"run_id": run_id})
+
+    def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+        # Read now: agents change the message once the model returned (create_agent names it).
+        self._defer(SightlineCallbackHandler._llm_end, (_read_result(response),), kwargs)
+
+    def on_llm_error(self, error: BaseException, **kwargs: Any) -> None:
+        response = kwargs.pop("response", None)
+        if response is not None:
+            kwargs["outcome"] = _read_result(response)
+        self._defer(SightlineCallbackHandler._llm_error, (error,), kwargs)
+
+    def on_tool_start(self, serialized: Any, input_str: Any, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._tool_start, (serialized, input_str), kwargs)
+
+    def on_tool_end(self, output: Any, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._tool_end, (_own(output),), kwargs)
+
+    def on_tool_error(self, error: BaseException, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._tool_error, (error,), kwargs)
+
+    def on_retriever_start(self, serialized: Any, query: Any, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._retriever_start, (serialized, query), kwargs)
+
+    def on_retriever_end(self, documents: Any, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._retriever_end, (_own(documents),), kwargs)
+
+    def on_retriever_error(self, error: BaseException, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._retriever_error, (error,), kwargs)
+
+    def on_retry(self, retry_state: Any, **kwargs: Any) -> None:
+        try:  # read now: the retrying library reuses its state object for the next attempt
+            retry = mapping.retry_record(retry_state)
+        except Exception:
+            retry = None
+        self._defer(SightlineCallbackHandler._retry, (retry,), kwargs)
+
+    def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._custom_event, (name, _own(data)), kwargs)
+
+    # -- run bookkeeping (on the worker, as is everything below) -----------------------------
 
     def _start(
         self,
@@ -144,7 +263,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         if existing is not None:
             self._join(existing)
             return None
-        client = self.client if self.client is not None else get_client()
+        client = _client or get_client()
         if parent_run_id is None:
             parent = None
         else:
@@ -188,16 +307,17 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             span = client.start_span(
                 name,
                 type,
-                parent=parent.span if parent is not None else AMBIENT,
+                parent=parent.span if parent is not None else _ambient,
                 input=input,
                 framework=FRAMEWORK,
                 model=model,
+                start_ns=_at,
             )
         else:
             span = client.start_span(
                 name,
                 type,
-                parent=parent.span if parent is not None else AMBIENT,
+                parent=parent.span if parent is not None else _ambient,
                 input=input,
                 metadata=meta,
                 tags=event_tags,
@@ -205,6 +325,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 session_id=session_id,
                 framework=FRAMEWORK,
                 model=model,
+                start_ns=_at,
             )
         if span.__class__ is not Span and not span.is_recording:
             return None
@@ -259,17 +380,18 @@ class SightlineCallbackHandler(BaseCallbackHandler):
     def _unmatched(
         self, parent_run_id: UUID | None, type: EventType, name: Any, default: str
     ) -> _Run | None:
-        client = self.client if self.client is not None else get_client()
+        client = _client or get_client()
         parent = _RUNS.get(_run_key(parent_run_id)) if parent_run_id is not None else None
         span = client.start_span(
             name if name and isinstance(name, str) else default,
             type,
-            parent=parent.span if parent is not None else AMBIENT,
+            parent=parent.span if parent is not None else _ambient,
             metadata={"unmatched_run": True},
             tags=list(self.tags) if self.tags else None,
             agent=self.agent,
             session_id=self.session_id,
             framework=FRAMEWORK,
+            start_ns=_at,
         )
         if not span.is_recording:
             return None
@@ -282,7 +404,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         span = record.span
         if mapping.is_control_flow(error):
             span.event.metadata["interrupted"] = type(error).__name__
-            span.end()
+            span.end(_at)
             return
         # An error that only passes through (a tool's error reaching the agent) keeps the kind
         # of the run it came from.
@@ -293,11 +415,11 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             parent = _RUNS.get(_run_key(parent_run_id))
             if parent is not None and span.event.error is not None:
                 parent.child = (error, span.event.error.kind)
-        span.end()
+        span.end(_at)
 
     # -- chains, agents, graphs ---------------------------------------------------------------
 
-    def on_chain_start(
+    def _chain_start(
         self,
         serialized: dict[str, Any] | None,
         inputs: Any,
@@ -336,7 +458,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         except Exception:
             _callback_failed("on_chain_start")
 
-    def on_chain_end(
+    def _chain_end(
         self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         try:
@@ -360,11 +482,11 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             inputs = kwargs.get("inputs")
             if inputs is not None:  # streamed runs learn their input only at the end
                 event.input = mapping.compact_value(inputs)
-            record.span.end()
+            record.span.end(_at)
         except Exception:
             _callback_failed("on_chain_end")
 
-    def on_chain_error(
+    def _chain_error(
         self,
         error: BaseException,
         *,
@@ -385,7 +507,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         except Exception:
             _callback_failed("on_chain_error")
 
-    def on_agent_action(
+    def _agent_action(
         self, action: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         """A legacy agent chose a tool: the run is an agent, the choice a ``decision`` event."""
@@ -401,17 +523,18 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 EventType.DECISION,
                 input=getattr(action, "tool_input", None),
                 framework=FRAMEWORK,
+                start_ns=_at,
             )
             log = getattr(action, "log", None)
             if log:
                 decision.event.output = log
-            decision.end()
+            decision.end(_at)
         except Exception:
             _callback_failed("on_agent_action")
 
     # -- chat models and LLMs -----------------------------------------------------------------
 
-    def on_chat_model_start(
+    def _chat_model_start(
         self,
         serialized: dict[str, Any] | None,
         messages: list[list[Any]],
@@ -431,7 +554,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         except Exception:
             _callback_failed("on_chat_model_start")
 
-    def on_llm_start(
+    def _llm_start(
         self,
         serialized: dict[str, Any] | None,
         prompts: list[str],
@@ -473,7 +596,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             extra={"provider": provider} if provider else None,
         )
 
-    def on_llm_new_token(
+    def _llm_new_token(
         self,
         token: Any,
         *,
@@ -491,14 +614,14 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 stream = record.stream = _Stream()
             if token:
                 if not stream.first_token_ns:
-                    stream.first_token_ns = time.time_ns()
+                    stream.first_token_ns = _at
                 stream.tokens += 1
             elif not stream.first_chunk_ns:
-                stream.first_chunk_ns = time.time_ns()
+                stream.first_chunk_ns = _at
         except Exception:
             _callback_failed("on_llm_new_token")
 
-    def on_stream_event(
+    def _stream_event(
         self, event: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         """Streaming through ``stream_events(version="v3")``: content deltas count as tokens."""
@@ -511,15 +634,20 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 stream = record.stream = _Stream()
             if event.get("event") == "content-block-delta":
                 if not stream.first_token_ns:
-                    stream.first_token_ns = time.time_ns()
+                    stream.first_token_ns = _at
                 stream.deltas += 1
             elif not stream.first_chunk_ns:
-                stream.first_chunk_ns = time.time_ns()
+                stream.first_chunk_ns = _at
         except Exception:
             _callback_failed("on_stream_event")
 
-    def on_llm_end(
-        self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    def _llm_end(
+        self,
+        outcome: mapping.LLMOutcome,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
     ) -> None:
         try:
             key = run_id.int if run_id.__class__ is UUID else run_id  # inline _run_key
@@ -537,12 +665,12 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 )
                 if record is None:
                     return
-            _fill_llm_result(record, response)
-            record.span.end()
+            _fill_llm_result(record, outcome)
+            record.span.end(_at)
         except Exception:
             _callback_failed("on_llm_end")
 
-    def on_llm_error(
+    def _llm_error(
         self,
         error: BaseException,
         *,
@@ -556,9 +684,9 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             )
             if record is None:
                 return
-            response = kwargs.get("response")
-            if response is not None:
-                _fill_llm_result(record, response)
+            outcome = kwargs.get("outcome")
+            if outcome is not None:
+                _fill_llm_result(record, outcome)
             else:
                 _fill_streaming(record)
             self._fail(record, error, parent_run_id)
@@ -567,7 +695,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
 
     # -- tools --------------------------------------------------------------------------------
 
-    def on_tool_start(
+    def _tool_start(
         self,
         serialized: dict[str, Any] | None,
         input_str: str,
@@ -594,7 +722,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         except Exception:
             _callback_failed("on_tool_start")
 
-    def on_tool_end(
+    def _tool_end(
         self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         try:
@@ -610,11 +738,11 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 span.event.metadata["tool_call_id"] = tool_call_id
             if error is not None:  # a handled tool error (handle_tool_error=True)
                 span.set_error(kind=ErrorKind.TOOL, type="ToolError", message=error)
-            span.end()
+            span.end(_at)
         except Exception:
             _callback_failed("on_tool_end")
 
-    def on_tool_error(
+    def _tool_error(
         self,
         error: BaseException,
         *,
@@ -637,7 +765,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
 
     # -- retrievers ---------------------------------------------------------------------------
 
-    def on_retriever_start(
+    def _retriever_start(
         self,
         serialized: dict[str, Any] | None,
         query: str,
@@ -661,7 +789,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         except Exception:
             _callback_failed("on_retriever_start")
 
-    def on_retriever_end(
+    def _retriever_end(
         self, documents: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         try:
@@ -675,11 +803,11 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             event.output = summaries
             if count is not None:
                 event.metadata["document_count"] = count
-            record.span.end()
+            record.span.end(_at)
         except Exception:
             _callback_failed("on_retriever_end")
 
-    def on_retriever_error(
+    def _retriever_error(
         self,
         error: BaseException,
         *,
@@ -699,20 +827,20 @@ class SightlineCallbackHandler(BaseCallbackHandler):
 
     # -- retries and custom events ------------------------------------------------------------
 
-    def on_retry(
-        self, retry_state: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    def _retry(
+        self, retry: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
-        """A retry of a run is appended to the run's ``metadata["retries"]``."""
+        """A retry of a run (read by ``on_retry``) is appended to ``metadata["retries"]``."""
         try:
             record = _RUNS.get(_run_key(run_id))
             if record is None or record.owner is not self:
                 return
             retries = record.span.event.metadata.setdefault("retries", [])
-            retries.append(mapping.retry_record(retry_state))
+            retries.append(retry)
         except Exception:
             _callback_failed("on_retry")
 
-    def on_custom_event(
+    def _custom_event(
         self,
         name: str,
         data: Any,
@@ -727,25 +855,34 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             record = _RUNS.get(_run_key(run_id))
             if record is not None and record.owner is not self and record.owner is not None:
                 return  # the handler recording the run records its custom events
-            client = self.client if self.client is not None else get_client()
+            client = _client or get_client()
             span = client.start_span(
                 name if isinstance(name, str) and name else "custom_event",
                 EventType.CUSTOM,
-                parent=record.span if record is not None else AMBIENT,
+                parent=record.span if record is not None else _ambient,
                 input=data,
                 framework=FRAMEWORK,
                 agent=self.agent,
                 session_id=self.session_id,
+                start_ns=_at,
             )
-            span.end()
+            span.end(_at)
         except Exception:
             _callback_failed("on_custom_event")
 
 
-def _fill_llm_result(record: _Run, response: Any) -> None:
+def _read_result(response: Any) -> mapping.LLMOutcome:
+    """``read_llm_result`` on the application's thread; an empty outcome if it fails."""
+    try:
+        return mapping.read_llm_result(response)
+    except Exception:
+        _callback_failed("on_llm_end")
+        return mapping.LLMOutcome()
+
+
+def _fill_llm_result(record: _Run, outcome: mapping.LLMOutcome) -> None:
     span = record.span
     event = span.event
-    outcome = mapping.read_llm_result(response)
     event.output = outcome.output
     if outcome.usage is not None:
         event.usage = Usage(*outcome.usage)
@@ -790,7 +927,7 @@ def _evict_oldest() -> None:
     if record is not None and not record.done:
         record.done = True
         record.span.event.metadata["unfinished"] = True
-        record.span.end()
+        record.span.end(_at)
 
 
 _failed_callbacks: set[str] = set()
