@@ -3,8 +3,9 @@
 Every function here is an extractor: it reads what LangChain handed to a callback and returns a
 plain value for one event field. Each one is guarded: a failure to read an attribute loses that
 attribute (the function returns its empty answer), never the event and never the user's call.
-They run on the caller's thread, so they only pick values out; turning those values into bounded
-JSON is left to the background worker.
+They run on the background worker, replaying what the callbacks queued (``read_llm_result`` and
+``retry_record`` run in the callback itself: what they read changes right after it). They only
+pick values out; turning those values into bounded JSON is left to the redaction processor.
 """
 
 from __future__ import annotations
