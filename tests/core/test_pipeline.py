@@ -571,3 +571,57 @@ def test_events_of_a_multiprocessing_child_are_flushed_when_it_ends(tmp_path):
     finally:
         store.close()
     assert names == ["child-1", "parent"]
+
+
+# -- deferred records (Client.defer) ---------------------------------------------------------
+
+
+def test_deferred_records_run_on_the_worker_in_order_and_their_events_are_delivered():
+    exporter = RecordingExporter()
+    calls: list[tuple[str, int]] = []
+
+    def record_step(record: tuple) -> None:
+        _, name, at = record
+        calls.append((name, threading.get_ident()))
+        span = client.start_span(name, parent=None, start_ns=at)
+        span.end(at + 1000)
+
+    with Client(exporters=[exporter], flush_interval=60) as client:
+        client.track(event("before"))
+        assert client.defer((record_step, "deferred-1", 1_000_000)) is True
+        assert client.defer((record_step, "deferred-2", 2_000_000)) is True
+        client.track(event("after"))
+        assert calls == []  # nothing ran on the caller's thread
+        assert client.flush(5) is True
+        names = [e.name for e in exporter.events]
+        assert sorted(names) == ["after", "before", "deferred-1", "deferred-2"]
+        assert names.index("deferred-1") < names.index("deferred-2")
+        assert [name for name, _ in calls] == ["deferred-1", "deferred-2"]
+        assert {thread for _, thread in calls} != {threading.get_ident()}
+        deferred = [e for e in exporter.events if e.name.startswith("deferred")]
+        assert [(e.start_ns, e.end_ns) for e in deferred] == [
+            (1_000_000, 1_001_000),
+            (2_000_000, 2_001_000),
+        ]
+        stats = client.stats()
+        assert (stats["processed"], stats["exported"], stats["dropped"]) == (4, 4, 0)
+
+
+def test_a_failing_deferred_record_is_counted_and_the_others_still_run(caplog):
+    exporter = RecordingExporter()
+
+    def broken(record: tuple) -> None:
+        raise RuntimeError("cannot replay")
+
+    with Client(exporters=[exporter], flush_interval=60) as client:
+        with caplog.at_level(logging.ERROR, logger="sightline"):
+            assert client.defer((broken,)) is True
+            client.track(event("kept"))
+            assert client.flush(5) is True
+        assert [e.name for e in exporter.events] == ["kept"]
+        assert client.stats()["processor_errors"] == 1
+        assert "deferred record failed" in caplog.text
+
+
+def test_defer_on_a_disabled_client_is_refused():
+    assert Client(enabled=False).defer((print, "never")) is False

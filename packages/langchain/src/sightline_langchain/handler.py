@@ -112,11 +112,7 @@ def _replay(record: tuple[Any, ...]) -> None:
 def _own(value: Any) -> Any:
     """A dict or list the application handed over, copied one level deep (see the module doc)."""
     cls = value.__class__
-    if cls is dict:
-        return value.copy()
-    if cls is list:
-        return value.copy()
-    return value
+    return value.copy() if cls is dict or cls is list else value
 
 
 def _run_key(run_id: Any) -> Any:
