@@ -244,3 +244,48 @@ def test_a_failure_on_the_worker_is_logged_and_never_reaches_langchain(
         assert client.stats()["dropped"] == 0
     finally:
         client.close()
+
+
+def test_queued_callbacks_keep_no_run_ids_or_positional_tags_alive() -> None:
+    """Records waiting for the worker hold what it needs and nothing more: LangChain's run-id
+    objects and a lone positional tag are not kept alive by them, and the tree is still right."""
+    import gc
+    import weakref
+
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    run_ids: list[weakref.ref[Any]] = []
+    tag_lists: list[list[str]] = []
+
+    class Watcher(BaseCallbackHandler):
+        def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
+            run_ids.append(weakref.ref(kwargs["run_id"]))
+            if kwargs.get("tags"):
+                tag_lists.append(kwargs["tags"])
+
+    exporter = InMemoryExporter()
+    # The worker waits for a flush: every record is still queued after invoke returns.
+    client = sightline.Client(exporters=[exporter], flush_interval=3600, batch_size=100_000)
+    try:
+        chain = RunnableLambda(lambda x: x + 1) | RunnableLambda(lambda x: x * 2)
+        callbacks = [SightlineCallbackHandler(client), Watcher()]
+        assert chain.invoke(1, config={"callbacks": callbacks}) == 4
+        assert client.stats()["queued"] == 6  # 3 runs, a start and an end each
+        gc.collect()
+        assert len(run_ids) == 3
+        assert [ref() for ref in run_ids] == [None, None, None]
+        assert [tags[0][:9] for tags in tag_lists] == ["seq:step:", "seq:step:"]
+        for tags in tag_lists:  # only this test's list still refers to them
+            assert gc.get_referrers(tags) == [tag_lists]
+
+        assert client.flush()
+        assert len(exporter.events) == 3
+        root = next(event for event in exporter.events if event.name == "RunnableSequence")
+        children = [event for event in exporter.events if event is not root]
+        assert [event.name for event in children] == ["RunnableLambda", "RunnableLambda"]
+        assert [event.parent_span_id for event in children] == [root.span_id] * 2
+        assert [event.output for event in children] == [2, 4]
+        assert (root.input, root.output) == (1, 4)
+        assert all(event.tags == [] for event in exporter.events)
+    finally:
+        client.close()

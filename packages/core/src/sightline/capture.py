@@ -96,7 +96,9 @@ class Sanitizer:
     def __call__(self, value: Any) -> Any:
         try:
             cls = value.__class__
-            if self.share_clean and (cls is dict or cls is list) and self._clean(value, 0, set()):
+            if cls is str:
+                return self._string(value)
+            if self.share_clean and (cls is dict or cls is list) and self._clean(value, 0):
                 return value
             return self._copy(value, 0, set())
         except Exception as exc:  # the walk itself must never fail the event
@@ -174,45 +176,55 @@ class Sanitizer:
                 seen.discard(ident)
         return self._string(safe_repr(value, self.max_string))
 
-    def _clean(self, value: dict[Any, Any] | list[Any], depth: int, seen: set[int]) -> bool:
+    def _clean(self, value: dict[Any, Any] | list[Any], depth: int) -> bool:
         """True when ``value`` (a dict or list) is strict JSON within every limit, with no
-        secret to mask: then it can be kept as it is. A read-only walk, cheaper than a copy."""
+        secret to mask: then it can be kept as it is. A read-only walk, cheaper than a copy.
+
+        No set of containers seen: a cycle runs into ``max_depth`` and is then found unclean,
+        and the copying path marks it."""
         if depth >= self.max_depth or len(value) > self.max_items:
             return False
-        ident = id(value)
-        if ident in seen:
-            return False  # a cycle: the copying path marks it
-        seen.add(ident)
         # Strings this short are never cut or masked: no call for them.
-        short = min(_SHORTEST_SECRET - 1, self.max_string)
+        short = _SHORTEST_SECRET - 1 if self.max_string >= _SHORTEST_SECRET else self.max_string
         if value.__class__ is dict:
             memo = self._secret_keys
-            items: Iterable[Any] = value.values()
             for key, item in value.items():
                 if key.__class__ is not str:
                     return False
+                cls = item.__class__
+                if cls is str:
+                    if len(item) > short and self._string(item) is not item:
+                        return False
+                    secret = memo.get(key)
+                    if secret is None:
+                        secret = self._judge_key(key)
+                    if secret:
+                        return False
+                    continue
+                if item is None:
+                    continue  # a None under a secret's key has nothing to mask
                 secret = memo.get(key)
                 if secret is None:
                     secret = self._judge_key(key)
-                if secret and item is not None:
+                if secret or not self._clean_leaf(item, cls, short, depth):
                     return False
-        else:
-            items = value
-        for item in items:
+            return True
+        for item in value:
             cls = item.__class__
             if cls is str:
                 if len(item) > short and self._string(item) is not item:
                     return False
-            elif cls is dict or cls is list:
-                if not self._clean(item, depth + 1, seen):
-                    return False
-            elif cls is float:
-                if not math.isfinite(item):
-                    return False
-            elif not (item is None or cls is int or cls is bool):
+            elif item is not None and not self._clean_leaf(item, cls, short, depth):
                 return False
-        seen.discard(ident)  # a value met twice without a cycle is fine
         return True
+
+    def _clean_leaf(self, item: Any, cls: type, short: int, depth: int) -> bool:
+        """``_clean`` for one item that is not a string nor ``None``."""
+        if cls is dict or cls is list:
+            return self._clean(item, depth + 1)
+        if cls is float:
+            return math.isfinite(item)
+        return cls is int or cls is bool
 
     def _judge_key(self, name: str) -> bool:
         """Is ``name`` a secret's key? Remembered: the same few names come back every event."""

@@ -93,26 +93,35 @@ _at = 0
 _ambient: Span | None = None
 _client: Client | None = None
 _REPLAY_LOCK = threading.Lock()
+_time_ns = time.time_ns
+_current_span = current_span
 
 
 def _replay(record: tuple[Any, ...]) -> None:
-    """On the worker: run a queued callback's recording method (see ``Client.defer``)."""
+    """On the worker: run a queued callback's recording method (see ``Client.defer``).
+
+    A record is ``(_replay, handler, method, kwargs, time_ns, ambient span, client, *args)``.
+    """
     global _at, _ambient, _client
-    _, handler, method, args, kwargs, at, ambient, client = record
     with _REPLAY_LOCK:
-        _at = at
-        _ambient = ambient
-        _client = client
+        _at = record[4]
+        _ambient = record[5]
+        _client = record[6]
         try:
-            method(handler, *args, **kwargs)
+            record[2](record[1], *record[7:], **record[3])
         finally:
             _client = _ambient = None
 
 
 def _own(value: Any) -> Any:
-    """A dict or list the application handed over, copied one level deep (see the module doc)."""
+    """A dict or list the application handed over, copied one level deep, and a ``str``
+    subclass (LangChain's ``TextAccessor``) as a plain ``str`` (see the module doc)."""
     cls = value.__class__
-    return value.copy() if cls is dict or cls is list else value
+    if cls is dict or cls is list:
+        return value.copy()
+    if cls is not str and isinstance(value, str):
+        return str.__str__(value)
+    return value
 
 
 def _run_key(run_id: Any) -> Any:
@@ -167,76 +176,116 @@ class SightlineCallbackHandler(BaseCallbackHandler):
 
     # -- callbacks: on the application's thread, queue what LangChain handed over -----------
 
-    def _defer(self, method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    # Records wait in the queue until the worker's next pass: what they hold stays alive until
+    # then, and every container alive counts towards Python's next garbage collection (which
+    # LangChain alone, freeing all it allocates per invoke, hardly ever triggers). So a record
+    # is one tuple holding LangChain's keyword dict, with run ids as ints (the UUID objects can
+    # go) and without what the worker would ignore: the tags of an end, the empty metadata and
+    # lone positional tag ("seq:step:2") of a start.
+
+    def _defer(self, method: Any, kwargs: dict[str, Any], *args: Any) -> None:
+        """Queue a callback other than a start (see ``_defer_start``)."""
         try:
             client = self.client if self.client is not None else get_client()
-            record = (_replay, self, method, args, kwargs, time.time_ns(), current_span(), client)
-            client.defer(record)
+            run_id = kwargs.get("run_id")
+            if run_id.__class__ is UUID:
+                kwargs["run_id"] = run_id.int
+            run_id = kwargs.get("parent_run_id")
+            if run_id.__class__ is UUID:
+                kwargs["parent_run_id"] = run_id.int
+            kwargs.pop("tags", None)
+            client.defer(
+                (_replay, self, method, kwargs, _time_ns(), _current_span(), client, *args)
+            )
+        except Exception:
+            _callback_failed("on" + method.__name__)
+
+    def _defer_start(self, method: Any, kwargs: dict[str, Any], *args: Any) -> None:
+        """Queue the start of a run."""
+        try:
+            client = self.client if self.client is not None else get_client()
+            run_id = kwargs.get("run_id")
+            if run_id.__class__ is UUID:
+                kwargs["run_id"] = run_id.int
+            run_id = kwargs.get("parent_run_id")
+            if run_id.__class__ is UUID:
+                kwargs["parent_run_id"] = run_id.int
+            tags = kwargs.get("tags")
+            if tags is not None and (
+                not tags
+                or (len(tags) == 1 and tags[0].__class__ is str and tags[0].startswith("seq:step:"))
+            ):
+                del kwargs["tags"]
+            if "metadata" in kwargs and not kwargs["metadata"]:
+                del kwargs["metadata"]
+            client.defer(
+                (_replay, self, method, kwargs, _time_ns(), _current_span(), client, *args)
+            )
         except Exception:
             _callback_failed("on" + method.__name__)
 
     def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._chain_start, (serialized, _own(inputs)), kwargs)
+        self._defer_start(SightlineCallbackHandler._chain_start, kwargs, serialized, _own(inputs))
 
     def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._chain_end, (_own(outputs),), kwargs)
+        self._defer(SightlineCallbackHandler._chain_end, kwargs, _own(outputs))
 
     def on_chain_error(self, error: BaseException, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._chain_error, (error,), kwargs)
+        self._defer(SightlineCallbackHandler._chain_error, kwargs, error)
 
     def on_agent_action(self, action: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._agent_action, (action,), kwargs)
+        self._defer(SightlineCallbackHandler._agent_action, kwargs, action)
 
     def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._chat_model_start, (serialized, messages), kwargs)
+        self._defer_start(SightlineCallbackHandler._chat_model_start, kwargs, serialized, messages)
 
     def on_llm_start(self, serialized: Any, prompts: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._llm_start, (serialized, prompts), kwargs)
+        self._defer_start(SightlineCallbackHandler._llm_start, kwargs, serialized, prompts)
 
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
         # Only whether the token had content counts: the chunk is not kept.
-        self._defer(SightlineCallbackHandler._llm_new_token, (token,), {"run_id": run_id})
+        self._defer(SightlineCallbackHandler._llm_new_token, {"run_id": run_id}, token)
 
     def on_stream_event(self, event: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._stream_event, (event,), {"run_id": run_id})
+        self._defer(SightlineCallbackHandler._stream_event, {"run_id": run_id}, event)
 
     def on_llm_end(self, response: Any, **kwargs: Any) -> None:
         # Read now: agents change the message once the model returned (create_agent names it).
-        self._defer(SightlineCallbackHandler._llm_end, (_read_result(response),), kwargs)
+        self._defer(SightlineCallbackHandler._llm_end, kwargs, _read_result(response))
 
     def on_llm_error(self, error: BaseException, **kwargs: Any) -> None:
         response = kwargs.pop("response", None)
         if response is not None:
             kwargs["outcome"] = _read_result(response)
-        self._defer(SightlineCallbackHandler._llm_error, (error,), kwargs)
+        self._defer(SightlineCallbackHandler._llm_error, kwargs, error)
 
     def on_tool_start(self, serialized: Any, input_str: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._tool_start, (serialized, input_str), kwargs)
+        self._defer_start(SightlineCallbackHandler._tool_start, kwargs, serialized, input_str)
 
     def on_tool_end(self, output: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._tool_end, (_own(output),), kwargs)
+        self._defer(SightlineCallbackHandler._tool_end, kwargs, _own(output))
 
     def on_tool_error(self, error: BaseException, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._tool_error, (error,), kwargs)
+        self._defer(SightlineCallbackHandler._tool_error, kwargs, error)
 
     def on_retriever_start(self, serialized: Any, query: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._retriever_start, (serialized, query), kwargs)
+        self._defer_start(SightlineCallbackHandler._retriever_start, kwargs, serialized, query)
 
     def on_retriever_end(self, documents: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._retriever_end, (_own(documents),), kwargs)
+        self._defer(SightlineCallbackHandler._retriever_end, kwargs, _own(documents))
 
     def on_retriever_error(self, error: BaseException, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._retriever_error, (error,), kwargs)
+        self._defer(SightlineCallbackHandler._retriever_error, kwargs, error)
 
     def on_retry(self, retry_state: Any, **kwargs: Any) -> None:
         try:  # read now: the retrying library reuses its state object for the next attempt
             retry = mapping.retry_record(retry_state)
         except Exception:
             retry = None
-        self._defer(SightlineCallbackHandler._retry, (retry,), kwargs)
+        self._defer(SightlineCallbackHandler._retry, kwargs, retry)
 
     def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._custom_event, (name, _own(data)), kwargs)
+        self._defer(SightlineCallbackHandler._custom_event, kwargs, name, _own(data))
 
     # -- run bookkeeping (on the worker, as is everything below) -----------------------------
 
