@@ -100,7 +100,8 @@ _current_span = current_span
 def _replay(record: tuple[Any, ...]) -> None:
     """On the worker: run a queued callback's recording method (see ``Client.defer``).
 
-    A record is ``(_replay, handler, method, kwargs, time_ns, ambient span, client, *args)``.
+    A record is ``(_replay, handler, method, kwargs, time_ns, ambient span, client, run key,
+    parent run key, tags, metadata, *args)``.
     """
     global _at, _ambient, _client
     with _REPLAY_LOCK:
@@ -108,9 +109,20 @@ def _replay(record: tuple[Any, ...]) -> None:
         _ambient = record[5]
         _client = record[6]
         try:
-            record[2](record[1], *record[7:], **record[3])
+            record[2](
+                record[1],
+                *record[11:],
+                run_id=record[7],
+                parent_run_id=record[8],
+                tags=record[9],
+                metadata=record[10],
+                **record[3],
+            )
         finally:
             _client = _ambient = None
+
+
+_NO_KWARGS: dict[str, Any] = {}  # never changed: ``**`` unpacks it into a new dict
 
 
 def _own(value: Any) -> Any:
@@ -179,113 +191,340 @@ class SightlineCallbackHandler(BaseCallbackHandler):
     # Records wait in the queue until the worker's next pass: what they hold stays alive until
     # then, and every container alive counts towards Python's next garbage collection (which
     # LangChain alone, freeing all it allocates per invoke, hardly ever triggers). So a record
-    # is one tuple holding LangChain's keyword dict, with run ids as ints (the UUID objects can
-    # go) and without what the worker would ignore: the tags of an end, the empty metadata and
-    # lone positional tag ("seq:step:2") of a start.
+    # is one tuple, with run ids as ints (LangChain's UUID objects can go) and without what the
+    # worker would ignore: the tags of an end, the empty metadata and the lone positional tag
+    # ("seq:step:2") of a start. The ids and tags are bound as keyword parameters, in C, not
+    # looked up in the keyword dict.
 
-    def _defer(self, method: Any, kwargs: dict[str, Any], *args: Any) -> None:
+    def _defer(
+        self, method: Any, run_id: Any, parent_run_id: Any, kwargs: dict[str, Any], *args: Any
+    ) -> None:
         """Queue a callback other than a start (see ``_defer_start``)."""
         try:
             client = self.client if self.client is not None else get_client()
-            run_id = kwargs.get("run_id")
-            if run_id.__class__ is UUID:
-                kwargs["run_id"] = run_id.int
-            run_id = kwargs.get("parent_run_id")
-            if run_id.__class__ is UUID:
-                kwargs["parent_run_id"] = run_id.int
-            kwargs.pop("tags", None)
             client.defer(
-                (_replay, self, method, kwargs, _time_ns(), _current_span(), client, *args)
+                (
+                    _replay,
+                    self,
+                    method,
+                    kwargs,
+                    _time_ns(),
+                    _current_span(),
+                    client,
+                    run_id.int if run_id.__class__ is UUID else run_id,
+                    parent_run_id.int if parent_run_id.__class__ is UUID else parent_run_id,
+                    None,
+                    None,
+                    *args,
+                )
             )
         except Exception:
             _callback_failed("on" + method.__name__)
 
-    def _defer_start(self, method: Any, kwargs: dict[str, Any], *args: Any) -> None:
+    def _defer_start(
+        self,
+        method: Any,
+        run_id: Any,
+        parent_run_id: Any,
+        tags: Any,
+        metadata: Any,
+        kwargs: dict[str, Any],
+        *args: Any,
+    ) -> None:
         """Queue the start of a run."""
         try:
             client = self.client if self.client is not None else get_client()
-            run_id = kwargs.get("run_id")
-            if run_id.__class__ is UUID:
-                kwargs["run_id"] = run_id.int
-            run_id = kwargs.get("parent_run_id")
-            if run_id.__class__ is UUID:
-                kwargs["parent_run_id"] = run_id.int
-            tags = kwargs.get("tags")
-            if tags is not None and (
-                not tags
-                or (len(tags) == 1 and tags[0].__class__ is str and tags[0].startswith("seq:step:"))
-            ):
-                del kwargs["tags"]
-            if "metadata" in kwargs and not kwargs["metadata"]:
-                del kwargs["metadata"]
+            if tags and len(tags) == 1:
+                tag = tags[0]
+                if tag.__class__ is str and tag.startswith("seq:step:"):
+                    tags = None
             client.defer(
-                (_replay, self, method, kwargs, _time_ns(), _current_span(), client, *args)
+                (
+                    _replay,
+                    self,
+                    method,
+                    kwargs,
+                    _time_ns(),
+                    _current_span(),
+                    client,
+                    run_id.int if run_id.__class__ is UUID else run_id,
+                    parent_run_id.int if parent_run_id.__class__ is UUID else parent_run_id,
+                    tags or None,
+                    metadata or None,
+                    *args,
+                )
             )
         except Exception:
             _callback_failed("on" + method.__name__)
 
-    def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
-        self._defer_start(SightlineCallbackHandler._chain_start, kwargs, serialized, _own(inputs))
+    def on_chain_start(
+        self,
+        serialized: Any,
+        inputs: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        metadata: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer_start(
+            SightlineCallbackHandler._chain_start,
+            run_id,
+            parent_run_id,
+            tags,
+            metadata,
+            kwargs,
+            serialized,
+            _own(inputs),
+        )
 
-    def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._chain_end, kwargs, _own(outputs))
+    def on_chain_end(
+        self,
+        outputs: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer(
+            SightlineCallbackHandler._chain_end, run_id, parent_run_id, kwargs, _own(outputs)
+        )
 
-    def on_chain_error(self, error: BaseException, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._chain_error, kwargs, error)
+    def on_chain_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer(SightlineCallbackHandler._chain_error, run_id, parent_run_id, kwargs, error)
 
-    def on_agent_action(self, action: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._agent_action, kwargs, action)
+    def on_agent_action(
+        self,
+        action: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer(SightlineCallbackHandler._agent_action, run_id, parent_run_id, kwargs, action)
 
-    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
-        self._defer_start(SightlineCallbackHandler._chat_model_start, kwargs, serialized, messages)
+    def on_chat_model_start(
+        self,
+        serialized: Any,
+        messages: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        metadata: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer_start(
+            SightlineCallbackHandler._chat_model_start,
+            run_id,
+            parent_run_id,
+            tags,
+            metadata,
+            kwargs,
+            serialized,
+            messages,
+        )
 
-    def on_llm_start(self, serialized: Any, prompts: Any, **kwargs: Any) -> None:
-        self._defer_start(SightlineCallbackHandler._llm_start, kwargs, serialized, prompts)
+    def on_llm_start(
+        self,
+        serialized: Any,
+        prompts: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        metadata: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer_start(
+            SightlineCallbackHandler._llm_start,
+            run_id,
+            parent_run_id,
+            tags,
+            metadata,
+            kwargs,
+            serialized,
+            prompts,
+        )
 
-    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: Any, *, run_id: Any = None, **kwargs: Any) -> None:
         # Only whether the token had content counts: the chunk is not kept.
-        self._defer(SightlineCallbackHandler._llm_new_token, {"run_id": run_id}, token)
+        self._defer(SightlineCallbackHandler._llm_new_token, run_id, None, _NO_KWARGS, token)
 
-    def on_stream_event(self, event: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._stream_event, {"run_id": run_id}, event)
+    def on_stream_event(self, event: Any, *, run_id: Any = None, **kwargs: Any) -> None:
+        self._defer(SightlineCallbackHandler._stream_event, run_id, None, _NO_KWARGS, event)
 
-    def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+    def on_llm_end(
+        self,
+        response: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        **kwargs: Any,
+    ) -> None:
         # Read now: agents change the message once the model returned (create_agent names it).
-        self._defer(SightlineCallbackHandler._llm_end, kwargs, _read_result(response))
+        self._defer(
+            SightlineCallbackHandler._llm_end,
+            run_id,
+            parent_run_id,
+            kwargs,
+            _read_result(response),
+        )
 
-    def on_llm_error(self, error: BaseException, **kwargs: Any) -> None:
+    def on_llm_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        **kwargs: Any,
+    ) -> None:
         response = kwargs.pop("response", None)
         if response is not None:
             kwargs["outcome"] = _read_result(response)
-        self._defer(SightlineCallbackHandler._llm_error, kwargs, error)
+        self._defer(SightlineCallbackHandler._llm_error, run_id, parent_run_id, kwargs, error)
 
-    def on_tool_start(self, serialized: Any, input_str: Any, **kwargs: Any) -> None:
-        self._defer_start(SightlineCallbackHandler._tool_start, kwargs, serialized, input_str)
+    def on_tool_start(
+        self,
+        serialized: Any,
+        input_str: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        metadata: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer_start(
+            SightlineCallbackHandler._tool_start,
+            run_id,
+            parent_run_id,
+            tags,
+            metadata,
+            kwargs,
+            serialized,
+            input_str,
+        )
 
-    def on_tool_end(self, output: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._tool_end, kwargs, _own(output))
+    def on_tool_end(
+        self,
+        output: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer(SightlineCallbackHandler._tool_end, run_id, parent_run_id, kwargs, _own(output))
 
-    def on_tool_error(self, error: BaseException, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._tool_error, kwargs, error)
+    def on_tool_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer(SightlineCallbackHandler._tool_error, run_id, parent_run_id, kwargs, error)
 
-    def on_retriever_start(self, serialized: Any, query: Any, **kwargs: Any) -> None:
-        self._defer_start(SightlineCallbackHandler._retriever_start, kwargs, serialized, query)
+    def on_retriever_start(
+        self,
+        serialized: Any,
+        query: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        metadata: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer_start(
+            SightlineCallbackHandler._retriever_start,
+            run_id,
+            parent_run_id,
+            tags,
+            metadata,
+            kwargs,
+            serialized,
+            query,
+        )
 
-    def on_retriever_end(self, documents: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._retriever_end, kwargs, _own(documents))
+    def on_retriever_end(
+        self,
+        documents: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer(
+            SightlineCallbackHandler._retriever_end,
+            run_id,
+            parent_run_id,
+            kwargs,
+            _own(documents),
+        )
 
-    def on_retriever_error(self, error: BaseException, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._retriever_error, kwargs, error)
+    def on_retriever_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer(SightlineCallbackHandler._retriever_error, run_id, parent_run_id, kwargs, error)
 
-    def on_retry(self, retry_state: Any, **kwargs: Any) -> None:
+    def on_retry(
+        self,
+        retry_state: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        **kwargs: Any,
+    ) -> None:
         try:  # read now: the retrying library reuses its state object for the next attempt
             retry = mapping.retry_record(retry_state)
         except Exception:
             retry = None
-        self._defer(SightlineCallbackHandler._retry, kwargs, retry)
+        self._defer(SightlineCallbackHandler._retry, run_id, parent_run_id, kwargs, retry)
 
-    def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._custom_event, kwargs, name, _own(data))
+    def on_custom_event(
+        self,
+        name: str,
+        data: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        metadata: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer(
+            SightlineCallbackHandler._custom_event,
+            run_id,
+            parent_run_id,
+            kwargs,
+            name,
+            _own(data),
+        )
 
     # -- run bookkeeping (on the worker, as is everything below) -----------------------------
 
