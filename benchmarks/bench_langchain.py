@@ -28,6 +28,9 @@ Per configuration it prints the median over the rounds of:
   loop, the share of ``+cpu`` that the application waits for; the rest runs on background
   threads (for a real model, while the application waits for the network);
 - ``drain``: wall µs per invoke spent after the loop until everything was delivered;
+- ``gc/1k``: Python garbage collections (all generations) per 1,000 invokes, loop and drain.
+  LangChain alone frees what it allocates within an invoke and triggers next to none; what an
+  SDK keeps alive for later (a queue, spans waiting for export) makes them happen;
 - ``delivered``: records that reached the exporter out of those expected (Sightline: 4 events
   per invoke; OpenInference: 4 spans per invoke).
 
@@ -84,6 +87,7 @@ class Config:
     cpu_us: list[float] = field(default_factory=list)
     app_us: list[float] = field(default_factory=list)
     drain_us: list[float] = field(default_factory=list)
+    collections: int = 0
     invokes: int = 0
     error: str | None = None
 
@@ -274,6 +278,7 @@ def run_round(chain: Any, config: Config, invokes: int) -> None:
     question = {"question": "How long do refunds take?"}
     try:
         gc.collect()
+        collections_start = _collections()
         cpu_start = time.process_time_ns()
         app_start = time.thread_time_ns()
         start = time.perf_counter_ns()
@@ -289,6 +294,7 @@ def run_round(chain: Any, config: Config, invokes: int) -> None:
             config.drain()
         drained = time.perf_counter_ns() - start - elapsed
         cpu = time.process_time_ns() - cpu_start
+        config.collections += _collections() - collections_start
     except Exception as exc:
         config.error = f"failed: {type(exc).__name__}: {exc}"
         return
@@ -303,6 +309,10 @@ def run_round(chain: Any, config: Config, invokes: int) -> None:
     config.app_us.append(app / invokes / 1000)
     config.drain_us.append(drained / invokes / 1000)
     config.invokes += invokes
+
+
+def _collections() -> int:
+    return sum(generation["collections"] for generation in gc.get_stats())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         config.cpu_us.clear()
         config.app_us.clear()
         config.drain_us.clear()
+        config.collections = 0
         config.invokes = 0
     baseline_counts = {c.name: c.delivered() for c in runnable if c.delivered is not None}
 
@@ -352,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = (
         f"{'configuration':<18}{'wall':>8}{'+wall':>8}{'cpu':>8}{'+cpu':>8}{'x floor':>9}"
-        f"{'+app':>7}{'drain':>8}  delivered"
+        f"{'+app':>7}{'drain':>8}{'gc/1k':>7}  delivered"
     )
     print(header)
     print("-" * (len(header) + 14))
@@ -368,8 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         added_app = "-" if baseline else f"{median(config.app_us) - base_app:.1f}"
         print(
             f"{config.name:<18}{wall:>8.1f}{added_wall:>8}{cpu:>8.1f}{added_cpu:>8}{ratio:>9}"
-            f"{added_app:>7}{median(config.drain_us):>8.1f}  {delivery(config, baseline_counts)}"
-            + (f"  [{config.note}]" if config.note else "")
+            f"{added_app:>7}{median(config.drain_us):>8.1f}"
+            f"{config.collections * 1000 / max(config.invokes, 1):>7.1f}"
+            f"  {delivery(config, baseline_counts)}" + (f"  [{config.note}]" if config.note else "")
         )
     print(
         "µs per invoke; x floor: CPU added over the do-nothing handler's (LangChain's own cost); "
