@@ -191,22 +191,18 @@ class Sanitizer:
             for key, item in value.items():
                 if key.__class__ is not str:
                     return False
-                cls = item.__class__
-                if cls is str:
-                    if len(item) > short and self._string(item) is not item:
-                        return False
-                    secret = memo.get(key)
-                    if secret is None:
-                        secret = self._judge_key(key)
-                    if secret:
-                        return False
-                    continue
                 if item is None:
                     continue  # a None under a secret's key has nothing to mask
                 secret = memo.get(key)
                 if secret is None:
                     secret = self._judge_key(key)
-                if secret or not self._clean_leaf(item, cls, short, depth):
+                if secret:
+                    return False
+                cls = item.__class__
+                if cls is str:
+                    if len(item) > short and self._string(item) is not item:
+                        return False
+                elif not self._clean_leaf(item, cls, depth):
                     return False
             return True
         for item in value:
@@ -214,12 +210,12 @@ class Sanitizer:
             if cls is str:
                 if len(item) > short and self._string(item) is not item:
                     return False
-            elif item is not None and not self._clean_leaf(item, cls, short, depth):
+            elif item is not None and not self._clean_leaf(item, cls, depth):
                 return False
         return True
 
-    def _clean_leaf(self, item: Any, cls: type, short: int, depth: int) -> bool:
-        """``_clean`` for one item that is not a string nor ``None``."""
+    def _clean_leaf(self, item: Any, cls: type, depth: int) -> bool:
+        """``_clean`` for one item that is neither a string nor ``None``."""
         if cls is dict or cls is list:
             return self._clean(item, depth + 1)
         if cls is float:

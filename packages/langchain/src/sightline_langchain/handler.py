@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -140,6 +140,45 @@ def _run_key(run_id: Any) -> Any:
     return run_id.int if run_id.__class__ is UUID else run_id
 
 
+def _queues_start(method: Callable[..., None]) -> Callable[..., None]:
+    """An ``on_<run>_start`` callback that queues ``method`` with what LangChain handed over."""
+
+    def callback(
+        self: SightlineCallbackHandler,
+        serialized: Any,
+        value: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        metadata: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer(method, run_id, parent_run_id, tags, metadata, kwargs, serialized, _own(value))
+
+    callback.__name__ = callback.__qualname__ = "on" + method.__name__
+    return callback
+
+
+def _queues(method: Callable[..., None]) -> Callable[..., None]:
+    """An ``on_<run>_end`` / ``on_<run>_error`` (or ``on_agent_action``) callback that queues
+    ``method`` with what LangChain handed over."""
+
+    def callback(
+        self: SightlineCallbackHandler,
+        value: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._defer(method, run_id, parent_run_id, None, None, kwargs, _own(value))
+
+    callback.__name__ = callback.__qualname__ = "on" + method.__name__
+    return callback
+
+
 class SightlineCallbackHandler(BaseCallbackHandler):
     """A LangChain callback handler that records every run as a Sightline event.
 
@@ -197,31 +236,6 @@ class SightlineCallbackHandler(BaseCallbackHandler):
     # looked up in the keyword dict.
 
     def _defer(
-        self, method: Any, run_id: Any, parent_run_id: Any, kwargs: dict[str, Any], *args: Any
-    ) -> None:
-        """Queue a callback other than a start (see ``_defer_start``)."""
-        try:
-            client = self.client if self.client is not None else get_client()
-            client.defer(
-                (
-                    _replay,
-                    self,
-                    method,
-                    kwargs,
-                    _time_ns(),
-                    _current_span(),
-                    client,
-                    run_id.int if run_id.__class__ is UUID else run_id,
-                    parent_run_id.int if parent_run_id.__class__ is UUID else parent_run_id,
-                    None,
-                    None,
-                    *args,
-                )
-            )
-        except Exception:
-            _callback_failed("on" + method.__name__)
-
-    def _defer_start(
         self,
         method: Any,
         run_id: Any,
@@ -231,7 +245,8 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         kwargs: dict[str, Any],
         *args: Any,
     ) -> None:
-        """Queue the start of a run."""
+        """Queue ``method`` for the worker with what LangChain handed over (``tags`` and
+        ``metadata`` only for the start of a run; ``None`` otherwise)."""
         try:
             client = self.client if self.client is not None else get_client()
             if tags and len(tags) == 1:
@@ -257,113 +272,16 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         except Exception:
             _callback_failed("on" + method.__name__)
 
-    def on_chain_start(
-        self,
-        serialized: Any,
-        inputs: Any,
-        *,
-        run_id: Any = None,
-        parent_run_id: Any = None,
-        tags: Any = None,
-        metadata: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        self._defer_start(
-            SightlineCallbackHandler._chain_start,
-            run_id,
-            parent_run_id,
-            tags,
-            metadata,
-            kwargs,
-            serialized,
-            _own(inputs),
-        )
-
-    def on_chain_end(
-        self,
-        outputs: Any,
-        *,
-        run_id: Any = None,
-        parent_run_id: Any = None,
-        tags: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        self._defer(
-            SightlineCallbackHandler._chain_end, run_id, parent_run_id, kwargs, _own(outputs)
-        )
-
-    def on_chain_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: Any = None,
-        parent_run_id: Any = None,
-        tags: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        self._defer(SightlineCallbackHandler._chain_error, run_id, parent_run_id, kwargs, error)
-
-    def on_agent_action(
-        self,
-        action: Any,
-        *,
-        run_id: Any = None,
-        parent_run_id: Any = None,
-        tags: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        self._defer(SightlineCallbackHandler._agent_action, run_id, parent_run_id, kwargs, action)
-
-    def on_chat_model_start(
-        self,
-        serialized: Any,
-        messages: Any,
-        *,
-        run_id: Any = None,
-        parent_run_id: Any = None,
-        tags: Any = None,
-        metadata: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        self._defer_start(
-            SightlineCallbackHandler._chat_model_start,
-            run_id,
-            parent_run_id,
-            tags,
-            metadata,
-            kwargs,
-            serialized,
-            messages,
-        )
-
-    def on_llm_start(
-        self,
-        serialized: Any,
-        prompts: Any,
-        *,
-        run_id: Any = None,
-        parent_run_id: Any = None,
-        tags: Any = None,
-        metadata: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        self._defer_start(
-            SightlineCallbackHandler._llm_start,
-            run_id,
-            parent_run_id,
-            tags,
-            metadata,
-            kwargs,
-            serialized,
-            prompts,
-        )
-
     def on_llm_new_token(self, token: Any, *, run_id: Any = None, **kwargs: Any) -> None:
         # Only whether the token had content counts: the chunk is not kept.
-        self._defer(SightlineCallbackHandler._llm_new_token, run_id, None, _NO_KWARGS, token)
+        self._defer(
+            SightlineCallbackHandler._llm_new_token, run_id, None, None, None, _NO_KWARGS, token
+        )
 
     def on_stream_event(self, event: Any, *, run_id: Any = None, **kwargs: Any) -> None:
-        self._defer(SightlineCallbackHandler._stream_event, run_id, None, _NO_KWARGS, event)
+        self._defer(
+            SightlineCallbackHandler._stream_event, run_id, None, None, None, _NO_KWARGS, event
+        )
 
     def on_llm_end(
         self,
@@ -379,6 +297,8 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             SightlineCallbackHandler._llm_end,
             run_id,
             parent_run_id,
+            None,
+            None,
             kwargs,
             _read_result(response),
         )
@@ -395,101 +315,9 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         response = kwargs.pop("response", None)
         if response is not None:
             kwargs["outcome"] = _read_result(response)
-        self._defer(SightlineCallbackHandler._llm_error, run_id, parent_run_id, kwargs, error)
-
-    def on_tool_start(
-        self,
-        serialized: Any,
-        input_str: Any,
-        *,
-        run_id: Any = None,
-        parent_run_id: Any = None,
-        tags: Any = None,
-        metadata: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        self._defer_start(
-            SightlineCallbackHandler._tool_start,
-            run_id,
-            parent_run_id,
-            tags,
-            metadata,
-            kwargs,
-            serialized,
-            input_str,
-        )
-
-    def on_tool_end(
-        self,
-        output: Any,
-        *,
-        run_id: Any = None,
-        parent_run_id: Any = None,
-        tags: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        self._defer(SightlineCallbackHandler._tool_end, run_id, parent_run_id, kwargs, _own(output))
-
-    def on_tool_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: Any = None,
-        parent_run_id: Any = None,
-        tags: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        self._defer(SightlineCallbackHandler._tool_error, run_id, parent_run_id, kwargs, error)
-
-    def on_retriever_start(
-        self,
-        serialized: Any,
-        query: Any,
-        *,
-        run_id: Any = None,
-        parent_run_id: Any = None,
-        tags: Any = None,
-        metadata: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        self._defer_start(
-            SightlineCallbackHandler._retriever_start,
-            run_id,
-            parent_run_id,
-            tags,
-            metadata,
-            kwargs,
-            serialized,
-            query,
-        )
-
-    def on_retriever_end(
-        self,
-        documents: Any,
-        *,
-        run_id: Any = None,
-        parent_run_id: Any = None,
-        tags: Any = None,
-        **kwargs: Any,
-    ) -> None:
         self._defer(
-            SightlineCallbackHandler._retriever_end,
-            run_id,
-            parent_run_id,
-            kwargs,
-            _own(documents),
+            SightlineCallbackHandler._llm_error, run_id, parent_run_id, None, None, kwargs, error
         )
-
-    def on_retriever_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: Any = None,
-        parent_run_id: Any = None,
-        tags: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        self._defer(SightlineCallbackHandler._retriever_error, run_id, parent_run_id, kwargs, error)
 
     def on_retry(
         self,
@@ -504,7 +332,9 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             retry = mapping.retry_record(retry_state)
         except Exception:
             retry = None
-        self._defer(SightlineCallbackHandler._retry, run_id, parent_run_id, kwargs, retry)
+        self._defer(
+            SightlineCallbackHandler._retry, run_id, parent_run_id, None, None, kwargs, retry
+        )
 
     def on_custom_event(
         self,
@@ -521,6 +351,8 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             SightlineCallbackHandler._custom_event,
             run_id,
             parent_run_id,
+            None,
+            None,
             kwargs,
             name,
             _own(data),
@@ -1153,6 +985,22 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             span.end(_at)
         except Exception:
             _callback_failed("on_custom_event")
+
+    # -- the plain callbacks, each queueing its recording method (those reading something at
+    # once are written out at the top) ---------------------------------------------------------
+
+    on_chain_start = _queues_start(_chain_start)
+    on_chain_end = _queues(_chain_end)
+    on_chain_error = _queues(_chain_error)
+    on_agent_action = _queues(_agent_action)
+    on_chat_model_start = _queues_start(_chat_model_start)
+    on_llm_start = _queues_start(_llm_start)
+    on_tool_start = _queues_start(_tool_start)
+    on_tool_end = _queues(_tool_end)
+    on_tool_error = _queues(_tool_error)
+    on_retriever_start = _queues_start(_retriever_start)
+    on_retriever_end = _queues(_retriever_end)
+    on_retriever_error = _queues(_retriever_error)
 
 
 def _read_result(response: Any) -> mapping.LLMOutcome:
