@@ -151,7 +151,8 @@ def test_sigterm_flushes_then_chains_to_the_applications_handler(
         for n in range(500):
             client.track(Event(EventType.CUSTOM, "step", id=f"chain-{{n}}"))
         print("ready", flush=True)
-        time.sleep(60)
+        for _ in range(1200):  # short sleeps (see test_http_delivery: time.sleep's race)
+            time.sleep(0.05)
         """
         )
     )
@@ -190,3 +191,80 @@ def test_an_ignored_sigterm_is_still_ignored_after_the_flush(
     assert child.returncode == 0, err
     assert "still running" in out
     assert set(receiver.accepted_ids()) == {f"ign-{n}" for n in range(200)} | {"after"}
+
+
+# -- which thread a signal reaches ------------------------------------------------------------
+
+linux_only = pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir(), reason="reads signal masks from /proc"
+)
+
+MASKS = """
+import os
+
+def signal_bits(path, field):
+    for line in open(path):
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
+    raise LookupError(field)
+
+def blocks(thread, number):
+    return bool(signal_bits(f"/proc/self/task/{thread.native_id}/status", "SigBlk")
+                & 1 << (number - 1))
+"""
+
+
+@linux_only
+def test_every_sightline_thread_blocks_asynchronous_signals_and_the_main_thread_none(
+    tmp_path: Path,
+) -> None:
+    out = run(
+        script(MASKS)
+        + textwrap.dedent(
+            f"""
+        # A closed port: the http exporter's drain thread starts and keeps retrying.
+        client = sightline.Client(endpoint="http://127.0.0.1:9", api_key={KEY!r},
+                                  spool_dir={str(tmp_path / "spool")!r}, handle_signals=False)
+        client.track(Event(EventType.CUSTOM, "step"))
+        client.flush(0.5)
+        for thread in sorted(threading.enumerate(), key=lambda t: t.name):
+            print(thread.name, [blocks(thread, s) for s in (signal.SIGTERM, signal.SIGINT,
+                                                             signal.SIGHUP, signal.SIGSEGV)])
+        client.close(0.1)
+        """
+        )
+    )
+    assert out.splitlines() == [
+        "MainThread [False, False, False, False]",
+        "sightline-export-http [True, True, True, False]",
+        "sightline-http-drain [True, True, True, False]",
+        "sightline-worker [True, True, True, False]",
+    ]
+
+
+@linux_only
+def test_a_signal_to_the_process_waits_for_the_main_thread_rather_than_reach_a_sightline_thread() -> (
+    None
+):
+    # With the main thread blocking SIGUSR1, no thread of this process may take it: it stays
+    # pending until the main thread unblocks it, and the handler then runs there at once.
+    # Before Sightline's threads blocked signals, one of them took it, and a main thread
+    # waiting in a system call was not woken (SIGTERM seemed ignored during time.sleep).
+    out = run(
+        script(MASKS)
+        + """
+ran = []
+signal.signal(signal.SIGUSR1, lambda number, frame: ran.append(threading.current_thread().name))
+client = sightline.Client(exporters=["memory"], handle_signals=False)
+client.track(Event(EventType.CUSTOM, "step"))
+client.flush(5)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+os.kill(os.getpid(), signal.SIGUSR1)
+time.sleep(0.2)
+pending = bool(signal_bits("/proc/self/status", "ShdPnd") & 1 << (signal.SIGUSR1 - 1))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+print(pending, ran, flush=True)
+client.close()
+"""
+    )
+    assert out == "True ['MainThread']"

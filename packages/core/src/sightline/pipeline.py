@@ -20,6 +20,7 @@ from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 from sightline.event import Event
+from sightline.threads import start_background_thread
 
 __all__ = ["ExportResult", "Exporter", "Pipeline"]
 
@@ -107,10 +108,7 @@ class ExporterWorker:
                     self._drop_oldest()
             self._batches.append(batch)
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"sightline-export-{self.name}", daemon=True
-                )
-                self._thread.start()
+                self._thread = start_background_thread(self._run, f"sightline-export-{self.name}")
             self._cond.notify()
         if self._overflow:
             self._persist_overflow()
@@ -334,9 +332,7 @@ class Pipeline:
         with self._start_lock:
             if self._thread is not None:
                 return
-            thread = threading.Thread(target=self._run, name="sightline-worker", daemon=True)
-            self._thread = thread
-            thread.start()
+            self._thread = start_background_thread(self._run, "sightline-worker")
 
     # -- worker -------------------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from sightline.threads import start_background_thread
+
 if TYPE_CHECKING:
     from sightline.client import Client
 
@@ -99,10 +101,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     terminating = previous is None or previous is signal.SIG_DFL
     # The work runs on a helper thread: the main thread may have been interrupted while holding
     # a lock the flush needs, and a bounded join keeps the handler from hanging on it.
-    worker = threading.Thread(
-        target=_flush_clients, args=(terminating,), name="sightline-sigterm", daemon=True
-    )
-    worker.start()
+    worker = start_background_thread(_flush_clients, "sightline-sigterm", (terminating,))
     worker.join(SHUTDOWN_TIMEOUT + 2.0)
     if callable(previous):
         previous(signum, frame)

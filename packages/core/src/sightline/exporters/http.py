@@ -45,6 +45,7 @@ from sightline.event import Event
 from sightline.jsonwire import dumps_bytes
 from sightline.pipeline import ExportResult
 from sightline.spool import SpoolDirectory, decode_body, spool_path_for
+from sightline.threads import start_background_thread
 
 __all__ = [
     "DEFAULT_MAX_BATCH_BYTES",
@@ -783,11 +784,7 @@ class HttpExporter:
         with self._state_lock:
             if self._drainer is not None:
                 return
-            thread = threading.Thread(
-                target=self._drain_loop, name="sightline-http-drain", daemon=True
-            )
-            self._drainer = thread
-            thread.start()
+            self._drainer = start_background_thread(self._drain_loop, "sightline-http-drain")
 
     def _drain_loop(self) -> None:
         try:
