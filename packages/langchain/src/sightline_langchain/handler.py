@@ -7,8 +7,8 @@ The work is split in two halves:
 
 - the callbacks, on the application's thread, only queue what LangChain handed them, with the
   time and the ambient Sightline span (:meth:`sightline.Client.defer`): a tuple and a deque
-  append, with a shallow copy of a dict or list input/output so that the application reusing
-  it afterwards does not change what is recorded;
+  append, with a copy two levels deep of a dict or list input/output so that the application
+  reusing it afterwards (appending to a history list...) does not change what is recorded;
 - the background worker replays them, in order, through the methods named after the callbacks
   without ``on`` (``_chain_start``...): names, kinds, messages, usage, parent links, spans.
 
@@ -64,10 +64,28 @@ class _Stream:
 class _Run:
     """An open LangChain run: its span and who records it."""
 
-    __slots__ = ("child", "done", "joined", "owner", "span", "stream")
+    __slots__ = (
+        "child",
+        "children",
+        "done",
+        "joined",
+        "lc_tags",
+        "owner",
+        "pinned",
+        "span",
+        "stream",
+    )
 
     def __init__(self, span: Span, owner: SightlineCallbackHandler) -> None:
         self.span = span
+        # Keys of the runs started under this one: those still open when it ends are ended
+        # with it (LangChain sends no end for a tool or retriever cancelled mid-await).
+        self.children: list[Any] | None = None
+        # _PINNED_AGENT | _PINNED_SESSION: set by the run's own metadata, which wins over any
+        # handler's settings.
+        self.pinned = 0
+        # The user's LangChain tags on the run (children inherit them: see chain_event_type).
+        self.lc_tags: list[str] | None = None
         # The handler recording this run, until it has seen the run's end.
         self.owner: SightlineCallbackHandler | None = owner
         # Other Sightline handlers that saw the start too (explicit + global): rare, so lazy.
@@ -83,6 +101,15 @@ class _Run:
 # arrive one after another, so a _Run is never changed by two threads at once. Keys are
 # ``run_id.int``: hashing a UUID object runs Python code, hashing its int does not.
 _RUNS: dict[Any, _Run] = {}
+
+# Runs ended before LangChain ended them (their parent ended first, see _close_children, or
+# evicted), remembered so that an end arriving after all is ignored rather than recorded a
+# second time. Bounded: the oldest are forgotten.
+_CLOSED: dict[Any, None] = {}
+_MAX_CLOSED = 1024
+
+_PINNED_AGENT = 1
+_PINNED_SESSION = 2
 
 
 # The record being replayed: when its callback fired, the span ambient on the application's
@@ -126,14 +153,34 @@ _NO_KWARGS: dict[str, Any] = {}  # never changed: ``**`` unpacks it into a new d
 
 
 def _own(value: Any) -> Any:
-    """A dict or list the application handed over, copied one level deep, and a ``str``
-    subclass (LangChain's ``TextAccessor``) as a plain ``str`` (see the module doc)."""
+    """A dict (a LangGraph state too) or list the application handed over, copied two levels
+    deep, and a ``str`` subclass (LangChain's ``TextAccessor``) as a plain ``str`` (see the
+    module doc).
+
+    Two levels, because the usual reuse is one level down: a chat loop appending to the
+    ``history`` list it passes in ``{"history": history, ...}``, an agent loop appending to
+    ``state["messages"]``. Objects inside are kept as they are (messages are not edited).
+    """
     cls = value.__class__
     if cls is dict or cls is list:
-        return value.copy()
-    if cls is not str and isinstance(value, str):
+        copy = value.copy()
+    elif cls is str:
+        return value
+    elif isinstance(value, dict):
+        copy = dict(value)
+    elif isinstance(value, str):
         return str.__str__(value)
-    return value
+    else:
+        return value
+    if copy.__class__ is dict:
+        for key, item in copy.items():
+            if item.__class__ is list or item.__class__ is dict:
+                copy[key] = item.copy()
+    else:
+        for index, item in enumerate(copy):
+            if item.__class__ is list or item.__class__ is dict:
+                copy[index] = item.copy()
+    return copy
 
 
 def _run_key(run_id: Any) -> Any:
@@ -391,13 +438,16 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         session_id = self.session_id
         event_tags = self.tags
         meta = None
+        pinned = 0
         if metadata:
             value = metadata.get("sightline_agent") or metadata.get("lc_agent_name")
             if value and isinstance(value, str):
                 agent = value
+                pinned = _PINNED_AGENT
             value = metadata.get("sightline_session_id")
             if value:
                 session_id = str(value)
+                pinned |= _PINNED_SESSION
             value = metadata.get("sightline_tags")
             if value:
                 event_tags = _merge_tags(event_tags, [value] if isinstance(value, str) else value)
@@ -411,6 +461,8 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             lc_tags = mapping.user_tags(tags)
             if lc_tags:
                 event_tags = _merge_tags(event_tags, lc_tags)
+        else:
+            lc_tags = None
         if event_tags is not None and event_tags is self.tags:
             event_tags = list(event_tags)  # the event owns its list
         if extra:
@@ -446,6 +498,15 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         if span.__class__ is not Span and not span.is_recording:
             return None
         runs[key] = record = _Run(span, self)
+        if pinned:
+            record.pinned = pinned
+        if lc_tags:
+            record.lc_tags = lc_tags
+        if parent is not None:
+            if parent.children is None:
+                parent.children = [key]
+            else:
+                parent.children.append(key)
         if len(runs) > MAX_OPEN_RUNS:
             _evict_oldest()
         return record
@@ -460,9 +521,9 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         if owner is not None and owner.is_global and not self.is_global:
             # An explicit handler's settings win over the global handler's defaults.
             event = record.span.event
-            if self.agent is not None:
+            if self.agent is not None and not record.pinned & _PINNED_AGENT:
                 event.agent = self.agent
-            if self.session_id is not None:
+            if self.session_id is not None and not record.pinned & _PINNED_SESSION:
                 event.session_id = self.session_id
             if self.tags:
                 event.tags = _merge_tags(event.tags, self.tags) or []
@@ -476,6 +537,8 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         key = run_id.int if run_id.__class__ is UUID else run_id  # inline _run_key: hot path
         record = _RUNS.get(key)
         if record is None:
+            if key in _CLOSED:
+                return None  # already ended with its parent
             return self._unmatched(parent_run_id, type, name, default)
         if record.owner is self:
             record.owner = None
@@ -520,17 +583,23 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         span = record.span
         if mapping.is_control_flow(error):
             span.event.metadata["interrupted"] = type(error).__name__
+            if record.children is not None:
+                _close_children(record, None)
             span.end(_at)
             return
         # An error that only passes through (a tool's error reaching the agent) keeps the kind
-        # of the run it came from.
+        # of the run it came from: a child's, or when streaming, a sibling's (the model's
+        # error reaches the sequence through the parser that was reading the model's stream).
+        parent = _RUNS.get(_run_key(parent_run_id)) if parent_run_id is not None else None
         child = record.child
+        if child is None or child[0] is not error:
+            child = parent.child if parent is not None else None
         kind = child[1] if child is not None and child[0] is error else None
         span.set_error(error, kind=kind)
-        if parent_run_id is not None:
-            parent = _RUNS.get(_run_key(parent_run_id))
-            if parent is not None and span.event.error is not None:
-                parent.child = (error, span.event.error.kind)
+        if parent is not None and span.event.error is not None:
+            parent.child = (error, span.event.error.kind)
+        if record.children is not None:
+            _close_children(record, error)
         span.end(_at)
 
     # -- chains, agents, graphs ---------------------------------------------------------------
@@ -561,7 +630,10 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             ):
                 event_type = EventType.CHAIN  # the common case, without the call below
             else:
-                event_type = mapping.chain_event_type(name, tags, metadata)
+                parent = _RUNS.get(_run_key(parent_run_id)) if parent_run_id is not None else None
+                event_type = mapping.chain_event_type(
+                    name, tags, metadata, parent.lc_tags if parent is not None else None
+                )
             self._start(
                 run_id,
                 parent_run_id,
@@ -598,6 +670,8 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             inputs = kwargs.get("inputs")
             if inputs is not None:  # streamed runs learn their input only at the end
                 event.input = mapping.compact_value(inputs)
+            if record.children is not None:
+                _close_children(record, None)
             record.span.end(_at)
         except Exception:
             _callback_failed("on_chain_end")
@@ -782,6 +856,8 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 if record is None:
                     return
             _fill_llm_result(record, outcome)
+            if record.children is not None:
+                _close_children(record, None)
             record.span.end(_at)
         except Exception:
             _callback_failed("on_llm_end")
@@ -854,6 +930,8 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 span.event.metadata["tool_call_id"] = tool_call_id
             if error is not None:  # a handled tool error (handle_tool_error=True)
                 span.set_error(kind=ErrorKind.TOOL, type="ToolError", message=error)
+            if record.children is not None:
+                _close_children(record, None)
             span.end(_at)
         except Exception:
             _callback_failed("on_tool_end")
@@ -919,6 +997,8 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             event.output = summaries
             if count is not None:
                 event.metadata["document_count"] = count
+            if record.children is not None:
+                _close_children(record, None)
             record.span.end(_at)
         except Exception:
             _callback_failed("on_retriever_end")
@@ -951,6 +1031,10 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             record = _RUNS.get(_run_key(run_id))
             if record is None or record.owner is not self:
                 return
+            if retry and "error" in retry and not _capture_content():
+                # The error's text often quotes the prompt: keep only its type, as the
+                # processor does for error messages.
+                retry["error"] = retry["error"].partition(":")[0]
             retries = record.span.event.metadata.setdefault("retries", [])
             retries.append(retry)
         except Exception:
@@ -1001,6 +1085,11 @@ class SightlineCallbackHandler(BaseCallbackHandler):
     on_retriever_start = _queues_start(_retriever_start)
     on_retriever_end = _queues(_retriever_end)
     on_retriever_error = _queues(_retriever_error)
+
+
+def _capture_content() -> bool:
+    """Whether the client of the record being replayed keeps inputs and outputs."""
+    return bool((_client or get_client()).config.capture_content)
 
 
 def _read_result(response: Any) -> mapping.LLMOutcome:
@@ -1058,8 +1147,44 @@ def _evict_oldest() -> None:
         return
     if record is not None and not record.done:
         record.done = True
+        _remember_closed(key)  # its end, if it ever comes, is not recorded a second time
         record.span.event.metadata["unfinished"] = True
         record.span.end(_at)
+
+
+def _remember_closed(key: Any) -> None:
+    if len(_CLOSED) >= _MAX_CLOSED:
+        _CLOSED.pop(next(iter(_CLOSED)), None)
+    _CLOSED[key] = None
+
+
+def _close_children(record: _Run, error: BaseException | None) -> None:
+    """End the runs started under ``record`` that are still open now that it ends.
+
+    LangChain sends no end or error for a tool, retriever or model whose ``ainvoke`` was
+    cancelled (its ``except`` catches ``Exception`` only): without this they would never be
+    recorded and their entries never freed. Each is marked ``unfinished`` and, when the parent
+    failed, carries the parent's error (the cancellation that went through both).
+    """
+    children = record.children
+    record.children = None
+    for key in children:  # type: ignore[union-attr]
+        child = _RUNS.get(key)
+        if child is None or child.done:
+            continue
+        del _RUNS[key]
+        child.done = True
+        child.owner = None
+        _remember_closed(key)
+        if child.children is not None:
+            _close_children(child, error)
+        span = child.span
+        span.event.metadata["unfinished"] = True
+        if error is not None:
+            span.set_error(error)
+        if child.stream is not None:
+            _fill_streaming(child)
+        span.end(_at)
 
 
 _failed_callbacks: set[str] = set()

@@ -93,12 +93,17 @@ def run_name(serialized: Any, name: Any, default: str) -> str:
 
 
 def chain_event_type(
-    name: str, tags: Sequence[str] | None, metadata: Mapping[str, Any] | None
+    name: str,
+    tags: Sequence[str] | None,
+    metadata: Mapping[str, Any] | None,
+    parent_tags: Sequence[str] | None = None,
 ) -> EventType:
     """``agent`` for agents, LangGraph graphs and graph nodes; ``chain`` for everything else.
 
     A run is an agent when its name contains "agent" (``AgentExecutor``, ``research_agent``),
-    when one of its tags is ``agent`` (or ``agent:<something>``), when it is the root of a
+    when one of its tags is ``agent`` (or ``agent:<something>``) and its parent's
+    (``parent_tags``) is not (LangChain hands a run's tags down to every run inside it: only
+    the run they were given to is the agent), when it is the root of a
     LangGraph graph or of a ``create_agent`` agent (LangGraph marks those runs with
     ``ls_integration``), or when it is a node of a graph (LangGraph tags those
     ``graph:step:<n>`` and names them after ``langgraph_node``).
@@ -113,7 +118,11 @@ def chain_event_type(
             return EventType.AGENT
         if tags:
             for tag in tags:
-                if tag.startswith("agent") and (len(tag) == 5 or tag[5] == ":"):
+                if (
+                    tag.startswith("agent")
+                    and (len(tag) == 5 or tag[5] == ":")
+                    and not (parent_tags and tag in parent_tags)
+                ):
                     return EventType.AGENT
         if metadata:
             node = metadata.get("langgraph_node")

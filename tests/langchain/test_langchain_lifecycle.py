@@ -1,0 +1,284 @@
+"""Runs LangChain leaves unended, values the application changes afterwards, and what a run
+hands down to the runs inside it (tags, errors, metadata)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import tool
+
+import sightline
+from sightline.testing import Capture, InMemoryExporter
+from sightline_langchain import SightlineCallbackHandler
+from sightline_langchain import handler as handler_module
+from sightline_langchain.handler import _RUNS
+from tests.langchain.langchain_scripted import TransientError, chat_model, reply
+
+# -- runs LangChain never ends --------------------------------------------------------------------
+
+
+@tool
+async def slow_lookup(x: int) -> int:
+    """A slow API call."""
+    await asyncio.sleep(30)
+    return x
+
+
+class SlowRetriever(BaseRetriever):
+    """A vector store that answers too late."""
+
+    def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+        return []
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        await asyncio.sleep(30)
+        return [Document(page_content="late")]
+
+
+async def _retrieve_then_call(x: int) -> int:
+    await SlowRetriever().ainvoke("refunds")
+    return await slow_lookup.ainvoke({"x": x})
+
+
+def test_a_tool_and_retriever_cancelled_mid_await_end_with_their_parent(cap: Capture) -> None:
+    # LangChain's BaseTool.arun and BaseRetriever.ainvoke catch Exception only: a cancellation
+    # (a timeout, a client gone) sends no end for them, only for the lambda around them.
+    async def main() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                RunnableLambda(_retrieve_then_call, name="pipeline").ainvoke(
+                    1, config={"callbacks": [SightlineCallbackHandler()]}
+                ),
+                0.2,
+            )
+
+    asyncio.run(main())
+    pipeline = cap.one(name="pipeline")
+    retrieval = cap.one(type="retrieval")
+    assert (pipeline.type.value, pipeline.status.value, pipeline.error.type) == (
+        "chain",
+        "error",
+        "CancelledError",
+    )
+    assert (retrieval.name, retrieval.status.value, retrieval.error.type) == (
+        "SlowRetriever",
+        "error",
+        "CancelledError",
+    )
+    assert retrieval.metadata == {"unfinished": True}
+    assert retrieval.parent_span_id == pipeline.span_id
+    assert retrieval.end_ns == pipeline.end_ns
+    assert cap.find(type="tool_call") == []  # never started: the retriever was still waiting
+    assert not _RUNS
+
+
+def test_a_cancelled_tool_call_ends_with_its_parent(cap: Capture) -> None:
+    async def main() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                RunnableLambda(slow_lookup.ainvoke, name="caller").ainvoke(
+                    {"x": 1}, config={"callbacks": [SightlineCallbackHandler()]}
+                ),
+                0.2,
+            )
+
+    asyncio.run(main())
+    caller = cap.one(name="caller")
+    call = cap.one(type="tool_call")
+    assert (call.name, call.input, call.status.value, call.error.type) == (
+        "slow_lookup",
+        {"x": 1},
+        "error",
+        "CancelledError",
+    )
+    assert call.metadata["unfinished"] is True
+    assert call.parent_span_id == caller.span_id
+    assert not _RUNS
+
+
+def test_a_run_ended_with_its_parent_is_not_recorded_again_when_its_end_comes_after_all(
+    cap: Capture,
+) -> None:
+    handler = SightlineCallbackHandler()
+    parent, child, grandchild = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    handler.on_chain_start(None, {"q": "x"}, run_id=parent, name="outer")
+    handler.on_tool_start({"name": "t"}, "1", run_id=child, parent_run_id=parent)
+    handler.on_retriever_start({}, "q", run_id=grandchild, parent_run_id=child, name="r")
+    handler.on_chain_end({"a": 1}, run_id=parent)
+    handler.on_tool_end("late", run_id=child, parent_run_id=parent)
+    handler.on_retriever_end([], run_id=grandchild, parent_run_id=child)
+    outer, t, r = (cap.one(name=name) for name in ("outer", "t", "r"))
+    assert len(cap.events) == 3
+    assert (outer.status.value, outer.output, outer.metadata) == ("ok", {"a": 1}, {})
+    assert (t.status.value, t.output, t.metadata) == ("ok", None, {"unfinished": True})
+    assert (r.status.value, r.metadata, r.parent_span_id) == ("ok", {"unfinished": True}, t.span_id)
+    assert not _RUNS
+
+
+def test_an_evicted_run_is_not_recorded_again_when_it_ends(
+    cap: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handler_module, "MAX_OPEN_RUNS", 2)
+    handler = SightlineCallbackHandler()
+    ids = [uuid.uuid4() for _ in range(3)]
+    for number, run_id in enumerate(ids):
+        handler.on_chain_start(None, {}, run_id=run_id, name=f"run-{number}")
+    for run_id in ids:
+        handler.on_chain_end("done", run_id=run_id)
+    assert sorted((e.name, e.output, e.metadata.get("unfinished")) for e in cap.events) == [
+        ("run-0", None, True),
+        ("run-1", "done", None),
+        ("run-2", "done", None),
+    ]
+
+
+# -- values changed by the application after the call ---------------------------------------------
+
+
+@pytest.fixture
+def slow_worker() -> Iterator[tuple[sightline.Client, InMemoryExporter]]:
+    """A client whose worker runs only when flushed: every record is read after the loop."""
+    exporter = InMemoryExporter()
+    client = sightline.Client(exporters=[exporter], instrument=False, flush_interval=60)
+    try:
+        yield client, exporter
+    finally:
+        client.close()
+
+
+def _roots(exporter: InMemoryExporter) -> list[Any]:
+    return sorted(
+        (e for e in exporter.events if e.parent_span_id is None), key=lambda e: e.start_ns
+    )
+
+
+def test_a_history_list_reused_by_a_chat_loop_is_recorded_as_each_turn_saw_it(
+    slow_worker: tuple[sightline.Client, InMemoryExporter],
+) -> None:
+    client, exporter = slow_worker
+    handler = SightlineCallbackHandler(client)
+    model = GenericFakeChatModel(messages=iter([AIMessage(content=f"a{i}") for i in range(3)]))
+    chain = ChatPromptTemplate.from_messages([MessagesPlaceholder("history"), ("human", "{q}")])
+    chain = chain | model
+    history: list[Any] = []
+    for question in ("hello", "2+2?", "thanks"):
+        answer = chain.invoke({"history": history, "q": question}, config={"callbacks": [handler]})
+        history += [HumanMessage(content=question), answer]
+    client.flush()
+    assert [len(root.input["history"]) for root in _roots(exporter)] == [0, 2, 4]
+    assert [root.input["q"] for root in _roots(exporter)] == ["hello", "2+2?", "thanks"]
+
+
+def test_an_agent_state_reused_between_turns_is_recorded_as_each_turn_saw_it(
+    slow_worker: tuple[sightline.Client, InMemoryExporter],
+) -> None:
+    from langchain.agents import create_agent
+
+    client, exporter = slow_worker
+    handler = SightlineCallbackHandler(client)
+    agent = create_agent(chat_model(reply("hi!"), reply("4"), reply("bye")), tools=[], name="bot")
+    state: dict[str, Any] = {"messages": []}
+    for question in ("hello", "2+2?", "thanks"):
+        state["messages"].append(HumanMessage(content=question))
+        state = agent.invoke(state, config={"callbacks": [handler]})  # a LangGraph state dict
+    client.flush()
+    roots = _roots(exporter)
+    assert [r.name for r in roots] == ["bot", "bot", "bot"]
+    assert [len(r.input["messages"]) for r in roots] == [1, 3, 5]
+    assert [len(r.output["messages"]) for r in roots] == [2, 4, 6]
+
+
+# -- what a run hands down ------------------------------------------------------------------------
+
+
+def test_an_agent_tag_marks_the_run_it_was_given_to_not_the_runs_inside(cap: Capture) -> None:
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="x")]))
+    chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | model | StrOutputParser()
+    chain.invoke({"q": "hi"}, config={"callbacks": [SightlineCallbackHandler()], "tags": ["agent"]})
+    assert sorted((e.name, e.type.value) for e in cap.events) == [
+        ("ChatPromptTemplate", "chain"),
+        ("GenericFakeChatModel", "llm_invoke"),
+        ("RunnableSequence", "agent"),
+        ("StrOutputParser", "chain"),
+    ]
+    # The tag itself is still on every event: LangChain gave it to all of them.
+    assert all(e.tags == ["agent"] for e in cap.events)
+
+
+class _FailsMidStream(GenericFakeChatModel):
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        yield ChatGenerationChunk(message=AIMessageChunk(content="par"))
+        raise RuntimeError("provider down")
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        yield ChatGenerationChunk(message=AIMessageChunk(content="par"))
+        raise RuntimeError("provider down")
+
+
+@pytest.mark.parametrize("path", ["stream", "astream"])
+def test_a_model_failing_mid_stream_gives_its_kind_to_the_sequence_and_parser(
+    cap: Capture, path: str
+) -> None:
+    # Streaming, the model's error reaches the sequence through the parser reading the stream.
+    model = _FailsMidStream(messages=iter([]))
+    chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | model | StrOutputParser()
+    config: Any = {"callbacks": [SightlineCallbackHandler()]}
+
+    async def consume() -> None:
+        async for _ in chain.astream({"q": "hi"}, config=config):
+            pass
+
+    with pytest.raises(RuntimeError, match="provider down"):
+        if path == "stream":
+            list(chain.stream({"q": "hi"}, config=config))
+        else:
+            asyncio.run(consume())
+    kinds = {e.name: (e.status.value, e.error.kind if e.error else None) for e in cap.events}
+    assert kinds == {
+        "RunnableSequence": ("error", "model"),
+        "ChatPromptTemplate": ("ok", None),
+        "_FailsMidStream": ("error", "model"),
+        "StrOutputParser": ("error", "model"),
+    }
+
+
+def test_run_metadata_wins_over_an_explicit_handler_joining_the_global_one(
+    global_cap: Capture,
+) -> None:
+    explicit = SightlineCallbackHandler(agent="explicit-bot", session_id="explicit-session")
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="x")]), callbacks=[explicit])
+    chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | model
+    chain.invoke(
+        {"q": "hi"},
+        config={"metadata": {"sightline_agent": "researcher", "sightline_session_id": "s-1"}},
+    )
+    call = global_cap.one(type="llm_invoke")
+    assert (call.agent, call.session_id) == ("researcher", "s-1")
+    assert len(global_cap.events) == 3  # recorded once, by the global handler
+
+
+def test_retry_errors_keep_only_their_type_when_content_is_not_captured() -> None:
+    from sightline.testing import capture
+
+    prompt = "my card is 4111 1111 1111 1111"
+    with capture(capture_content=False) as captured:
+        model = chat_model(TransientError(f"rejected: {prompt!r}"), reply("ok"))
+        model.invoke(prompt, config={"callbacks": [SightlineCallbackHandler()]})
+        event = captured.one(type="llm_invoke")
+    assert event.metadata["retries"] == [{"attempt": 1, "slept_s": 0.0, "error": "TransientError"}]
+    assert (event.input, event.output) == (None, None)
