@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
 
 from sightline.errors import ConfigError
 
-__all__ = ["API_KEY_PATTERN", "Config", "validate_api_key"]
+__all__ = ["API_KEY_PATTERN", "Config", "redact_url", "validate_api_key"]
 
 API_KEY_PATTERN = re.compile(r"sl_[A-Za-z0-9_-]{32,}")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+# Seconds settings end up as timeouts of threading waits, which refuse longer ones.
+MAX_SECONDS = threading.TIMEOUT_MAX
+_INT_SETTINGS = (
+    "queue_size",
+    "batch_size",
+    "max_string",
+    "spool_max_bytes",
+    "http_max_batch_bytes",
+)
+_SECONDS_SETTINGS = ("flush_interval", "http_timeout", "http_backoff_max")
 
 # Every environment variable Sightline reads, with the Config field it sets.
 ENVIRONMENT = {
@@ -52,6 +66,34 @@ def validate_api_key(key: str) -> None:
             "characters): a key is 'sl_' followed by at least 32 characters of A-Z, a-z, 0-9, "
             "'_' or '-'. Create one with `sightline keys create` on the server."
         )
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown in logs, errors and stats: no credentials in it.
+
+    The userinfo (``user:password@``) becomes ``***@``, and each query value (and a fragment)
+    becomes ``***``; requests still go to the real URL::
+
+        >>> redact_url("https://svc:pw@collector.example/x?token=abc&v=1")
+        'https://***@collector.example/x?token=***&v=***'
+    """
+    text = str(url)
+    scheme, separator, rest = text.partition("://")
+    if not separator:  # not a URL we know how to read: mask it all the same
+        scheme, rest = "", text
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    tail, hash_mark, fragment = tail.partition("#")
+    path, question_mark, query = tail.partition("?")
+    if query:
+        query = "&".join(
+            f"{part.partition('=')[0]}=***" if "=" in part else "***" if part else ""
+            for part in query.split("&")
+        )
+    shown = authority + path + question_mark + query + ("#***" if fragment else hash_mark)
+    return f"{scheme}://{shown}" if separator else shown
 
 
 @dataclass(frozen=True)
@@ -136,7 +178,7 @@ class Config:
             if not self.endpoint.startswith(("http://", "https://")):
                 fail(
                     f"endpoint must be an http(s) URL such as http://127.0.0.1:7878, "
-                    f"got {self.endpoint!r}",
+                    f"got {redact_url(self.endpoint)!r}",
                     "endpoint",
                 )
             if self.enabled:
@@ -150,17 +192,32 @@ class Config:
                     validate_api_key(self.api_key)
                 except ConfigError as exc:
                     fail(str(exc), "api_key")
+        for name in _INT_SETTINGS:
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                fail(f"{name} must be a whole number, got {value!r}", name)
+        for name in ("sample_rate", *_SECONDS_SETTINGS):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                fail(f"{name} must be a number, got {value!r}", name)
+            if not math.isfinite(value):
+                fail(f"{name} must be a finite number, got {value!r}", name)
         if not 0.0 <= self.sample_rate <= 1.0:
             fail(f"sample_rate must be between 0 and 1, got {self.sample_rate}", "sample_rate")
         if self.queue_size < 1 or self.batch_size < 1:
             fail("queue_size and batch_size must be at least 1", "queue_size", "batch_size")
-        if self.flush_interval <= 0:
-            fail("flush_interval must be positive", "flush_interval")
+        if not 0 < self.flush_interval <= MAX_SECONDS:
+            fail(
+                f"flush_interval must be positive and at most {MAX_SECONDS:.0f} seconds, "
+                f"got {self.flush_interval!r}",
+                "flush_interval",
+            )
         if self.max_string < 1:
             fail("max_string must be at least 1", "max_string")
-        if self.http_timeout <= 0 or self.http_backoff_max <= 0:
+        if not (0 < self.http_timeout <= MAX_SECONDS and 0 < self.http_backoff_max <= MAX_SECONDS):
             fail(
-                "http_timeout and http_backoff_max must be positive",
+                f"http_timeout and http_backoff_max must be positive and at most "
+                f"{MAX_SECONDS:.0f} seconds",
                 "http_timeout",
                 "http_backoff_max",
             )

@@ -40,6 +40,13 @@ class Exporter(Protocol):
 
     An exporter may also offer ``force_flush(timeout) -> bool`` (called by ``Client.flush``),
     ``stats() -> dict`` (merged into ``Client.stats()``) and ``after_fork()``.
+
+    The pipeline counts, per exporter, the events of batches ``export`` took (``exported``),
+    failed (raised or returned ``FAILURE``: ``failed``), dropped from a full backlog
+    (``dropped``) and abandoned at close (``abandoned``). An exporter's own ``stats()`` never
+    replaces these: a count it reports under one of these names is *added* to the pipeline's
+    (so an exporter counts there only what it lost after ``export`` returned ``SUCCESS``);
+    another value under such a name is shown as ``exporter_<name>``.
     """
 
     def export(self, events: Sequence[Event]) -> ExportResult: ...
@@ -77,6 +84,7 @@ class ExporterWorker:
         self.exported = _Counter()
         self.failed = _Counter()
         self.dropped = _Counter()
+        self.abandoned = _Counter()
         self._logged_failure = False
         self._logged_drop = False
         self._reset()
@@ -87,6 +95,8 @@ class ExporterWorker:
         self._overflow: list[list[Event]] = []
         self._cond = threading.Condition()
         self._busy = False
+        self._inflight: list[Event] | None = None  # the batch export() is working on
+        self._inflight_abandoned = False
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -141,6 +151,29 @@ class ExporterWorker:
             if not self._persist(batch):
                 self.dropped.add(len(batch))
 
+    def _abandon(self) -> None:
+        """After the close deadline: count (and forget) what this exporter will never get to.
+
+        The batch in flight is counted too; for an exporter with ``persist`` it is the
+        exporter's to keep (the http spool takes it at shutdown), so only the others count it.
+        """
+        persists = callable(getattr(self.exporter, "persist", None))
+        with self._cond:
+            lost = sum(len(b) for b in self._batches if not callable(b))
+            self._batches.clear()
+            self._pending = 0
+            if self._inflight is not None and not persists and not self._inflight_abandoned:
+                self._inflight_abandoned = True
+                lost += len(self._inflight)
+        if lost:
+            self.abandoned.add(lost)
+            logger.warning(
+                "sightline: exporter %r did not finish by the close deadline; %d events it had "
+                "not exported are abandoned (counted as 'abandoned' in client.stats())",
+                self.name,
+                lost,
+            )
+
     def _drop_oldest(self) -> None:
         # Queued calls (register_agent...) are kept; the oldest batch of events goes.
         index = next(i for i, b in enumerate(self._batches) if not callable(b))
@@ -183,6 +216,8 @@ class ExporterWorker:
                     return
                 batch = self._take()
                 self._busy = True
+                if not callable(batch):
+                    self._inflight = batch
             try:
                 if callable(batch):
                     try:
@@ -194,6 +229,7 @@ class ExporterWorker:
             finally:
                 with self._cond:
                     self._busy = False
+                    self._inflight = None
                     self._cond.notify_all()
 
     def _export(self, batch: list[Event]) -> None:
@@ -210,6 +246,12 @@ class ExporterWorker:
                     type(exc).__name__,
                     exc,
                 )
+        with self._cond:
+            self._inflight = None
+            if self._inflight_abandoned:
+                # close() gave up on this batch and counted it; export() returned after all.
+                self._inflight_abandoned = False
+                self.abandoned.add(-len(batch))
         if result is ExportResult.FAILURE or result is False:
             self.failed.add(len(batch))
         else:
@@ -241,6 +283,7 @@ class ExporterWorker:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 self.persist_pending()
+                self._abandon()
         try:
             self.exporter.shutdown()
         except Exception:
@@ -251,12 +294,19 @@ class ExporterWorker:
             "exported": self.exported.value,
             "failed": self.failed.value,
             "dropped": self.dropped.value,
+            "abandoned": self.abandoned.value,
             "pending_batches": len(self._batches),
         }
         extra = getattr(self.exporter, "stats", None)
         if callable(extra):
             try:
-                data.update(extra())
+                for key, value in extra().items():
+                    if key not in data:
+                        data[key] = value
+                    elif value.__class__ is int:
+                        data[key] += value  # added, never replaced: see Exporter
+                    else:
+                        data[f"exporter_{key}"] = value
             except Exception:
                 pass
         return data
@@ -495,6 +545,7 @@ class Pipeline:
             "exported": sum(s["exported"] for s in exporters.values()),
             "failed": sum(s["failed"] for s in exporters.values()),
             "exporter_dropped": sum(s["dropped"] for s in exporters.values()),
+            "abandoned": sum(s["abandoned"] for s in exporters.values()),
             # Delivery counts of the exporters that report them (http).
             **{
                 key: sum(s.get(key, 0) for s in exporters.values() if isinstance(s.get(key), int))

@@ -106,12 +106,21 @@ def spool_path_for(base_dir: str, endpoint: str) -> str:
     """The spool directory of one endpoint inside ``base_dir``.
 
     Batches are kept per endpoint so that a process never delivers another collector's events
-    (say, a local test server's) to the endpoint it is configured with now.
+    (say, a local test server's) to the endpoint it is configured with now. Credentials in the
+    URL (``user:password@``) are not part of the name (nor of its digest): they say nothing
+    about where events go, and must not be written on disk.
     """
     import hashlib
 
     normalized = endpoint.strip().rstrip("/").lower()
-    host = normalized.split("://", 1)[-1].split("/", 1)[0]
+    scheme, separator, rest = normalized.partition("://")
+    if not separator:
+        scheme, rest = "", normalized
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    host = rest[:cut]
+    if "@" in host:
+        host = host.rpartition("@")[2]
+        normalized = scheme + separator + host + rest[cut:]
     slug = re.sub(r"[^a-z0-9]+", "_", host).strip("_")[:40] or "endpoint"
     digest = hashlib.sha256(normalized.encode()).hexdigest()[:8]
     return os.path.join(base_dir, f"{slug}-{digest}")

@@ -18,12 +18,20 @@ was spooled. The rules:
   straight to the spool, behind the older ones, so order is kept.
 - 400, 413, 422: the batch is rejected; never retried; logged once per status through the
   ``sightline`` logger, counted as ``failed`` and passed to ``on_error(error, events)``.
+- An event that cannot be encoded as JSON at all is dropped, counted as ``failed`` and logged
+  once; the rest of its batch goes on.
 - 401, 403: the key is not accepted. Nothing more is sent by this process (no stream of
   failures); ``on_error`` is called once and the logger says it once. The events are **kept in
   the spool**, so a process started later with a valid key delivers them.
 
 The spool is drained in order when the endpoint answers again, by this process or the next one
 to start (the drainer starts at construction when the spool is not empty).
+
+The exporter accounts for every event it is handed (``sent``, ``spooled`` or ``failed`` in
+:meth:`HttpExporter.stats`), so :meth:`~HttpExporter.export` returns ``SUCCESS`` unless it
+raised: the pipeline adds its own ``failed`` count to the exporter's, and nothing is counted
+twice. Credentials in the endpoint (``user:password@``, query values) never appear in logs,
+errors, stats or the spool's directory name: they are shown masked (``redact_url``).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sightline import __version__
+from sightline.config import redact_url
 from sightline.errors import ConfigError, SightlineError
 from sightline.event import Event
 from sightline.jsonwire import dumps_bytes
@@ -70,7 +79,8 @@ class DeliveryError(SightlineError):
     """A batch could not be delivered to the collector.
 
     ``status`` is the HTTP status (``None`` for a network error), ``retryable`` says whether
-    Sightline will try again, ``url`` is where it posted and ``detail`` the start of the answer.
+    Sightline will try again, ``url`` is where it posted (credentials masked) and ``detail`` the
+    start of the answer.
     """
 
     def __init__(
@@ -132,12 +142,18 @@ class _InFlight:
 
 
 def encode_batch(
-    events: Sequence[Event], max_events: int = 512, max_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    events: Sequence[Event],
+    max_events: int = 512,
+    max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    *,
+    unencodable: list[tuple[Event, Exception]] | None = None,
 ) -> list[_Chunk]:
     """Split ``events`` into request bodies of at most ``max_events`` events and ``max_bytes``.
 
     An event larger than the byte limit on its own is truncated (its biggest fields first,
     marked with ``…[truncated]`` and ``metadata["sightline.truncated"] = true``), never dropped.
+    An event that cannot be encoded at all raises, unless ``unencodable`` is given: then it is
+    left out of the bodies and appended there with its error, and the others are encoded.
     """
     chunks: list[_Chunk] = []
     for start in range(0, len(events), max_events):
@@ -145,25 +161,36 @@ def encode_batch(
         try:
             # The common case: one dumps call for the whole group.
             body = _dumps({"events": [event.to_dict() for event in group]})
-        except (TypeError, ValueError, RecursionError):
-            body = b""
+        except Exception:
+            body = b""  # encoded one by one below, where a bad event stays alone
         if body and len(body) <= max_bytes:
             chunks.append(_Chunk(body, group))
         else:
-            chunks.extend(_encode_by_size(group, max_events, max_bytes))
+            chunks.extend(_encode_by_size(group, max_events, max_bytes, unencodable))
     return chunks
 
 
-def _encode_by_size(events: Sequence[Event], max_events: int, max_bytes: int) -> list[_Chunk]:
+def _encode_by_size(
+    events: Sequence[Event],
+    max_events: int,
+    max_bytes: int,
+    unencodable: list[tuple[Event, Exception]] | None,
+) -> list[_Chunk]:
     limit = max(256, max_bytes - _ENVELOPE_BYTES)
     chunks: list[_Chunk] = []
     parts: list[bytes] = []
     members: list[Event] = []
     size = 0
     for event in events:
-        encoded = _encode_event(event)
-        if len(encoded) > limit:
-            encoded = _fit(json.loads(encoded), limit)
+        try:
+            encoded = _encode_event(event)
+            if len(encoded) > limit:
+                encoded = _fit(json.loads(encoded), limit)
+        except Exception as exc:
+            if unencodable is None:
+                raise
+            unencodable.append((event, exc))
+            continue
         extra = len(encoded) + (1 if parts else 0)
         if parts and (len(parts) >= max_events or size + extra > limit):
             chunks.append(_Chunk(b'{"events":[' + b",".join(parts) + b"]}", members))
@@ -302,9 +329,12 @@ class HttpExporter:
 
             validate_api_key(api_key)
         if not endpoint.startswith(("http://", "https://")):
-            raise ConfigError(f"endpoint must be an http(s) URL, got {endpoint!r}")
+            raise ConfigError(f"endpoint must be an http(s) URL, got {redact_url(endpoint)!r}")
         self.endpoint = endpoint.rstrip("/")
         self.url = self.endpoint + "/api/v1/events"
+        # What logs, errors and stats show: the URL without its credentials.
+        self.shown_endpoint = redact_url(self.endpoint)
+        self.shown_url = redact_url(self.url)
         self.api_key = api_key
         self.timeout = timeout
         self.max_batch_events = max(1, max_batch_events)
@@ -376,18 +406,20 @@ class HttpExporter:
     # -- the exporter protocol ----------------------------------------------------------------
 
     def export(self, events: Sequence[Event]) -> ExportResult:
-        """Deliver ``events`` (on the exporter's worker thread), or spool them for later."""
+        """Deliver ``events`` (on the exporter's worker thread), or spool them for later.
+
+        Always ``SUCCESS``: an event that is not delivered or spooled (rejected by the
+        collector, not encodable) is counted as ``failed`` by this exporter, not by the caller.
+        """
         if not events:
             return ExportResult.SUCCESS
         self._ensure_drainer()
-        result = ExportResult.SUCCESS
-        for chunk in encode_batch(events, self.max_batch_events, self.max_batch_bytes):
+        for chunk in self._encode(events):
             body, encoding = self._compress(chunk.body)
             if self._spool_if_behind(body, encoding, chunk.events):
                 continue
-            if not self._deliver_inline(body, encoding, chunk.events):
-                result = ExportResult.FAILURE
-        return result
+            self._deliver_inline(body, encoding, chunk.events)
+        return ExportResult.SUCCESS
 
     def persist(self, events: Sequence[Event]) -> None:
         """Spool ``events`` without trying to send them.
@@ -396,7 +428,7 @@ class HttpExporter:
         close deadline, or when its backlog is full. (A batch in flight is spooled by
         :meth:`shutdown`.)
         """
-        for chunk in encode_batch(events, self.max_batch_events, self.max_batch_bytes):
+        for chunk in self._encode(events):
             body, encoding = self._compress(chunk.body)
             with self._state_lock:
                 self._spooling = True
@@ -474,7 +506,7 @@ class HttpExporter:
             "drained": self.drained,
             "requests": self.requests,
             "state": state,
-            "endpoint": self.endpoint,
+            "endpoint": self.shown_endpoint,
             "spool_dir": self.spool.path,
             "spool_files": usage.files,
             "spool_events": usage.events,
@@ -483,6 +515,38 @@ class HttpExporter:
         }
 
     # -- sending ------------------------------------------------------------------------------
+
+    def _encode(self, events: Sequence[Event]) -> list[_Chunk]:
+        """Request bodies for ``events``; an event that cannot be encoded is dropped and counted."""
+        unencodable: list[tuple[Event, Exception]] = []
+        chunks = encode_batch(
+            events, self.max_batch_events, self.max_batch_bytes, unencodable=unencodable
+        )
+        if unencodable:
+            lost = [event for event, _ in unencodable]
+            exc = unencodable[0][1]
+            self._add(failed=len(lost))
+            self._report(
+                DeliveryError(
+                    f"{len(lost)} event(s) of a batch could not be encoded as JSON and are "
+                    f"dropped ({type(exc).__name__}: {str(exc)[:200]}); the rest of the batch "
+                    "goes on",
+                    url=self.shown_url,
+                ),
+                lost,
+                key=("unencodable",),
+            )
+        return chunks
+
+    def _shown(self, text: str) -> str:
+        """``text`` (an error message that may quote the URL) with the credentials masked."""
+        if self.shown_url == self.url:
+            return text
+        text = text.replace(self.endpoint, self.shown_endpoint)
+        authority = self.endpoint.partition("://")[2].partition("/")[0]
+        if "@" in authority:
+            text = text.replace(authority.rpartition("@")[0], "***")
+        return text
 
     def _http(self) -> Any:
         client = self._client
@@ -529,16 +593,18 @@ class HttpExporter:
             return _Outcome(
                 "retry",
                 error=DeliveryError(
-                    f"timed out posting to {self.url}: {exc}", retryable=True, url=self.url
+                    self._shown(f"timed out posting to {self.shown_url}: {exc}"),
+                    retryable=True,
+                    url=self.shown_url,
                 ),
             )
         except Exception as exc:  # httpx.TransportError and anything unexpected below it
             return _Outcome(
                 "retry",
                 error=DeliveryError(
-                    f"could not reach {self.url}: {type(exc).__name__}: {exc}",
+                    self._shown(f"could not reach {self.shown_url}: {type(exc).__name__}: {exc}"),
                     retryable=True,
-                    url=self.url,
+                    url=self.shown_url,
                 ),
                 dropped_connection=isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)),
             )
@@ -559,10 +625,11 @@ class HttpExporter:
                 response.headers.get("Retry-After"), self.retry.max_retry_after
             )
         error = DeliveryError(
-            f"the collector at {self.url} answered {status}" + (f": {detail}" if detail else ""),
+            f"the collector at {self.shown_url} answered {status}"
+            + (f": {detail}" if detail else ""),
             status=status,
             retryable=kind == "retry",
-            url=self.url,
+            url=self.shown_url,
             detail=detail,
         )
         return _Outcome(kind, status, error, retry_after)
@@ -643,9 +710,9 @@ class HttpExporter:
             self._add(failed=len(events))
             self._report(
                 DeliveryError(
-                    f"could not deliver {len(events)} events to {self.url} and the spool is "
-                    "disabled (spool_max_bytes=0); they are dropped",
-                    url=self.url,
+                    f"could not deliver {len(events)} events to {self.shown_url} and the spool "
+                    "is disabled (spool_max_bytes=0); they are dropped",
+                    url=self.shown_url,
                 ),
                 events,
                 key=("spool-disabled",),
@@ -659,7 +726,7 @@ class HttpExporter:
                 DeliveryError(
                     f"could not write to the spool {self.spool.path}: {exc}; {len(events)} "
                     "events are dropped",
-                    url=self.url,
+                    url=self.shown_url,
                 ),
                 events,
                 key=("spool-error", type(exc).__name__),
@@ -701,7 +768,7 @@ class HttpExporter:
             self._retry_after_until = 0.0
         if recovered and self._outage_logged:
             self._outage_logged = False
-            logger.info("sightline: the collector at %s answers again", self.url)
+            logger.info("sightline: the collector at %s answers again", self.shown_url)
 
     def _schedule_retry(self, outcome: _Outcome) -> None:
         with self._progress:
@@ -726,7 +793,9 @@ class HttpExporter:
 
     def _reject(self, outcome: _Outcome, events: Sequence[Any]) -> None:
         self._add(failed=len(events))
-        error = outcome.error or DeliveryError("rejected", status=outcome.status, url=self.url)
+        error = outcome.error or DeliveryError(
+            "rejected", status=outcome.status, url=self.shown_url
+        )
         self._report(error, events, key=("status", outcome.status))
 
     def _halt(self, outcome: _Outcome, events: Sequence[Any]) -> None:
@@ -741,7 +810,7 @@ class HttpExporter:
             "sightline: the collector at %s rejected the API key (%s). Nothing more is sent by "
             "this process; undelivered events are kept in the spool %s for a process started "
             "with a valid key (check it with `sightline doctor`).",
-            self.url,
+            self.shown_url,
             outcome.status,
             self.spool.path,
         )
