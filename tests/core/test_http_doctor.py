@@ -66,6 +66,21 @@ def test_an_unreachable_endpoint_fails_and_the_key_is_not_verified(tmp_path: Pat
     assert checks["api key"].status == "warn" and "not verified" in checks["api key"].message
 
 
+def test_credentials_in_the_endpoint_are_never_printed(receiver: Receiver, tmp_path: Path) -> None:
+    secret = "Pr0xyPassw0rd"
+    port = receiver.url.rsplit(":", 1)[1]
+    for url in (
+        f"http://svc:{secret}@127.0.0.1:{port}",
+        f"http://svc:{secret}@127.0.0.1:{free_port()}",
+    ):
+        checks = run_checks(
+            endpoint=url, api_key=KEY, spool_dir=str(tmp_path), environ={}, timeout=2
+        )
+        shown = json.dumps([(c.name, c.status, c.message, c.details) for c in checks], default=str)
+        assert secret not in shown
+        assert "svc:***@127.0.0.1" not in shown and "***@127.0.0.1" in shown
+
+
 def test_the_spool_contents_are_reported(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     spool = SpoolDirectory(spool_path_for(str(tmp_path), url), max_bytes=10_000)

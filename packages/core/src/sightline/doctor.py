@@ -132,12 +132,17 @@ def _check_endpoint(config: Any, timeout: float, checks: list[Check]) -> bool:
             )
         )
         return False
+    from sightline.config import redact_url
+
+    # What is printed never holds credentials or query values (the report may be pasted).
+    shown = redact_url(config.endpoint)
     if not config.endpoint.startswith(("http://", "https://")):
-        checks.append(Check("endpoint", FAIL, f"{config.endpoint!r} is not an http(s) URL"))
+        checks.append(Check("endpoint", FAIL, f"{shown!r} is not an http(s) URL"))
         return False
     import httpx
 
     url = config.endpoint.rstrip("/") + "/health"
+    shown_url = redact_url(url)
     started = time.perf_counter()
     try:
         response = httpx.get(url, timeout=timeout, headers=_headers(None))
@@ -146,23 +151,25 @@ def _check_endpoint(config: Any, timeout: float, checks: list[Check]) -> bool:
             Check(
                 "endpoint",
                 FAIL,
-                f"{config.endpoint} is unreachable: {type(exc).__name__}: {exc} "
+                f"{shown} is unreachable: {type(exc).__name__}: "
+                f"{str(exc).replace(config.endpoint, shown)} "
                 "(events are spooled until it answers)",
-                {"url": url},
+                {"url": shown_url},
             )
         )
         return False
     elapsed = (time.perf_counter() - started) * 1000
-    details = {"url": url, "status": response.status_code, "ms": round(elapsed, 1)}
+    details = {"url": shown_url, "status": response.status_code, "ms": round(elapsed, 1)}
     if response.status_code >= 500:
-        checks.append(Check("endpoint", FAIL, f"{url} answered {response.status_code}", details))
+        checks.append(
+            Check("endpoint", FAIL, f"{shown_url} answered {response.status_code}", details)
+        )
         return False
     checks.append(
         Check(
             "endpoint",
             OK,
-            f"{config.endpoint} is reachable (GET /health → {response.status_code} in "
-            f"{elapsed:.0f} ms)",
+            f"{shown} is reachable (GET /health → {response.status_code} in {elapsed:.0f} ms)",
             details,
         )
     )
@@ -186,6 +193,8 @@ def _check_key(config: Any, timeout: float, reachable: bool, checks: list[Check]
     except ConfigError as exc:
         checks.append(Check("api key", FAIL, str(exc)))
         return
+    from sightline.config import redact_url
+
     shown = f"{config.api_key[:6]}…{config.api_key[-4:]}"
     if not reachable:
         checks.append(
@@ -201,7 +210,12 @@ def _check_key(config: Any, timeout: float, reachable: bool, checks: list[Check]
         )
     except Exception as exc:
         checks.append(
-            Check("api key", WARN, f"{shown}: could not verify: {type(exc).__name__}: {exc}")
+            Check(
+                "api key",
+                WARN,
+                f"{shown}: could not verify: {type(exc).__name__}: "
+                f"{str(exc).replace(config.endpoint, redact_url(config.endpoint))}",
+            )
         )
         return
     status = response.status_code
