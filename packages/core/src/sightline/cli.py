@@ -3,6 +3,10 @@
 ``runs``, ``show TRACE_ID``, ``tail``, ``stats`` and ``plugins`` read the embedded store
 (``--db``, default ``SIGHTLINE_DB`` or ``./.sightline/sightline.db``); each listing accepts
 ``--json``. Plugins add subcommands through the ``sightline_cli`` hook.
+
+The store is opened read-only. A failure the user can act on (no store, a file that is not one,
+a schema from a newer Sightline) is one line on stderr, ``sightline: error: ...``, and exit
+status 1; a malformed argument is argparse's usage message and exit status 2.
 """
 
 from __future__ import annotations
@@ -11,14 +15,23 @@ import argparse
 import json
 import os
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-__all__ = ["CommandLine", "main"]
+__all__ = ["CommandError", "CommandLine", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+class CommandError(Exception):
+    """A failure to report as ``sightline: error: <message>`` with exit status ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class CommandLine:
@@ -54,15 +67,43 @@ def _db_arguments(parser: argparse.ArgumentParser, json_flag: bool = True) -> No
 
 
 def _open_store(args: argparse.Namespace) -> Any:
-    from sightline.store import open_store
+    """The store, read-only: reading never writes to the file (no WAL switch, no migration)."""
+    from sightline.store import SchemaVersionError, SqliteStore, StoreError, open_store
 
     path = args.db or os.environ.get("SIGHTLINE_DB") or os.path.join(".sightline", "sightline.db")
     if not os.path.exists(path):
-        raise SystemExit(
-            f"sightline: no store at {path}. Run an instrumented program first "
+        raise CommandError(
+            f"no store at {path}. Run an instrumented program first "
             "(sightline.init() records there by default) or pass --db PATH."
         )
-    return open_store(path)
+    try:
+        return open_store(path, readonly=True)
+    except SchemaVersionError as exc:
+        if exc.found > exc.supported:
+            raise
+        found, supported = exc.found, exc.supported
+    # An older schema: upgrade it, as the next instrumented program to write there would.
+    try:
+        SqliteStore(path).close()
+    except (sqlite3.Error, OSError, StoreError) as exc:
+        raise CommandError(
+            f"{path} has schema version {found}, older than this Sightline ({supported}), "
+            f"and could not be upgraded: {exc}"
+        ) from None
+    return open_store(path, readonly=True)
+
+
+def parse_cursor(value: str) -> str:
+    """A ``--cursor``: the ``next_cursor`` of a previous listing."""
+    from sightline.store import decode_cursor
+
+    try:
+        decode_cursor(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid cursor {value!r}: pass the cursor a previous 'sightline runs' printed"
+        ) from None
+    return value
 
 
 # -- formatting -------------------------------------------------------------------------------
@@ -205,8 +246,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         trace_id = latest[0]["trace_id"] if latest else ""
     trace = store.get_trace(trace_id)
     if trace is None:
-        print(f"sightline: no trace {args.trace_id!r} in {store.path}", file=sys.stderr)
-        return 1
+        raise CommandError(f"no trace {args.trace_id!r} in {store.path}")
     if args.json:
         print(json.dumps(trace, indent=2))
         return 0
@@ -411,7 +451,7 @@ def build() -> CommandLine:
     runs.add_argument("--type", help="only runs containing an event of this type (e.g. tool_call)")
     runs.add_argument("--since", type=parse_since, help="30m, 2h, 7d or an ISO timestamp")
     runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
-    runs.add_argument("--cursor", help="continue a previous listing")
+    runs.add_argument("--cursor", type=parse_cursor, help="continue a previous listing")
 
     show = cli.command("show", "print the tree of one run", cmd_show)
     show.add_argument(
@@ -460,6 +500,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handler(args) or 0)
     except BrokenPipeError:
         return 0
+    except CommandError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except Exception as exc:
+        from sightline.store import StoreError
+
+        if isinstance(exc, StoreError):
+            return _fail(str(exc), 1)
+        if isinstance(exc, sqlite3.Error):
+            # The file went bad after it opened (a corrupt page, a disk error...).
+            return _fail(f"cannot read the store: {exc}", 1)
+        raise
+
+
+def _fail(message: str, exit_code: int) -> int:
+    print(f"sightline: error: {message}", file=sys.stderr)
+    return exit_code
 
 
 if __name__ == "__main__":

@@ -8,6 +8,22 @@ folded from each batch of new events, so a duplicate never counts twice.
 
 from __future__ import annotations
 
-from sightline.store.sqlite import SCHEMA_VERSION, SqliteStore, TraceFilter, open_store
+from sightline.store.sqlite import (
+    SCHEMA_VERSION,
+    SchemaVersionError,
+    SqliteStore,
+    StoreError,
+    TraceFilter,
+    decode_cursor,
+    open_store,
+)
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore", "TraceFilter", "open_store"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SchemaVersionError",
+    "SqliteStore",
+    "StoreError",
+    "TraceFilter",
+    "decode_cursor",
+    "open_store",
+]

@@ -8,16 +8,27 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+import urllib.parse
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from sightline.errors import SightlineError
 from sightline.event import SCHEMA_VERSION as WIRE_SCHEMA_VERSION
 from sightline.event import Event, finalize_error, format_time, parse_time
 from sightline.jsonwire import dumps as _dumps
 from sightline.jsonwire import loads as _loads
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore", "TraceFilter", "open_store"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SchemaVersionError",
+    "SqliteStore",
+    "StoreError",
+    "TraceFilter",
+    "decode_cursor",
+    "open_store",
+]
 
 # Each entry moves the schema from version i to i + 1. Never edit a released entry: append.
 MIGRATIONS: list[str] = [
@@ -169,6 +180,51 @@ _TRACE_COLUMNS = (
 )
 
 
+class StoreError(SightlineError):
+    """A file cannot serve as a Sightline store: not SQLite, not ours, a directory...
+
+    The message names the file and says why.
+    """
+
+
+class SchemaVersionError(StoreError, RuntimeError):
+    """The file's schema is not the one this Sightline reads: ``found`` and ``supported``.
+
+    A newer file needs a newer Sightline; an older one (``found < supported``) is upgraded by
+    opening it for writing.
+    """
+
+    def __init__(self, path: str, found: int) -> None:
+        self.path = path
+        self.found = found
+        self.supported = SCHEMA_VERSION
+        if found > SCHEMA_VERSION:
+            message = (
+                f"{path} has schema version {found}, newer than this Sightline "
+                f"({SCHEMA_VERSION}); upgrade sightline"
+            )
+        else:
+            message = (
+                f"{path} has schema version {found}, older than this Sightline "
+                f"({SCHEMA_VERSION}); open it for writing once to upgrade it"
+            )
+        super().__init__(message)
+
+
+# Errors that one row causes when it is bound (an int beyond 64 bits, a type SQLite does not
+# take, a lone surrogate) or built (an int too long to print): that row is rejected, not the
+# batch. A locked or broken database raises sqlite3.OperationalError/DatabaseError instead.
+_ROW_ERRORS = (
+    OverflowError,
+    ValueError,
+    TypeError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    sqlite3.DataError,
+)
+_INT64_MAX = 2**63 - 1
+
+
 @dataclass(frozen=True)
 class TraceFilter:
     """Filters of a trace listing. Times are nanoseconds since the epoch."""
@@ -184,32 +240,82 @@ class TraceFilter:
 
 
 class SqliteStore:
-    """Events and trace summaries in a SQLite file; safe to share between threads."""
+    """Events and trace summaries in a SQLite file; safe to share between threads.
 
-    def __init__(self, path: str, *, readonly: bool = False) -> None:
+    ``readonly=True`` opens the file as it is (SQLite ``mode=ro``): nothing is created or
+    migrated, and a file that is not a store of this schema version raises :class:`StoreError`.
+    ``timeout`` is how long one statement waits for another connection's write lock before
+    ``sqlite3.OperationalError: database is locked``.
+    """
+
+    def __init__(self, path: str, *, readonly: bool = False, timeout: float = 30.0) -> None:
         self.path = path
         self.readonly = readonly
-        if not readonly and path != ":memory:":
-            directory = os.path.dirname(os.path.abspath(path))
-            os.makedirs(directory, exist_ok=True)
-        if readonly:
-            if not os.path.exists(path):
-                raise FileNotFoundError(
-                    f"no Sightline store at {path}; run an instrumented program first "
-                    "or pass --db PATH"
-                )
-            uri = f"file:{os.path.abspath(path)}?mode=ro"
-            self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
-        else:
-            self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        self._conn.row_factory = sqlite3.Row
+        self.timeout = timeout
         self._lock = threading.RLock()
+        self._closed = False
         self._pid = os.getpid()
-        if not readonly:
-            self._use_wal()
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: index pages stay hot
-            self.migrate()
+        if readonly:
+            self._conn = self._connect_readonly(path, timeout)
+        else:
+            if path != ":memory:":
+                directory = os.path.dirname(os.path.abspath(path))
+                os.makedirs(directory, exist_ok=True)
+            self._conn = sqlite3.connect(path, check_same_thread=False, timeout=timeout)
+        try:
+            self._conn.row_factory = sqlite3.Row
+            if readonly:
+                self._check_readable()
+            else:
+                self._use_wal(timeout)
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: index pages stay hot
+                self.migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @staticmethod
+    def _connect_readonly(path: str, timeout: float) -> sqlite3.Connection:
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"no Sightline store at {path}; run an instrumented program first or pass --db PATH"
+            )
+        if os.path.isdir(path):
+            raise StoreError(f"{path} is a directory; pass the store's file with --db PATH")
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+        try:
+            return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=timeout)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from None
+
+    def _check_readable(self) -> None:
+        """A read-only store must already hold this schema version: it cannot be migrated."""
+        try:
+            version = self.schema_version
+            tables = self._conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot read {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:  # "file is not a database"
+            raise StoreError(f"{self.path} is not a Sightline store: {exc}") from None
+        if version == 0:
+            what = "an empty SQLite file" if not tables else "a SQLite file of something else"
+            raise StoreError(f"{self.path} is not a Sightline store ({what})")
+        if version != SCHEMA_VERSION:
+            raise SchemaVersionError(self.path, version)
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, to this thread alone. A ``close()`` that could not wait for it (a
+        write waiting on another process's lock) is carried out here, when the lock is let go."""
+        with self._lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError(f"the store at {self.path} is closed")
+            try:
+                yield self._conn
+            finally:
+                if self._closed:
+                    self._close_connection()
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -224,14 +330,11 @@ class SqliteStore:
         runs in one write transaction that first checks the version is still the one it moves
         from, so a step is applied exactly once.
         """
-        with self._lock:
+        with self._locked():
             while True:
                 current = self.schema_version
                 if current > SCHEMA_VERSION:
-                    raise RuntimeError(
-                        f"{self.path} has schema version {current}, newer than this Sightline "
-                        f"({SCHEMA_VERSION}); upgrade sightline"
-                    )
+                    raise SchemaVersionError(self.path, current)
                 if current == SCHEMA_VERSION:
                     return current
                 self._apply_migration(current)
@@ -267,28 +370,45 @@ class SqliteStore:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def insert_events(self, events: Iterable[Event | dict[str, Any]]) -> int:
+    def insert_events(
+        self,
+        events: Iterable[Event | dict[str, Any]],
+        *,
+        rejected: list[BaseException] | None = None,
+    ) -> int:
         """Store events (objects or wire dicts); returns how many were new (not duplicates).
 
         An event is known by ``(trace_id, id)``. Duplicates (stored before, or twice in the
         batch) are skipped, so a trace's summary never counts an event twice.
+
+        An event the store cannot hold (an int beyond SQLite's 64 bits, one too long to write
+        as JSON, a malformed wire dict) is skipped and the rest of the batch is still stored;
+        the error of each skipped event is appended to ``rejected`` when it is given.
         """
-        rows = [_row(e) if type(e) is Event else _any_row(e) for e in events]
+        if not isinstance(events, (list, tuple)):
+            events = list(events)
+        try:
+            rows = [_row(e) if type(e) is Event else _any_row(e) for e in events]
+        except Exception:
+            rows = _rows_one_by_one(events, rejected)
         if not rows:
             return 0
-        conn = self._conn
-        with self._lock:
+        with self._locked() as conn:
             # IMMEDIATE: the inserts and the summaries they feed are atomic across processes.
             conn.execute("BEGIN IMMEDIATE")
             try:
                 fresh = rows
-                if conn.executemany(_INSERT, rows).rowcount != len(rows):
-                    # Some were stored before (a re-sent batch) or repeat within it: redo the
-                    # batch row by row to learn which are new. Rare, so the common case pays
-                    # nothing for the check.
+                try:
+                    all_new = conn.executemany(_INSERT, rows).rowcount == len(rows)
+                except _ROW_ERRORS:
+                    all_new = False
+                if not all_new:
+                    # Some were stored before (a re-sent batch), repeat within it, or cannot be
+                    # bound: redo the batch row by row to learn which are new and which are
+                    # rejected. Rare, so the common case pays nothing for the check.
                     conn.execute("ROLLBACK")
                     conn.execute("BEGIN IMMEDIATE")
-                    fresh = [row for row in rows if conn.execute(_INSERT, row).rowcount]
+                    fresh = _insert_one_by_one(conn, rows, rejected)
                 if fresh:
                     conn.executemany(_UPSERT_TRACE, _summaries(fresh))
                 conn.execute("COMMIT")
@@ -301,8 +421,8 @@ class SqliteStore:
     def register_agent(
         self, name: str, framework: str | None = None, metadata: dict[str, Any] | None = None
     ) -> None:
-        with self._lock, self._conn:
-            self._conn.execute(
+        with self._locked() as conn, conn:
+            conn.execute(
                 "INSERT INTO agents (name, framework, metadata, registered_ns) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET framework = excluded.framework, "
                 "metadata = excluded.metadata",
@@ -343,7 +463,7 @@ class SqliteStore:
             pattern = "%" + f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             params.extend([pattern, pattern])
         if f.cursor:
-            start_ns, trace_id = _decode_cursor(f.cursor)
+            start_ns, trace_id = decode_cursor(f.cursor)
             where.append("(start_ns < ? OR (start_ns = ? AND trace_id < ?))")
             params.extend([start_ns, start_ns, trace_id])
         limit = max(1, min(int(f.limit), 1000))
@@ -352,7 +472,7 @@ class SqliteStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY start_ns DESC, trace_id DESC LIMIT ?"
         params.append(limit + 1)
-        with self._lock:
+        with self._locked():
             rows = self._conn.execute(sql, params).fetchall()
         traces = [_trace_row(r) for r in rows[:limit]]
         cursor = None
@@ -363,7 +483,7 @@ class SqliteStore:
 
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
         """The summary and every event of one trace (a unique id prefix is accepted)."""
-        with self._lock:
+        with self._locked():
             row = self._conn.execute(
                 f"SELECT {_TRACE_COLUMNS} FROM traces WHERE trace_id = ?", (trace_id,)
             ).fetchone()
@@ -386,7 +506,7 @@ class SqliteStore:
 
     def events_after(self, position: int, limit: int = 500) -> tuple[list[dict[str, Any]], int]:
         """Events stored after ``position`` (a row number) and the new position; for ``tail``."""
-        with self._lock:
+        with self._locked():
             rows = self._conn.execute(
                 f"SELECT rowid, {_EVENT_COLUMNS} FROM events WHERE rowid > ? ORDER BY rowid "
                 "LIMIT ?",
@@ -397,16 +517,16 @@ class SqliteStore:
         return [_wire(r) for r in rows], int(rows[-1]["rowid"])
 
     def last_position(self) -> int:
-        with self._lock:
+        with self._locked():
             row = self._conn.execute("SELECT MAX(rowid) FROM events").fetchone()
         return int(row[0] or 0)
 
     def count_events(self) -> int:
-        with self._lock:
+        with self._locked():
             return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
     def agents(self) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._locked():
             rows = self._conn.execute(
                 "SELECT name, framework, metadata FROM agents ORDER BY name"
             ).fetchall()
@@ -419,7 +539,7 @@ class SqliteStore:
         """Counts, error rate, p50/p95 trace latency, tokens and cost by agent and by model."""
         trace_where, trace_params = _where(since_ns, agent, "start_ns")
         event_where, event_params = _where(since_ns, agent, "start_ns")
-        with self._lock:
+        with self._locked():
             totals = self._conn.execute(
                 "SELECT COUNT(*) AS traces, COALESCE(SUM(status = 'error'), 0) AS failed, "
                 "COALESCE(SUM(event_count), 0) AS events, "
@@ -501,12 +621,21 @@ class SqliteStore:
             ],
         }
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self, wait: float = 0.5) -> None:
+        """Close the connection. Never waits more than ``wait`` seconds: a thread writing
+        (perhaps waiting for another process's lock) closes it itself when it is done."""
+        self._closed = True
+        if self._lock.acquire(timeout=wait):
             try:
-                self._conn.close()
-            except sqlite3.Error:
-                pass
+                self._close_connection()
+            finally:
+                self._lock.release()
+
+    def _close_connection(self) -> None:
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
 
 
 def _row(event: Event) -> tuple[Any, ...]:
@@ -636,6 +765,36 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
+def _rows_one_by_one(
+    events: Sequence[Event | dict[str, Any]], rejected: list[BaseException] | None
+) -> list[tuple[Any, ...]]:
+    """The rows of the events that make one; the others' errors go to ``rejected``."""
+    rows = []
+    for event in events:
+        try:
+            rows.append(_any_row(event))
+        except Exception as exc:
+            if rejected is not None:
+                rejected.append(exc)
+    return rows
+
+
+def _insert_one_by_one(
+    conn: sqlite3.Connection, rows: list[tuple[Any, ...]], rejected: list[BaseException] | None
+) -> list[tuple[Any, ...]]:
+    """Insert row by row; returns the rows that were new. A row SQLite cannot take goes to
+    ``rejected`` (binding fails before the statement runs: the transaction goes on)."""
+    fresh = []
+    for row in rows:
+        try:
+            if conn.execute(_INSERT, row).rowcount:
+                fresh.append(row)
+        except _ROW_ERRORS as exc:
+            if rejected is not None:
+                rejected.append(exc)
+    return fresh
+
+
 def _summaries(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Fold a batch of event rows into one summary row per trace (see ``_UPSERT_TRACE``)."""
     by_trace: dict[str, list[Any]] = {}
@@ -663,6 +822,10 @@ def _summaries(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             summary[11] += tokens_out or 0
             summary[12] += tokens_total or 0
             summary[13] += cost or 0.0
+    for summary in by_trace.values():
+        # Token counts that fit one by one may not once summed: the sum stops at SQLite's limit.
+        if summary[12] > _INT64_MAX or summary[10] > _INT64_MAX or summary[11] > _INT64_MAX:
+            summary[10:13] = [min(n, _INT64_MAX) for n in summary[10:13]]
     return [tuple(s) for s in by_trace.values()]
 
 
@@ -709,16 +872,22 @@ def _trace_row(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def _decode_cursor(cursor: str) -> tuple[int, str]:
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """The position a listing's ``next_cursor`` names; ``ValueError`` if it names none."""
     try:
         start, trace_id = cursor.split(":", 1)
-        return int(start), trace_id
+        start_ns = int(start)
     except ValueError:
         raise ValueError(f"invalid cursor {cursor!r}") from None
+    if not 0 <= start_ns <= _INT64_MAX:
+        raise ValueError(f"invalid cursor {cursor!r}")
+    return start_ns, trace_id
 
 
-def open_store(path: str | None = None, *, readonly: bool = False) -> SqliteStore:
+def open_store(
+    path: str | None = None, *, readonly: bool = False, timeout: float = 30.0
+) -> SqliteStore:
     """Open the store at ``path`` (default: ``SIGHTLINE_DB`` or ``./.sightline/sightline.db``)."""
     if path is None:
         path = os.environ.get("SIGHTLINE_DB") or os.path.join(".sightline", "sightline.db")
-    return SqliteStore(path, readonly=readonly)
+    return SqliteStore(path, readonly=readonly, timeout=timeout)
