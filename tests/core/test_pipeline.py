@@ -625,3 +625,24 @@ def test_a_failing_deferred_record_is_counted_and_the_others_still_run(caplog):
 
 def test_defer_on_a_disabled_client_is_refused():
     assert Client(enabled=False).defer((print, "never")) is False
+
+
+def test_an_event_whose_processing_raises_is_dropped_and_counted_never_exported_raw(caplog):
+    from sightline.pipeline import Pipeline
+
+    exporter = RecordingExporter()
+
+    def process(e: Event) -> bool:
+        if e.name == "bad":
+            raise ValueError("secret sk-live-123 in the message")
+        return True
+
+    pipeline = Pipeline([("mem", exporter)], process, flush_interval=60)
+    with caplog.at_level(logging.ERROR, logger="sightline"):
+        for name in ("ok-1", "bad", "ok-2"):
+            pipeline.submit(event(name))
+        assert pipeline.flush(5) is True
+    pipeline.close(5)
+    assert [e.name for e in exporter.events] == ["ok-1", "ok-2"]
+    assert pipeline.processor_errors.value == 1
+    assert "ValueError" in caplog.text and "sk-live-123" not in caplog.text

@@ -51,7 +51,8 @@ class Sanitizer:
     - strings longer than ``max_string`` are cut and marked with ``…[truncated]``;
     - containers deeper than ``max_depth`` or longer than ``max_items`` are cut with a marker;
     - cycles become ``"[cycle]"``;
-    - NaN and infinities become strings; bytes become a short description;
+    - NaN and infinities become strings, and so do integers outside the signed 64-bit range
+      (``"<int with N bits>"`` past about 4200 digits); bytes become a short description;
     - other objects become their bounded ``repr`` (or ``<unrepresentable T>`` if that raises),
       except objects offering ``model_dump()`` / ``dict()`` / ``to_dict()`` or dataclasses,
       which are read as mappings;
@@ -123,7 +124,10 @@ class Sanitizer:
         if kind is str:
             return self._string(value)
         if kind is int:
-            return value
+            # Beyond 64 bits a store's INTEGER and many JSON readers fail: the number as text.
+            if -9223372036854775808 <= value <= 9223372036854775807:
+                return value
+            return self._string(_big_int_text(value))
         if kind is float:
             return value if math.isfinite(value) else str(value)
         if kind is dict or kind is list:  # the common containers, without the ABC check below
@@ -157,7 +161,7 @@ class Sanitizer:
         if isinstance(value, bool):
             return bool(value)
         if isinstance(value, int):
-            return int(value)
+            return self._copy(int(value), depth, seen)
         if isinstance(value, float):
             return self._copy(float(value), depth, seen)
         if isinstance(value, (bytes, bytearray, memoryview)):
@@ -220,7 +224,9 @@ class Sanitizer:
             return self._clean(item, depth + 1)
         if cls is float:
             return math.isfinite(item)
-        return cls is int or cls is bool
+        if cls is int:
+            return -9223372036854775808 <= item <= 9223372036854775807
+        return cls is bool
 
     def _judge_key(self, name: str) -> bool:
         """Is ``name`` a secret's key? Remembered: the same few names come back every event."""
@@ -261,6 +267,18 @@ class Sanitizer:
         if len(items) > self.max_items:
             out.append(f"{TRUNCATED} {len(items) - self.max_items} more items")
         return out
+
+
+def _big_int_text(value: int) -> str:
+    """The decimal text of an int; ``<int with N bits>`` for one too long to write quickly
+    (Python refuses more than 4300 digits by default, and writing them is quadratic)."""
+    bits = value.bit_length()
+    if bits <= 14_000:  # about 4200 digits
+        try:
+            return str(value)
+        except ValueError:  # sys.set_int_max_str_digits() set lower
+            pass
+    return f"<int with {bits} bits>"
 
 
 def _as_mapping(value: Any) -> Mapping[str, Any] | None:

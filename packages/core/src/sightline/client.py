@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sightline.config import Config
@@ -94,6 +94,8 @@ class Client:
         self.enabled = self.config.enabled
         self.agents: dict[str, dict[str, Any]] = {}
         self._closed = False
+        self._dropped_after_close = 0
+        self._after_close_lock = threading.Lock()
         self._instrumented = False
         self._default_agent = self.config.agent
         self._pipeline: Pipeline | None = None
@@ -210,6 +212,8 @@ class Client:
         """
         pipeline = self._pipeline
         if pipeline is None:
+            if self._closed and self.enabled:
+                self._count_after_close()
             return False
         if event.end_ns is None:
             event.end_ns = time.time_ns()
@@ -230,8 +234,23 @@ class Client:
         """
         pipeline = self._pipeline
         if pipeline is None:
+            if self._closed and self.enabled:
+                self._count_after_close()
             return False
         return pipeline.submit(record)
+
+    def _count_after_close(self) -> None:
+        """An event (a span that ends after close(), a log_event...) came too late: counted in
+        stats()['dropped_after_close'] and logged once."""
+        with self._after_close_lock:
+            self._dropped_after_close += 1
+            first = self._dropped_after_close == 1
+        if first:
+            logger.warning(
+                "sightline: an event was recorded after the client was closed (close() or "
+                "shutdown() ran before its span ended); it is dropped, and such events are "
+                "counted in client.stats()['dropped_after_close']"
+            )
 
     def start_span(
         self,
@@ -333,7 +352,7 @@ class Client:
         status: Status | str = Status.OK,
         *,
         model: str | None = None,
-        usage: Usage | dict[str, int] | None = None,
+        usage: Usage | Mapping[str, Any] | None = None,
         error: ErrorInfo | BaseException | str | None = None,
         error_kind: ErrorKind | str | None = None,
         duration_ms: float | None = None,
@@ -347,6 +366,8 @@ class Client:
         Returns the event (or ``None`` when disabled).
         """
         if self._pipeline is None:
+            if self._closed and self.enabled:
+                self._count_after_close()
             return None
         try:
             end_ns = time.time_ns()
@@ -359,8 +380,8 @@ class Client:
             event.output = output
             event.cost_usd = cost_usd
             event.status = status if isinstance(status, Status) else Status(status)
-            if isinstance(usage, dict):
-                usage = Usage(**usage)
+            if usage is not None and usage.__class__ is not Usage:
+                usage = Usage.coerce(usage)  # a dict, OpenAI's names too; never raises
             event.usage = usage
             if error is not None:
                 if isinstance(error, ErrorInfo):
@@ -411,10 +432,20 @@ class Client:
         return result
 
     def stats(self) -> dict[str, Any]:
-        """Counts of the pipeline: queued, processed, exported, dropped, filtered, failed..."""
-        if self._pipeline is None:
-            return dict(getattr(self, "_last_stats", {}) or _EMPTY_STATS)
-        return self._pipeline.stats()
+        """Counts of the pipeline: queued, processed, exported, dropped, filtered, failed...
+
+        ``processor_errors`` counts the events a built-in processor failed on (dropped, so
+        that nothing unredacted is exported) and deferred records that failed;
+        ``dropped_after_close`` the events recorded after :meth:`close`. After ``close`` the
+        counts are those at close, plus what came after it.
+        """
+        pipeline = self._pipeline
+        if pipeline is None:
+            stats = dict(getattr(self, "_last_stats", None) or _EMPTY_STATS)
+        else:
+            stats = pipeline.stats()
+        stats["dropped_after_close"] = self._dropped_after_close
+        return stats
 
     def __enter__(self) -> Client:
         return self
@@ -435,7 +466,7 @@ class Client:
 
 _EMPTY_STATS: dict[str, Any] = {
     "queued": 0, "processed": 0, "dropped": 0, "filtered": 0, "exported": 0, "failed": 0,
-    "exporter_dropped": 0, "processor_errors": 0, "exporters": {},
+    "exporter_dropped": 0, "processor_errors": 0, "dropped_after_close": 0, "exporters": {},
     "sent": 0, "retried": 0, "spooled": 0, "evicted": 0,
 }  # fmt: skip
 

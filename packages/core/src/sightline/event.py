@@ -11,7 +11,9 @@ caller's thread never formats a timestamp; the RFC 3339 strings of the wire form
 
 from __future__ import annotations
 
+import builtins
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
@@ -24,10 +26,14 @@ __all__ = [
     "EventType",
     "Status",
     "Usage",
+    "coerce_count",
+    "coerce_ns",
+    "format_stack_without_messages",
     "format_time",
     "new_span_id",
     "new_trace_id",
     "parse_time",
+    "strip_exception_messages",
 ]
 
 SCHEMA_VERSION = 1
@@ -158,8 +164,50 @@ def parse_time(value: str) -> int:
     return whole * 1_000_000_000 + parsed.microsecond * 1000
 
 
+_MAX_INT64 = 2**63 - 1
+
+
+def coerce_count(value: object) -> int | None:
+    """A token count as an ``int`` from 0 to 2**63-1, read from an int, a float or a numeric
+    string; negative counts become 0; ``None`` when it is missing, unreadable or too large."""
+    number = _to_int(value)
+    if number is None:
+        return None
+    if number < 0:
+        return 0
+    return number if number <= _MAX_INT64 else None
+
+
+def coerce_ns(value: object) -> int | None:
+    """A time in nanoseconds since the epoch as an ``int`` (``time.time() * 1e9`` is a float),
+    or ``None`` when it is not a number in the signed 64-bit range."""
+    number = _to_int(value)
+    return number if number is not None and -_MAX_INT64 - 1 <= number <= _MAX_INT64 else None
+
+
+def _to_int(value: object) -> int | None:
+    """``int(value)`` for numbers and numeric strings (``"12"``, ``"1.5e3"``); ``None`` for
+    ``None``, booleans, NaN, infinities and anything else. Never raises."""
+    if value is None or value is True or value is False:
+        return None
+    try:
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                return int(text)
+            except ValueError:
+                return int(float(text))
+        return int(value)  # type: ignore[call-overload]
+    except Exception:
+        return None
+
+
 class Usage:
-    """Token counts of one model call. ``total_tokens`` defaults to the sum of the others."""
+    """Token counts of one model call. ``total_tokens`` defaults to the sum of the others.
+
+    Counts given as numeric strings or floats are read as integers; what cannot be read
+    becomes ``None``. The constructor never raises.
+    """
 
     __slots__ = ("input_tokens", "output_tokens", "total_tokens")
 
@@ -169,11 +217,48 @@ class Usage:
         output_tokens: int | None = None,
         total_tokens: int | None = None,
     ) -> None:
+        if (
+            (input_tokens is not None and input_tokens.__class__ is not int)
+            or (output_tokens is not None and output_tokens.__class__ is not int)
+            or (total_tokens is not None and total_tokens.__class__ is not int)
+        ):
+            input_tokens = coerce_count(input_tokens)
+            output_tokens = coerce_count(output_tokens)
+            total_tokens = coerce_count(total_tokens)
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
         if total_tokens is None and (input_tokens is not None or output_tokens is not None):
             total_tokens = (input_tokens or 0) + (output_tokens or 0)
         self.total_tokens = total_tokens
+
+    @classmethod
+    def coerce(cls, value: object) -> Usage | None:
+        """A :class:`Usage` read from ``value``: a Usage (returned as it is), a mapping or an
+        object with token-count attributes, in our names (``input_tokens``,
+        ``output_tokens``, ``total_tokens``) or OpenAI's (``prompt_tokens``,
+        ``completion_tokens``). Other keys are ignored. ``None`` when nothing can be read;
+        never raises.
+
+        Example::
+
+            Usage.coerce({"prompt_tokens": 12, "completion_tokens": 3})  # 12, 3, total 15
+        """
+        if isinstance(value, Usage):
+            return value
+        try:
+            if isinstance(value, Mapping):
+                counts = [value.get(name) for name in _USAGE_NAMES]
+            elif value is None or isinstance(value, (str, bytes, int, float)):
+                return None
+            else:  # a record such as OpenAI's CompletionUsage
+                counts = [getattr(value, name, None) for name in _USAGE_NAMES]
+        except Exception:
+            return None
+        input_tokens = counts[0] if counts[0] is not None else counts[1]
+        output_tokens = counts[2] if counts[2] is not None else counts[3]
+        if input_tokens is None and output_tokens is None and counts[4] is None:
+            return None
+        return cls(input_tokens, output_tokens, counts[4])
 
     def to_dict(self) -> dict[str, int | None]:
         return {
@@ -196,6 +281,15 @@ class Usage:
             f"Usage(input_tokens={self.input_tokens}, output_tokens={self.output_tokens}, "
             f"total_tokens={self.total_tokens})"
         )
+
+
+_USAGE_NAMES = (
+    "input_tokens",
+    "prompt_tokens",
+    "output_tokens",
+    "completion_tokens",
+    "total_tokens",
+)
 
 
 class ErrorInfo:
@@ -438,18 +532,148 @@ class Event:
         return event
 
 
-def finalize_error(error: ErrorInfo, limit: int = 8192) -> None:
-    """Format the stack of an error recorded from an exception (off the caller's thread)."""
+def finalize_error(error: ErrorInfo, limit: int = 8192, *, messages: bool = True) -> None:
+    """Format the stack of an error recorded from an exception (off the caller's thread).
+
+    With ``messages=False`` each exception line of the stack (the chained ones too) holds only
+    the exception's type: see :func:`format_stack_without_messages`.
+    """
     exc = getattr(error, "_exc", None)
     if exc is None:
         return
     try:
-        import traceback
+        if messages:
+            import traceback
 
-        stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        else:
+            stack = format_stack_without_messages(exc)
     except Exception:
         stack = ""
     if len(stack) > limit:
         stack = "…[truncated]…" + stack[-limit:]
     error.stack = stack
     error._exc = None  # type: ignore[attr-defined]
+
+
+_CAUSE_LINE = "The above exception was the direct cause of the following exception:"
+_CONTEXT_LINE = "During handling of the above exception, another exception occurred:"
+_TRACEBACK_LINE = "Traceback (most recent call last):"
+_GROUP_WIDTH = 15  # sub-exceptions shown per exception group, as in traceback
+_GROUP_DEPTH = 10  # nested exception groups shown
+
+
+def format_stack_without_messages(exc: BaseException) -> str:
+    """The stack of ``exc`` as :func:`traceback.format_exception` writes it, but with every
+    exception line cut to the exception's type (``module.Name``): no message, no notes.
+
+    Chained exceptions (``raise ... from``, an exception raised while handling another) and the
+    sub-exceptions of an exception group are written the same way. Messages are where the
+    prompt, a tool's input or a credential end up; frames and source lines are the program's.
+    """
+    import traceback
+
+    parts: list[str] = []
+    _write_chain(exc, parts, traceback.format_tb, 0)
+    return "".join(parts)
+
+
+def _write_chain(exc: BaseException, parts: list[str], format_tb: Any, depth: int) -> None:
+    # Newest first, each with the line linking it to the exception it chains to; written
+    # oldest first, each link line just before the exception that carries it (as traceback).
+    chain: list[tuple[str | None, BaseException]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current.__cause__ is not None:
+            chain.append((_CAUSE_LINE, current))
+            current = current.__cause__
+        elif current.__context__ is not None and not current.__suppress_context__:
+            chain.append((_CONTEXT_LINE, current))
+            current = current.__context__
+        else:
+            chain.append((None, current))
+            current = None
+    if chain and current is not None:  # a cycle: the last link points back into the chain
+        chain[-1] = (None, chain[-1][1])
+    group = getattr(builtins, "BaseExceptionGroup", None)  # Python 3.11+
+    for link, item in reversed(chain):
+        if link is not None:
+            parts.append(f"\n{link}\n\n")
+        if item.__traceback__ is not None:
+            parts.append(_TRACEBACK_LINE + "\n")
+            parts.extend(format_tb(item.__traceback__))
+        parts.append(_exception_name(type(item)) + "\n")
+        if group is not None and isinstance(item, group):
+            _write_group(item.exceptions, parts, format_tb, depth)
+
+
+def _write_group(
+    exceptions: tuple[BaseException, ...], parts: list[str], format_tb: Any, depth: int
+) -> None:
+    if depth >= _GROUP_DEPTH:
+        parts.append("  | … (nested exception groups left out)\n")
+        return
+    shown = exceptions[:_GROUP_WIDTH]
+    for index, sub in enumerate(shown, 1):
+        inner: list[str] = []
+        _write_chain(sub, inner, format_tb, depth + 1)
+        parts.append(f"  +-- sub-exception {index} of {len(exceptions)} --\n")
+        parts.extend("  | " + line + "\n" for line in "".join(inner).splitlines())
+    if len(exceptions) > len(shown):
+        parts.append(f"  +-- {len(exceptions) - len(shown)} more sub-exceptions --\n")
+
+
+def _exception_name(cls: type) -> str:
+    """The type as the last line of a traceback names it: ``ValueError``, ``pkg.mod.Error``."""
+    name = getattr(cls, "__qualname__", None)
+    if not isinstance(name, str):
+        name = "Exception"
+    module = getattr(cls, "__module__", None)
+    if module not in ("__main__", "builtins"):
+        name = f"{module if isinstance(module, str) else '<unknown>'}.{name}"
+    return name
+
+
+def strip_exception_messages(stack: str) -> str:
+    """A traceback given as text, with each exception line cut to the exception's type.
+
+    For stacks recorded as text, where no exception object is left to format: frames
+    (``File ...`` lines and their source lines), ``Traceback ...`` headers and the lines that
+    chain exceptions are kept; an exception line keeps the type before its colon, and the
+    lines after it (the rest of a multi-line message, notes) are dropped up to the next
+    header. Text that is not a Python traceback is dropped.
+    """
+    out: list[str] = []
+    in_message = False  # after an exception line: everything up to the next header goes
+    in_frame = False  # after a "File" line: its indented source and caret lines
+    for line in stack.splitlines():
+        bare = line.strip()
+        if bare == _TRACEBACK_LINE:
+            out.append(_TRACEBACK_LINE)
+            in_message = in_frame = False
+            continue
+        if bare in (_CAUSE_LINE, _CONTEXT_LINE):
+            out.extend(("", bare, ""))
+            in_message = in_frame = False
+            continue
+        if in_message or not bare:
+            continue
+        if line.startswith('  File "'):
+            out.append(line)
+            in_frame = True
+            continue
+        if in_frame and line.startswith("    "):
+            out.append(line)
+            continue
+        in_frame = False
+        in_message = True
+        name = line.split(":", 1)[0].strip()
+        if _is_dotted_name(name):
+            out.append(name)
+    return "\n".join(out) + "\n" if out else ""
+
+
+def _is_dotted_name(text: str) -> bool:
+    return 0 < len(text) <= 200 and all(part.isidentifier() for part in text.split("."))

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sightline.errors import ToolDenied
 from sightline.event import EventType
 
+if TYPE_CHECKING:
+    from sightline.plugins import PluginManager
+
 __all__ = ["Decision", "authorize", "guard"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger("sightline")
+_HOOK = "sightline_authorize_tool"
 
 
 @dataclass(frozen=True)
@@ -30,13 +36,105 @@ class Decision:
 
     @classmethod
     def from_answer(cls, answer: Any) -> Decision:
-        if answer is None or answer is True or answer == "allow":
-            return cls(True)
-        if answer is False or answer == "deny":
-            return cls(False, "denied by policy")
+        """The decision a ``sightline_authorize_tool`` answer stands for.
+
+        The answers of the hook's contract are ``None`` or ``True`` or ``"allow"`` (allow),
+        ``False`` or ``"deny"`` (deny), and a ``Decision`` whose ``allow`` is a bool and whose
+        ``arguments`` is ``None`` or a mapping. Anything else raises TypeError.
+        """
+        if answer is None or answer is True:
+            return _ALLOW
+        if answer is False:
+            return _DENY
         if isinstance(answer, Decision):
-            return answer
-        raise TypeError(f"unsupported sightline_authorize_tool answer: {answer!r}")
+            return answer._checked()
+        if isinstance(answer, str):  # str.__eq__: a str subclass runs no code of its own
+            if str.__eq__(answer, "allow"):
+                return _ALLOW
+            if str.__eq__(answer, "deny"):
+                return _DENY
+        raise TypeError(f"unsupported {_HOOK} answer: {_bounded_repr(answer)}")
+
+    def _checked(self) -> Decision:
+        """This decision, with plain values; TypeError when it is not one of the contract."""
+        allow, reason, arguments = self.allow, self.reason, self.arguments
+        if type(allow) is not bool:  # a guessed truthiness would be a silent policy change
+            raise TypeError(
+                f"unsupported {_HOOK} answer: Decision.allow must be True or False, "
+                f"not {_bounded_repr(allow)}"
+            )
+        if arguments is not None and not isinstance(arguments, Mapping):
+            raise TypeError(
+                f"unsupported {_HOOK} answer: Decision.arguments must be a mapping or None, "
+                f"not {type(arguments).__name__}"
+            )
+        if type(reason) is str and (arguments is None or type(arguments) is dict):
+            return self
+        try:
+            return Decision(
+                allow,
+                "" if reason is None else str(reason),
+                None if arguments is None else dict(arguments),
+            )
+        except Exception as exc:
+            raise TypeError(f"unsupported {_HOOK} answer: {type(exc).__name__}: {exc}") from None
+
+
+_ALLOW = Decision(True)
+_DENY = Decision(False, "denied by policy")
+
+
+def _bounded_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters; never raises."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _consult(
+    plugins: PluginManager, tool_name: str, arguments: dict[str, Any], context: dict[str, Any]
+) -> Decision:
+    """Ask the ``sightline_authorize_tool`` plugins in turn; the first answer wins.
+
+    Each plugin is isolated as :meth:`PluginManager.call` isolates it: one that raises is logged
+    once, disabled, and the next one is asked. An answer outside the hook's contract is the
+    same kind of fault (the plugin is broken, not denying) and is treated the same way. When no
+    plugin answers, the tool runs: governance fails open, as it always has for a plugin that
+    raises.
+    """
+    for plugin_name, hook in plugins.implementations(_HOOK):
+        if plugins._trace:
+            from sightline.plugins import _trace_print
+
+            _trace_print(f"sightline: {_HOOK} → {plugin_name}")
+        try:
+            answer = hook(tool_name=tool_name, arguments=arguments, context=context)
+        except Exception as exc:
+            logger.error(
+                "sightline: plugin %r raised in %s and is disabled: %s: %s",
+                plugin_name,
+                _HOOK,
+                type(exc).__name__,
+                exc,
+            )
+            plugins.disable(plugin_name, exc)
+            continue
+        if answer is None:
+            continue
+        try:
+            return Decision.from_answer(answer)
+        except Exception as exc:  # TypeError, or whatever a hostile answer's own code raised
+            message = str(exc) if isinstance(exc, TypeError) else f"{type(exc).__name__}: {exc}"
+            logger.error(
+                "sightline: plugin %r is disabled: %s (expected None, True, 'allow', False, "
+                "'deny' or a Decision); the next plugin decides, or the tool runs",
+                plugin_name,
+                message,
+            )
+            plugins.disable(plugin_name, message)
+    return _ALLOW
 
 
 def authorize(
@@ -48,7 +146,9 @@ def authorize(
 ) -> dict[str, Any]:
     """Consult the governance plugins; return the arguments to run with or raise ToolDenied.
 
-    A deny (or a redaction) is recorded as a ``decision`` event under the ambient span.
+    A deny (or a redaction) is recorded as a ``decision`` event under the ambient span. A
+    plugin that raises or answers outside the hook's contract is logged once and disabled,
+    and the next plugin decides; with no answer left the tool runs (governance fails open).
     """
     from sightline.client import get_client
     from sightline.span import current_span
@@ -63,14 +163,7 @@ def authorize(
         "agent": span.event.agent if span else owner.config.agent,
         "framework": framework,
     }
-    answer = owner.plugins.call(
-        "sightline_authorize_tool",
-        firstresult=True,
-        tool_name=tool_name,
-        arguments=arguments,
-        context=context,
-    )
-    decision = Decision.from_answer(answer)
+    decision = _consult(owner.plugins, tool_name, arguments, context)
     if decision.allow and decision.arguments is None:
         return arguments
     outcome = "allow_redacted" if decision.allow else "deny"

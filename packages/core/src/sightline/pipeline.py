@@ -420,10 +420,15 @@ class Pipeline:
             self.processed += 1
             try:
                 keep = process(event)
-            except Exception:
+            except Exception as exc:
+                # Never export an event whose processing failed: it may not be redacted.
                 self.processor_errors.add()
-                logger.exception("sightline: event processing failed; event kept unprocessed")
-                keep = True
+                if exc.__class__.__name__ != "ProcessingFailed":  # that one is logged already
+                    logger.error(
+                        "sightline: event processing failed (%s); the event is dropped",
+                        type(exc).__name__,
+                    )
+                continue
             if not keep:
                 self.filtered.add()
                 continue

@@ -2,8 +2,10 @@
 
 Discovery is through the ``sightline`` entry-point group only. Loading is lazy and idempotent.
 A plugin that fails to import, or raises inside a hook, is logged once (logger ``sightline``)
-and disabled; the application and the other plugins go on. ``sightline plugins`` lists them all,
-failed ones with their error.
+and disabled; the application and the other plugins go on. The built-in processors are the
+exception: they are never disabled (redaction must not switch off), and an event one of them
+fails on is dropped and counted instead of being exported half processed. ``sightline plugins``
+lists them all, failed ones with their error.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ class PluginInfo:
         }
 
 
+class ProcessingFailed(Exception):
+    """A built-in processor raised on an event (already logged): the pipeline drops the event,
+    which may be unredacted, and counts it in ``processor_errors``."""
+
+
 class PluginManager:
     """A pluggy manager whose hook calls isolate each plugin from the others."""
 
@@ -66,6 +73,7 @@ class PluginManager:
         self._lock = threading.RLock()
         self._trace = False
         self._impl_cache: dict[str, list[tuple[str, Any]]] = {}
+        self._logged_builtin: set[str] = set()  # built-in processors that raised (logged)
 
     # -- registration -------------------------------------------------------------------------
 
@@ -213,6 +221,10 @@ class PluginManager:
                     keep = False
                     break
             except Exception as exc:
+                info = self.infos.get(name)
+                if info is not None and info.status == "builtin":
+                    self._builtin_failed(name, exc)
+                    raise ProcessingFailed(name) from None
                 logger.error(
                     "sightline: plugin %r raised in sightline_process_event and is disabled: "
                     "%s: %s",
@@ -222,6 +234,23 @@ class PluginManager:
                 )
                 self.disable(name, exc)
         return keep
+
+    def _builtin_failed(self, name: str, exc: Exception) -> None:
+        """A built-in processor raised: the event may be unredacted, so the pipeline drops and
+        counts it (:class:`ProcessingFailed`), and the processor stays on for the next events.
+        Logged once per processor, by exception type only (its message may quote the event's
+        content)."""
+        with self._lock:
+            first = name not in self._logged_builtin
+            self._logged_builtin.add(name)
+        if first:
+            logger.error(
+                "sightline: built-in processor %r raised %s on an event; the event is dropped, "
+                "not exported unprocessed, and the processor stays on (such events are counted "
+                "in client.stats()['processor_errors'])",
+                name,
+                type(exc).__name__,
+            )
 
     def list(self) -> list[PluginInfo]:
         return sorted(self.infos.values(), key=lambda info: (info.status != "builtin", info.name))

@@ -1,16 +1,34 @@
 """The built-in processors, registered as plugins through ``sightline_process_event``.
 
 - :class:`RedactionProcessor` makes every value strict, bounded JSON, masks secrets by key name
-  and in text, and drops inputs/outputs when ``capture_content`` is off.
+  and in text, and drops inputs/outputs (and exception messages, in error stacks too) when
+  ``capture_content`` is off. It also repairs malformed fields (float timestamps, a usage
+  given as a dict...). It is never disabled: an event it fails on is dropped, not exported
+  unredacted (see :meth:`sightline.plugins.PluginManager.process_event`).
 - :class:`SamplingProcessor` keeps a deterministic share of traces (by ``trace_id``); events with
   status error are always kept.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
+from typing import Any
+
 from sightline.capture import Sanitizer, safe_repr
 from sightline.config import Config
-from sightline.event import ERROR_KINDS, ErrorKind, Event, Status, finalize_error
+from sightline.event import (
+    ERROR_KINDS,
+    ErrorInfo,
+    ErrorKind,
+    Event,
+    Status,
+    Usage,
+    coerce_count,
+    coerce_ns,
+    finalize_error,
+    strip_exception_messages,
+)
 from sightline.hookspecs import hookimpl
 
 __all__ = ["RedactionProcessor", "SamplingProcessor"]
@@ -23,6 +41,9 @@ class RedactionProcessor:
         self.capture_content = config.capture_content
         self.sanitize = Sanitizer(max_string=config.max_string, redact_keys=config.redact_keys)
         self.small = Sanitizer(max_string=1024, redact_keys=config.redact_keys)
+        # Stacks are cut to their last _STACK_LIMIT characters (the exception is at the end),
+        # then masked like any text.
+        self.stack_text = Sanitizer(max_string=2 * _STACK_LIMIT, redact_keys=config.redact_keys)
 
     def share_clean_values(self, share: bool) -> None:
         """Keep clean inputs, outputs and metadata as they are instead of copying them.
@@ -36,6 +57,13 @@ class RedactionProcessor:
 
     @hookimpl(tryfirst=True)
     def sightline_process_event(self, event: Event) -> None:
+        start, end = event.start_ns, event.end_ns
+        if not (  # 2**63-1 written out: a constant, not a global looked up per event
+            start.__class__ is int
+            and start <= 9223372036854775807
+            and (end is None or (end.__class__ is int and end <= 9223372036854775807))
+        ):
+            _repair_times(event)
         if event.id is None:
             # Time-ordered ids keep SQLite's primary-key index append-only.
             event.id = f"{event.start_ns:016x}{event.span_id}"
@@ -53,9 +81,12 @@ class RedactionProcessor:
             event.metadata = self.sanitize(event.metadata)
         elif event.metadata is None:
             event.metadata = {}
-        if event.tags:
+        tags = event.tags
+        if tags.__class__ is not list:
+            tags = event.tags = _tag_list(tags)
+        if tags:
             event.tags = [
-                self.small(t) if isinstance(t, str) else self.small(repr(t)) for t in event.tags
+                self.small(t) if t.__class__ is str else self.small(_text(t)) for t in tags
             ]
         if not isinstance(event.name, str):
             event.name = self.small(_text(event.name))
@@ -75,34 +106,35 @@ class RedactionProcessor:
                     setattr(event, key, self.small(_text(value)))
         error = event.error
         if error is not None:
-            finalize_error(error)
+            if not isinstance(error, ErrorInfo):
+                error = event.error = _error_info(error)
+            from_exception = getattr(error, "_exc", None) is not None
+            finalize_error(error, _STACK_LIMIT, messages=self.capture_content)
             if type(error.type) is not str:
                 error.type = self.small(_text(error.type))  # record_failure(code=504)
             if not (isinstance(error.kind, str) and error.kind in ERROR_KINDS):
                 error.kind = ErrorKind.UNKNOWN.value
             if not isinstance(error.message, str):
                 error.message = _text(error.message)
-            if error.stack is not None and not isinstance(error.stack, str):
-                error.stack = _text(error.stack)
             if not self.capture_content:
                 error.message = ""  # messages often quote the prompt or the tool input
             else:
                 error.message = self.sanitize(error.message)
+            stack = error.stack
+            if stack is not None:
+                text = stack if stack.__class__ is str else _text(stack)
+                self._scrub_stack(error, text, from_exception)
         usage = event.usage
+        if usage is not None and usage.__class__ is not Usage and not isinstance(usage, Usage):
+            usage = event.usage = Usage.coerce(usage)
         if usage is not None and not (
             _count_ok(usage.input_tokens)
             and _count_ok(usage.output_tokens)
             and _count_ok(usage.total_tokens)
         ):
-            for key in ("input_tokens", "output_tokens", "total_tokens"):
-                value = getattr(usage, key)
-                if value is not None and (
-                    not isinstance(value, int) or isinstance(value, bool) or value < 0
-                ):
-                    try:
-                        setattr(usage, key, max(0, int(value)))
-                    except Exception:
-                        setattr(usage, key, None)
+            usage.input_tokens = coerce_count(usage.input_tokens)
+            usage.output_tokens = coerce_count(usage.output_tokens)
+            usage.total_tokens = coerce_count(usage.total_tokens)
         cost = event.cost_usd
         if cost is not None:
             try:
@@ -114,10 +146,52 @@ class RedactionProcessor:
                 event.cost_usd = None
         return None
 
+    def _scrub_stack(self, error: ErrorInfo, stack: str, from_exception: bool) -> None:
+        """Keep no more in a stack than in the message: with ``capture_content`` off, a stack
+        given as text loses its exception messages (one formatted here from the exception
+        never had them); in both cases secrets in it are masked."""
+        if not self.capture_content and not from_exception:
+            stack = strip_exception_messages(stack)
+        if len(stack) > _STACK_LIMIT:
+            stack = "…[truncated]…" + stack[-_STACK_LIMIT:]
+        error.stack = self.stack_text(stack)
 
-def _count_ok(value: object) -> bool:
-    """A token count needing no repair: ``None`` or a non-negative ``int`` (not a bool)."""
-    return value is None or (value.__class__ is int and value >= 0)
+
+_STACK_LIMIT = 8192
+
+
+def _count_ok(value: Any) -> bool:
+    """A token count needing no repair: ``None`` or an ``int`` (not a bool) in 0..2**63-1."""
+    return value is None or (value.__class__ is int and 0 <= value <= 9223372036854775807)
+
+
+def _repair_times(event: Event) -> None:
+    """Integer nanoseconds from what was given (``time.time() * 1e9`` is a float); an end that
+    cannot be read is dropped, a start that cannot be read becomes the end (or now)."""
+    end = event.end_ns = coerce_ns(event.end_ns)
+    start = coerce_ns(event.start_ns)
+    if start is None:
+        start = end if end is not None else time.time_ns()
+    event.start_ns = start
+
+
+def _tag_list(tags: object) -> list[Any]:
+    """The tags as a list: one tag given alone, an iterable of tags, or nothing."""
+    if tags is None:
+        return []
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
+        return [tags]
+    try:
+        return list(tags)
+    except Exception:
+        return [safe_repr(tags, 200)]
+
+
+def _error_info(value: object) -> ErrorInfo:
+    """An :class:`ErrorInfo` for something else given as the error: an exception or a text."""
+    if isinstance(value, BaseException):
+        return ErrorInfo.from_exception(value)
+    return ErrorInfo("Error", _text(value))
 
 
 def _text(value: object) -> str:

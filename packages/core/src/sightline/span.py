@@ -81,6 +81,17 @@ def default_error_kind(event_type: EventType, exc: BaseException | None = None) 
     return _KIND_BY_TYPE.get(event_type, ErrorKind.UNKNOWN)
 
 
+def _tag_text(tag: object) -> str:
+    """A tag as text: ``str(tag)`` (a str subclass's own text), or a marker if that fails."""
+    if isinstance(tag, str):
+        return str.__str__(tag)
+    try:
+        text = str(tag)
+    except Exception:
+        return f"<unprintable {type(tag).__name__}>"
+    return str.__str__(text) if isinstance(text, str) else f"<unprintable {type(tag).__name__}>"
+
+
 class Span:
     """A unit of work in progress; use it as a context manager, or call :meth:`end`.
 
@@ -169,10 +180,34 @@ class Span:
     add_metadata = set_metadata
 
     def add_tags(self, *tags: str) -> Span:
-        for tag in tags:
-            if tag not in self.event.tags:
-                self.event.tags.append(tag)
+        """Add tags not there yet; a tag that is not a string is recorded as ``str(tag)``."""
+        try:
+            existing = self.event.tags
+            for tag in tags:
+                if tag.__class__ is not str:
+                    tag = _tag_text(tag)
+                if tag not in existing:
+                    existing.append(tag)
+        except Exception:  # tags set to something odd, or an odd tag in them
+            self._merge_tags(tags)
         return self
+
+    def _merge_tags(self, tags: tuple[object, ...]) -> None:
+        """add_tags the slow way: every tag made a string first, then merged."""
+        current = self.event.tags
+        try:
+            if isinstance(current, str):
+                old: list[object] = [current]
+            else:
+                old = list(current) if current is not None else []
+        except Exception:
+            old = []
+        merged: list[str] = []
+        for tag in (*old, *tags):
+            text = tag if tag.__class__ is str else _tag_text(tag)
+            if text not in merged:
+                merged.append(text)
+        self.event.tags = merged
 
     def set_status(self, status: Status | str) -> Span:
         self.event.status = status if isinstance(status, Status) else Status(status)
