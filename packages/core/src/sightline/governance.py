@@ -17,7 +17,7 @@ from sightline.errors import ToolDenied
 from sightline.event import EventType
 
 if TYPE_CHECKING:
-    from sightline.plugins import PluginManager
+    pass
 
 __all__ = ["Decision", "authorize", "guard"]
 
@@ -93,50 +93,6 @@ def _bounded_repr(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _consult(
-    plugins: PluginManager, tool_name: str, arguments: dict[str, Any], context: dict[str, Any]
-) -> Decision:
-    """Ask the ``sightline_authorize_tool`` plugins in turn; the first answer wins.
-
-    Each plugin is isolated as :meth:`PluginManager.call` isolates it: one that raises is logged
-    once, disabled, and the next one is asked. An answer outside the hook's contract is the
-    same kind of fault (the plugin is broken, not denying) and is treated the same way. When no
-    plugin answers, the tool runs: governance fails open, as it always has for a plugin that
-    raises.
-    """
-    for plugin_name, hook in plugins.implementations(_HOOK):
-        if plugins._trace:
-            from sightline.plugins import _trace_print
-
-            _trace_print(f"sightline: {_HOOK} → {plugin_name}")
-        try:
-            answer = hook(tool_name=tool_name, arguments=arguments, context=context)
-        except Exception as exc:
-            logger.error(
-                "sightline: plugin %r raised in %s and is disabled: %s: %s",
-                plugin_name,
-                _HOOK,
-                type(exc).__name__,
-                exc,
-            )
-            plugins.disable(plugin_name, exc)
-            continue
-        if answer is None:
-            continue
-        try:
-            return Decision.from_answer(answer)
-        except Exception as exc:  # TypeError, or whatever a hostile answer's own code raised
-            message = str(exc) if isinstance(exc, TypeError) else f"{type(exc).__name__}: {exc}"
-            logger.error(
-                "sightline: plugin %r is disabled: %s (expected None, True, 'allow', False, "
-                "'deny' or a Decision); the next plugin decides, or the tool runs",
-                plugin_name,
-                message,
-            )
-            plugins.disable(plugin_name, message)
-    return _ALLOW
-
-
 def authorize(
     tool_name: str,
     arguments: dict[str, Any],
@@ -163,7 +119,24 @@ def authorize(
         "agent": span.event.agent if span else owner.config.agent,
         "framework": framework,
     }
-    decision = _consult(owner.plugins, tool_name, arguments, context)
+    # The first answer wins. A plugin that raises or answers outside the hook's contract is
+    # broken, not denying: logged once, disabled, and the next one decides; with none left the
+    # tool runs (governance fails open).
+    decision = (
+        owner.plugins.call(
+            _HOOK,
+            firstresult=True,
+            accept=Decision.from_answer,
+            accepts=(
+                " (expected None, True, 'allow', False, 'deny' or a Decision); the next plugin "
+                "decides, or the tool runs"
+            ),
+            tool_name=tool_name,
+            arguments=arguments,
+            context=context,
+        )
+        or _ALLOW
+    )
     if decision.allow and decision.arguments is None:
         return arguments
     outcome = "allow_redacted" if decision.allow else "deny"

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,8 +188,20 @@ class PluginManager:
             if callable(share):
                 share(only_builtin)
 
-    def call(self, hook_name: str, firstresult: bool = False, **kwargs: Any) -> Any:
-        """Call every implementation; a raising plugin is logged once and disabled."""
+    def call(
+        self,
+        hook_name: str,
+        firstresult: bool = False,
+        accept: Callable[[Any], Any] | None = None,
+        accepts: str = "",
+        **kwargs: Any,
+    ) -> Any:
+        """Call every implementation; a raising plugin is logged once and disabled.
+
+        ``accept`` turns each answer other than ``None`` into the result, and raises for an
+        answer outside the hook's contract: that plugin is then broken, not answering, and is
+        logged once and disabled like one that raises (``accepts`` says what was expected).
+        """
         results = []
         for name, function in self.implementations(hook_name):
             if self._trace:
@@ -206,6 +218,16 @@ class PluginManager:
                 )
                 self.disable(name, exc)
                 continue
+            if result is not None and accept is not None:
+                try:
+                    result = accept(result)
+                except Exception as exc:  # TypeError, or whatever a hostile answer raised
+                    message = (
+                        str(exc) if isinstance(exc, TypeError) else f"{type(exc).__name__}: {exc}"
+                    )
+                    logger.error("sightline: plugin %r is disabled: %s%s", name, message, accepts)
+                    self.disable(name, message)
+                    continue
             if result is not None:
                 if firstresult:
                     return result
