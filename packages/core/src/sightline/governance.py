@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["Decision", "authorize", "guard"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-logger = logging.getLogger("sightline")
 _HOOK = "sightline_authorize_tool"
 
 
