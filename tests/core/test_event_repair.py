@@ -118,6 +118,31 @@ def test_log_event_reads_openai_usage_names_and_ignores_other_keys(memory):
     assert recorded.usage == Usage(5, 2, 7)
 
 
+def test_log_event_reads_a_status_in_any_case_and_an_unreadable_duration(memory):
+    client, exporter = memory
+    client.log_event("tool_call", "upper", status="OK", duration_ms="12.5")
+    client.log_event("tool_call", "unknown", status="failed", duration_ms="soon")
+    client.log_event("tool_call", "negative", duration_ms=-5)
+    upper, unknown, negative = delivered(client, exporter)
+    assert (upper.status.value, upper.end_ns - upper.start_ns) == ("ok", 12_500_000)
+    assert (unknown.status.value, unknown.error.type, unknown.end_ns - unknown.start_ns) == (
+        "error",
+        "Error",
+        0,
+    )
+    assert negative.end_ns == negative.start_ns
+    assert client.stats()["processor_errors"] == 0
+
+
+def test_a_log_event_that_cannot_make_an_event_is_counted(memory, caplog):
+    client, exporter = memory
+    with caplog.at_level(logging.ERROR, logger="sightline"):
+        assert client.log_event("no-such-type", "bad") is None
+    assert delivered(client, exporter) == []
+    assert client.stats()["processor_errors"] == 1
+    assert "log_event failed (ValueError)" in caplog.text
+
+
 def test_usage_is_read_from_a_record_with_token_attributes():
     class CompletionUsage:  # the shape of OpenAI's response.usage
         prompt_tokens = 9

@@ -371,7 +371,12 @@ class Client:
             return None
         try:
             end_ns = time.time_ns()
-            start_ns = end_ns - int(duration_ms * 1_000_000) if duration_ms else end_ns
+            start_ns = end_ns
+            if duration_ms:
+                try:
+                    start_ns = end_ns - max(0, int(float(duration_ms) * 1_000_000))
+                except (TypeError, ValueError, OverflowError):
+                    pass  # unreadable: recorded as instantaneous rather than lost
             span = self.start_span(
                 name, type, input=input, metadata=metadata, tags=tags, agent=agent,
                 session_id=session_id, framework=framework, model=model, start_ns=start_ns,
@@ -379,7 +384,7 @@ class Client:
             event = span.event
             event.output = output
             event.cost_usd = cost_usd
-            event.status = status if isinstance(status, Status) else Status(status)
+            event.status = status if isinstance(status, Status) else _status(status)
             if usage is not None and usage.__class__ is not Usage:
                 usage = Usage.coerce(usage)  # a dict, OpenAI's names too; never raises
             event.usage = usage
@@ -395,8 +400,13 @@ class Client:
                 span.set_error(kind=error_kind, type="Error", message="")
             span.end(end_ns)
             return event
-        except Exception:
-            logger.exception("sightline: log_event failed; nothing recorded")
+        except Exception as exc:
+            self._pipeline.processor_errors.add()
+            logger.error(
+                "sightline: log_event failed (%s); the event is dropped and counted in "
+                "stats()['processor_errors']",
+                exc.__class__.__name__,  # ``type`` is this method's parameter
+            )
             return None
 
     # -- delivery -----------------------------------------------------------------------------
@@ -435,7 +445,8 @@ class Client:
         """Counts of the pipeline: queued, processed, exported, dropped, filtered, failed...
 
         ``processor_errors`` counts the events a built-in processor failed on (dropped, so
-        that nothing unredacted is exported) and deferred records that failed;
+        that nothing unredacted is exported), deferred records that failed and
+        :meth:`log_event` calls that could not make an event;
         ``dropped_after_close`` the events recorded after :meth:`close`. After ``close`` the
         counts are those at close, plus what came after it.
         """
@@ -462,6 +473,15 @@ class Client:
         names = [w.name for w in self._pipeline.exporters] if self._pipeline else []
         state = "disabled" if not self.enabled else ("closed" if self._closed else "open")
         return f"<sightline.Client {state} exporters={names}>"
+
+
+def _status(value: Any) -> Status:
+    """A status given as text, any case (``"OK"``, ``"Error"``); anything else is an error
+    status, so that a wrong value shows rather than passes for success."""
+    try:
+        return Status(str(value).strip().lower())
+    except Exception:
+        return Status.ERROR
 
 
 _EMPTY_STATS: dict[str, Any] = {
