@@ -16,6 +16,7 @@ first to see it end finishes it).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -53,6 +54,9 @@ __all__ = ["SightlineEventHandler", "SightlineSpanHandler"]
 logger = logging.getLogger("sightline")
 
 _RUN_KINDS = (Kind.AGENT, Kind.WORKFLOW)
+# Timeouts that do not subclass TimeoutError, by class name (importing them would load
+# LlamaIndex's workflows package): a workflow or agent run out of time.
+_TIMEOUT_ERRORS = frozenset(("WorkflowTimeoutError",))
 
 
 class _Call:
@@ -65,6 +69,7 @@ class _Call:
     """
 
     __slots__ = (
+        "agent",
         "child_error",
         "container",
         "exited",
@@ -80,6 +85,7 @@ class _Call:
         "span",
         "started",
         "stream_keys",
+        "stream_ref",
         "wait_own_end",
     )
 
@@ -106,7 +112,9 @@ class _Call:
         self.started = False
         self.response_seen = False
         self.stream_keys: list[str] = []
+        self.stream_ref: weakref.ref[Any] | None = None  # the stream its own span returned
         self.wait_own_end = False
+        self.agent: str | None = None  # a run's: the agent its latest step ran for
         self.inner_error: BaseException | None = None
         self.child_error: tuple[BaseException, str] | None = None
 
@@ -119,8 +127,8 @@ class _OpenSpans:
 
     ``records`` maps each open LlamaIndex span id to its :class:`_Call`; ``streams`` maps the id
     of an LLM span that returned a stream to its call until the stream's end event arrives (or
-    the stream is garbage-collected unconsumed); ``streaming`` maps an LLM object to its call
-    whose stream is being read. All are bounded.
+    the stream is garbage-collected unconsumed); ``streaming`` maps an LLM object to its calls
+    whose streams are not finished yet. All are bounded.
     """
 
     MAX_OPEN = 100_000
@@ -129,9 +137,13 @@ class _OpenSpans:
     def __init__(self) -> None:
         self.records: dict[str, _Call] = {}
         self.streams: dict[str, _Call] = {}
-        self.streaming: dict[int, _Call] = {}
+        self.streaming: dict[int, list[_Call]] = {}
         self.lock = threading.RLock()  # re-entrant: a stream finalizer may run inside a GC pass
         self._warned = False
+
+    def drained(self) -> bool:
+        """Nothing is open: no span, no stream."""
+        return not self.records and not self.streams
 
     def add(self, span_id: str, call: _Call) -> None:
         records = self.records
@@ -166,7 +178,12 @@ class _OpenSpans:
             call.stream_keys.append(span_id)
             if span_id == call.owner_id:
                 call.wait_own_end = announced
-                self.streaming[call.instance_id] = call
+                try:
+                    call.stream_ref = weakref.ref(stream)
+                except TypeError:  # not weak-referenceable: never joined by a lazy call
+                    pass
+                else:
+                    self.streaming.setdefault(call.instance_id, []).append(call)
             oldest = None
             if len(self.streams) > self.MAX_STREAMS:
                 oldest = self.streams.get(next(iter(self.streams)))
@@ -211,6 +228,8 @@ class _OpenSpans:
         child = call.child_error
         if child is not None and err is not None and child[0] is err:
             kind = child[1]  # the failure of a child, propagating: keep the child's kind
+        if kind is None and err is not None and type(err).__name__ in _TIMEOUT_ERRORS:
+            kind = "timeout"
         if err is None:
             span.set_error(kind=kind, type="SpanDropped", message="")
         else:
@@ -230,8 +249,12 @@ class _OpenSpans:
                 for key in call.stream_keys:
                     self.streams.pop(key, None)
                 call.stream_keys = []
-                if self.streaming.get(call.instance_id) is call:
-                    del self.streaming[call.instance_id]
+                readers = self.streaming.get(call.instance_id)
+                if readers is not None and call in readers:
+                    readers.remove(call)
+                    if not readers:
+                        del self.streaming[call.instance_id]
+                call.stream_ref = None
         elif call.finished:  # other calls end once, from their own span's exit or drop
             return
         else:
@@ -271,6 +294,8 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
     """
 
     client: Any | None = Field(default=None, exclude=True)
+    # Set by ``uninstrument()``: record nothing new, only finish what is still open.
+    draining: bool = Field(default=False, exclude=True)
 
     def __init__(self, client: Client | None = None) -> None:
         super().__init__()
@@ -293,6 +318,8 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
     ) -> None:
         """A LlamaIndex span started: record it, or remember where its children attach."""
         try:
+            if self.draining:
+                return
             records = OPEN_SPANS.records
             if id_ in records:  # another Sightline handler up the dispatcher chain has it
                 return
@@ -314,7 +341,10 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
                 arguments = _arguments(bound_args)
                 kind = step_kind(method, arguments)
                 if kind == Kind.STEP:
-                    span = start_step(client, parent.span, method, arguments)
+                    span = start_step(client, parent.span, method, arguments, parent.agent)
+                    # An AgentWorkflow's events name the agent they are for, but not all of
+                    # them (ToolCall, ToolCallResult): the run remembers the latest.
+                    parent.agent = span.event.agent
                     OPEN_SPANS.add(id_, _Call(span, kind, id_, True, 0, parent, parent))
                     return
             else:
@@ -328,10 +358,12 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
             if kind == Kind.LLM:
                 # A lazy stream (CustomLLM.astream_chat) makes its LLM call while it is read,
                 # in the reader's context: that call belongs to the stream's.
-                reading = OPEN_SPANS.streaming.get(id(instance))
-                if reading is not None and reading.container is parent and not reading.finished:
-                    OPEN_SPANS.add(id_, reading)
-                    return
+                readers = OPEN_SPANS.streaming.get(id(instance))
+                if readers:
+                    reading = _stream_being_read(readers)
+                    if reading is not None:
+                        OPEN_SPANS.add(id_, reading)
+                        return
             if parent is not None and parent.owned:
                 if merges_into(parent.kind, parent.name, parent.instance_id, kind, instance):
                     OPEN_SPANS.add(id_, parent)
@@ -340,7 +372,10 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
             else:
                 parent_span = parent.span if parent is not None else current_span()
             arguments = _arguments(bound_args)
-            span = start_event(client, kind, parent_span, prefix, method, instance, arguments)
+            agent = parent.agent if parent is not None else None
+            span = start_event(
+                client, kind, parent_span, prefix, method, instance, arguments, agent
+            )
             owner = parent if parent is not None and parent.owned else None
             call = _Call(span, kind, id_, True, id(instance), owner, parent)
             OPEN_SPANS.add(id_, call)
@@ -358,6 +393,8 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
         """A LlamaIndex span returned: finish its Sightline span (or wait for its stream)."""
         try:
             call = OPEN_SPANS.records.pop(id_, None)
+            if self.draining:
+                _release_if_drained()
             if call is None or not call.owned or call.finished:
                 return
             stream = call.kind == Kind.LLM and isinstance(
@@ -403,6 +440,8 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
         """A LlamaIndex span raised: record the error on its Sightline span and finish it."""
         try:
             call = OPEN_SPANS.records.pop(id_, None)
+            if self.draining:
+                _release_if_drained()
             if call is None or not call.owned or call.finished:
                 return
             if call.owner_id != id_:
@@ -428,6 +467,41 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
 
     def prepare_to_drop_span(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+_MAX_FRAMES = 512
+
+
+def _stream_being_read(readers: list[_Call]) -> _Call | None:
+    """The call, among ``readers``, whose stream is executing in the caller's frames.
+
+    A lazy stream makes its LLM call from inside the stream while it is read: the stream's frame
+    is then one of the caller's. Frames, unlike the dispatcher's parent span, tell the stream of
+    this reader from another unfinished stream of the same LLM object (concurrent requests on a
+    shared LLM, a stream left half-read before another call).
+    """
+    frames: dict[int, _Call] = {}
+    held = []  # keeps the frames alive (and their ids unique) during the walk
+    for call in tuple(readers):
+        ref = call.stream_ref
+        stream = ref() if ref is not None else None
+        if stream is None or call.finished:
+            continue
+        frame = getattr(stream, "gi_frame", None) or getattr(stream, "ag_frame", None)
+        if frame is not None:
+            held.append(frame)
+            frames[id(frame)] = call
+    if not frames:
+        return None
+    caller: Any = sys._getframe(1)
+    for _ in range(_MAX_FRAMES):
+        if caller is None:
+            break
+        reading = frames.get(id(caller))
+        if reading is not None:
+            return reading
+        caller = caller.f_back
+    return None
 
 
 def _arguments(bound_args: Any) -> dict[str, Any]:
@@ -525,6 +599,9 @@ class SightlineEventHandler(BaseEventHandler):
     span handler recorded are ignored.
     """
 
+    # Set by ``uninstrument()``: only finish what is still open.
+    draining: bool = Field(default=False, exclude=True)
+
     @classmethod
     def class_name(cls) -> str:
         return "SightlineEventHandler"
@@ -545,5 +622,15 @@ class SightlineEventHandler(BaseEventHandler):
             if call is None or not call.owned or call.finished:
                 return
             route(call, event, span_id)
+            if self.draining:
+                _release_if_drained()
         except Exception as exc:
             logger.debug("sightline: llamaindex event handler failed: %r", exc)
+
+
+def _release_if_drained() -> None:
+    """After ``uninstrument()``: the handlers leave once the last open span or stream ended."""
+    if OPEN_SPANS.drained():
+        from sightline_llamaindex.instrumentation import release_drained
+
+        release_drained()

@@ -7,6 +7,7 @@ to it, so handlers on the root see the whole framework. ``sightline.init()`` cal
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING
 
@@ -16,10 +17,16 @@ if TYPE_CHECKING:
 
 __all__ = ["installed_handlers", "instrument", "uninstrument"]
 
+logger = logging.getLogger("sightline")
+
 _lock = threading.Lock()
-# The handlers this module put on the root dispatcher (None when not instrumented).
-_installed: tuple[SightlineSpanHandler | None, SightlineEventHandler | None] | None = None
+# The handlers this module put on the root dispatcher. After uninstrument() they may stay there,
+# draining (recording nothing new), until the spans and streams still open when it was called
+# have ended; instrument() switches them back on rather than adding a second pair.
 _span_handler: SightlineSpanHandler | None = None
+_event_handler: SightlineEventHandler | None = None
+_active = False
+_told_about_hand_handlers = False
 
 
 def instrument(client: Client | None = None) -> None:
@@ -29,56 +36,92 @@ def instrument(client: Client | None = None) -> None:
     dispatcher (``llama_index.core.instrumentation.get_dispatcher()``), once. ``client``: the
     Sightline client to report to; by default the global one, looked up when a span starts.
     Calling again only changes the client. Handlers you attached to the root dispatcher yourself
-    are used instead of adding new ones.
+    are used instead of adding new ones (each call looks again: once yours are gone, it adds its
+    own).
     """
-    global _installed, _span_handler
+    global _span_handler, _event_handler, _active, _told_about_hand_handlers
     from sightline_llamaindex._framework import get_dispatcher
     from sightline_llamaindex.handlers import SightlineEventHandler, SightlineSpanHandler
 
     with _lock:
-        if _installed is not None:
-            if _span_handler is not None and _installed[0] is not None:
-                _span_handler.client = client
-            return
         root = get_dispatcher()
-        span_handler = next(
-            (h for h in root.span_handlers if isinstance(h, SightlineSpanHandler)), None
-        )
-        added_span = None
-        if span_handler is None:
-            span_handler = added_span = SightlineSpanHandler(client=client)
-            # A new list rather than an append: a thread iterating the old one is undisturbed.
-            root.span_handlers = [*root.span_handlers, span_handler]
-        added_event = None
-        if not any(isinstance(h, SightlineEventHandler) for h in root.event_handlers):
-            added_event = SightlineEventHandler()
-            root.event_handlers = [*root.event_handlers, added_event]
-        _installed = (added_span, added_event)
-        _span_handler = added_span
+        by_hand = False
+        span_handlers = root.span_handlers
+        if _span_handler is None or not any(h is _span_handler for h in span_handlers):
+            _span_handler = None
+            if any(isinstance(h, SightlineSpanHandler) for h in span_handlers):
+                by_hand = True
+            else:
+                _span_handler = SightlineSpanHandler(client=client)
+                # A new list rather than an append: a thread iterating the old one is undisturbed.
+                root.span_handlers = [*span_handlers, _span_handler]
+        if _span_handler is not None:
+            _span_handler.client = client
+            _span_handler.draining = False
+        event_handlers = root.event_handlers
+        if _event_handler is None or not any(h is _event_handler for h in event_handlers):
+            _event_handler = None
+            if any(isinstance(h, SightlineEventHandler) for h in event_handlers):
+                by_hand = True
+            else:
+                _event_handler = SightlineEventHandler()
+                root.event_handlers = [*event_handlers, _event_handler]
+        if _event_handler is not None:
+            _event_handler.draining = False
+        _active = _span_handler is not None or _event_handler is not None
+        if by_hand and not _told_about_hand_handlers:
+            _told_about_hand_handlers = True
+            logger.info(
+                "sightline: LlamaIndex's root dispatcher already has Sightline handlers attached "
+                "by hand; instrument() uses them (they report to their own client) and adds none"
+            )
 
 
 def uninstrument() -> None:
     """Remove the handlers :func:`instrument` added to the root dispatcher (idempotent).
 
-    Spans still open stay in the shared table; a handler attached later finishes them.
+    Nothing new is recorded afterwards. Spans and streams still open are finished when they end:
+    the handlers stay on the dispatcher for them only, and leave when the last one has ended.
     """
-    global _installed, _span_handler
-    from sightline_llamaindex._framework import get_dispatcher
+    global _active
+    from sightline_llamaindex.handlers import OPEN_SPANS
 
     with _lock:
-        if _installed is None:
-            return
-        added_span, added_event = _installed
-        root = get_dispatcher()
-        if added_span is not None:
-            root.span_handlers = [h for h in root.span_handlers if h is not added_span]
-        if added_event is not None:
-            root.event_handlers = [h for h in root.event_handlers if h is not added_event]
-        _installed = None
-        _span_handler = None
+        _active = False
+        if _span_handler is not None:
+            _span_handler.draining = True
+        if _event_handler is not None:
+            _event_handler.draining = True
+        if OPEN_SPANS.drained():
+            _remove_handlers()
+
+
+def release_drained() -> None:
+    """Remove the handlers left draining by :func:`uninstrument` once nothing is open."""
+    from sightline_llamaindex.handlers import OPEN_SPANS
+
+    with _lock:
+        if not _active and OPEN_SPANS.drained():
+            _remove_handlers()
+
+
+def _remove_handlers() -> None:
+    global _span_handler, _event_handler
+    from sightline_llamaindex._framework import get_dispatcher
+
+    span_handler, event_handler = _span_handler, _event_handler
+    _span_handler = _event_handler = None
+    if span_handler is None and event_handler is None:
+        return
+    root = get_dispatcher()
+    if span_handler is not None:
+        root.span_handlers = [h for h in root.span_handlers if h is not span_handler]
+    if event_handler is not None:
+        root.event_handlers = [h for h in root.event_handlers if h is not event_handler]
 
 
 def installed_handlers() -> tuple[SightlineSpanHandler | None, SightlineEventHandler | None]:
     """The handlers :func:`instrument` added to the root dispatcher (``(None, None)`` if none)."""
-    installed = _installed
-    return installed if installed is not None else (None, None)
+    if not _active:
+        return (None, None)
+    return (_span_handler, _event_handler)

@@ -233,8 +233,12 @@ def start_event(
     method: str,
     instance: Any,
     arguments: Mapping[str, Any],
+    agent: str | None = None,
 ) -> Span:
     """Start the Sightline span for a LlamaIndex span of ``kind``; never raises.
+
+    ``agent``: the agent a workflow run's latest step ran for (a ``call_tool`` step's event does
+    not name it).
 
     An LLM call's model comes from its start event (``model_dict`` is the LLM's metadata,
     which LlamaIndex builds anyway); :func:`finish_fields` reads the LLM itself only when no
@@ -242,7 +246,6 @@ def start_event(
     """
     name = prefix
     model = None
-    agent = None
     input_value: Any = None
     metadata: dict[str, Any] = {}
     try:
@@ -298,22 +301,26 @@ def start_event(
 
 
 def start_step(
-    client: Client, parent: Span | None, method: str, arguments: Mapping[str, Any]
+    client: Client,
+    parent: Span | None,
+    method: str,
+    arguments: Mapping[str, Any],
+    agent: str | None = None,
 ) -> Span:
     """Start the ``chain`` span of a workflow step; never raises.
 
     A step is named by what it is and by the events it takes and returns (``input_event``, and
     ``output_event`` when it ends); what they carry is in the LLM and tool events below it
     (LlamaIndex's 200-character summaries of them would mostly repeat those, at a cost on every
-    step). In an ``AgentWorkflow`` the step's ``agent`` is the agent it runs for.
+    step). In an ``AgentWorkflow`` the step's ``agent`` is the agent it runs for: the one its
+    event names, else ``agent`` (the one the run's previous step ran for).
     """
     metadata: dict[str, Any] = {}
-    agent = None
     try:
         event = _step_event(arguments)
         if event is not None:
             metadata["input_event"] = type(event).__name__
-            agent = _declared_field(event, "current_agent_name")
+            agent = _declared_field(event, "current_agent_name") or agent
     except Exception as exc:
         logger.debug("sightline: llamaindex could not read the step %s: %r", method, exc)
     return client.start_span(
@@ -425,7 +432,7 @@ def _apply_tool_output(span: Span, output: Any, inner_error: BaseException | Non
     if is_error:
         exc = getattr(output, "exception", None) or inner_error
         if isinstance(exc, BaseException):
-            span.set_error(exc, kind="tool")
+            span.set_error(exc)  # tool, or timeout / guardrail for what the exception says
         elif span.event.error is None:
             span.set_error(kind="tool", type="ToolError", message=str(content or ""))
 
