@@ -2,6 +2,10 @@
 
 This module imports CrewAI; :mod:`sightline_crewai.instrumentation` imports it only once CrewAI
 itself is imported, so that ``sightline.init()`` never pays for loading CrewAI.
+
+Several listeners may be registered (the global one, explicit ones): for each event, only the
+first registered listener that records to the event's client records it, so that the same work
+is never recorded twice; listeners recording to different clients each record.
 """
 
 from __future__ import annotations
@@ -9,14 +13,16 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-import weakref
+import time
 from collections.abc import Callable
 from typing import Any
 
 from crewai.events import BaseEventListener, crewai_event_bus
 from crewai.events.event_bus import CrewAIEventsBus
 
+from sightline.client import get_client
 from sightline.span import current_span
+from sightline_crewai import kickoff
 from sightline_crewai.mapping import RULES, SCOPE, CrewEventRule
 from sightline_crewai.tree import SpanTree
 
@@ -32,14 +38,57 @@ except ImportError:  # older CrewAI: no checkpoint replay
         return False
 
 
-_LIVE: weakref.WeakSet[SightlineEventListener] = weakref.WeakSet()
+# The listeners registered on the bus, oldest first. Replaced, never mutated, so that a handler
+# reads it without a lock. (The bus holds each listener's handlers until close() anyway.)
+_LIVE: tuple[SightlineEventListener, ...] = ()
 _LIVE_LOCK = threading.Lock()
 
 
 def live_listeners() -> list[SightlineEventListener]:
-    """The listeners currently registered on the bus."""
+    """The listeners currently registered on the bus, oldest first."""
+    return list(_LIVE)
+
+
+def _register(listener: SightlineEventListener) -> None:
+    global _LIVE
     with _LIVE_LOCK:
-        return list(_LIVE)
+        _LIVE = (*_LIVE, listener)
+        if len(_LIVE) == 1:
+            kickoff.watch(_kickoff_aborted)
+
+
+def _unregister(listener: SightlineEventListener) -> None:
+    global _LIVE
+    with _LIVE_LOCK:
+        _LIVE = tuple(other for other in _LIVE if other is not listener)
+        if not _LIVE:
+            kickoff.unwatch()
+
+
+def _kickoff_aborted(root_id: str, error: BaseException) -> None:
+    """A kickoff ended by a ``BaseException`` CrewAI did not report (cancellation, interrupt).
+
+    Runs in the user's thread as the exception propagates: it only takes note, and a
+    short-lived thread ends the kickoff's open spans once CrewAI's handlers for the events
+    emitted before have run (``flush()`` and ``close()`` do it too, whichever comes first)."""
+    at = time.time_ns()
+    listeners = [listener for listener in _LIVE if listener.active]
+    if not listeners:
+        return
+    for listener in listeners:
+        listener.tree.abort(root_id, error, at)
+    threading.Thread(
+        target=_end_aborted, args=(listeners,), name="sightline-crewai-abort", daemon=True
+    ).start()
+
+
+def _end_aborted(listeners: list[SightlineEventListener]) -> None:
+    try:
+        crewai_event_bus.flush(5.0)
+    except Exception:
+        logger.debug("sightline: crewai: flushing the event bus failed", exc_info=True)
+    for listener in listeners:
+        listener.tree.apply_aborts()
 
 
 def event_classes() -> list[tuple[type, str, CrewEventRule]]:
@@ -106,8 +155,7 @@ class SightlineEventListener(BaseEventListener):
         self._handlers: list[tuple[type, Callable[[Any, Any], None]]] = []
         self._active = True
         super().__init__()
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        _register(self)
 
     @property
     def client(self) -> Any:
@@ -131,21 +179,42 @@ class SightlineEventListener(BaseEventListener):
         def on_crewai_event(source: Any, event: Any) -> None:
             # Runs on CrewAI's handler pool, in a copy of the emitter's context: the ambient
             # Sightline span here is the one current where CrewAI emitted the event.
-            if not self._active or _is_replaying():
+            if not self._active or _is_replaying() or not self._records_now():
                 return
             tree.receive(kind, rule, event, source, current_span())
 
         on_crewai_event.__name__ = f"sightline_{kind}"
         return on_crewai_event
 
+    def _records_now(self) -> bool:
+        """Whether this listener records the event being handled: no older live listener
+        records to the same client (``None`` resolved to the global client, now)."""
+        live = _LIVE
+        if live and live[0] is self:
+            return True
+        target = self.tree.client
+        if target is None:
+            target = get_client()
+        for other in live:
+            if other is self:
+                return True
+            if not other._active:
+                continue
+            other_target = other.tree.client
+            if (other_target if other_target is not None else get_client()) is target:
+                return False
+        return True
+
     def flush(self, timeout: float = 5.0) -> None:
-        """Wait for the handlers CrewAI's bus has already dispatched (never raises)."""
+        """Wait for the handlers CrewAI's bus has already dispatched, then end what interrupted
+        kickoffs left open (never raises)."""
         if not self._active:
             return
         try:
             crewai_event_bus.flush(timeout)
         except Exception:
             logger.debug("sightline: crewai: flushing the event bus failed", exc_info=True)
+        self.tree.apply_aborts()
 
     def close(self, timeout: float = 5.0) -> None:
         """Wait for handlers already dispatched, unregister from the bus, end what is open.
@@ -156,8 +225,7 @@ class SightlineEventListener(BaseEventListener):
             return
         self.flush(timeout)
         self._active = False
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
+        _unregister(self)
         for cls, handler in self._handlers:
             try:
                 crewai_event_bus.off(cls, handler)

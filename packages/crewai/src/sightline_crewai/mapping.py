@@ -58,7 +58,10 @@ class CrewEventRule:
     rules); ``fill(span, event, source)`` copies what the event knows onto the span.
     ``agent(event, source)`` names the Sightline agent of the span (children inherit it).
     ``pair`` lists attributes that identify the matching start of an end event that arrives
-    without ``started_event_id``.
+    without ``started_event_id``. ``choose(event, source)``, when set, picks the rule that
+    records this particular event (``None``: record nothing). A ``rejection`` is a tool call
+    CrewAI refused before running it; a rule that ``repeats_rejection`` is skipped when such a
+    rejection of the same tool, in the same scope, came just before it.
     """
 
     phase: str
@@ -68,6 +71,9 @@ class CrewEventRule:
     agent: Callable[[Any, Any], str | None] | None = None
     pair: tuple[str, ...] = ()
     start: str | None = None  # the class name of the start event an end event closes
+    choose: Callable[[Any, Any], CrewEventRule | None] | None = None
+    rejection: bool = False
+    repeats_rejection: bool = False
 
 
 # -- guarded readers ------------------------------------------------------------------------------
@@ -467,6 +473,61 @@ def _tool_rejected(span: Span, event: Any, source: Any) -> None:
     _set_error(span, event, ErrorKind.TOOL, type(event).__name__.removesuffix("Event"))
 
 
+def _failure_reason(event: Any) -> str:
+    reason = _get(event, "failure", "reason")
+    return str(_get(reason, "value", default=reason) or "")
+
+
+@_guarded
+def _tool_failure_detected(span: Span, event: Any, source: Any) -> None:
+    """A tool call CrewAI refused before running it: the arguments and CrewAI's reason."""
+    failure = _get(event, "failure")
+    policy = _get(event, "policy")
+    span.set_input(tool_arguments(_get(event, "tool_args")) or None)
+    span.set_metadata(
+        _drop_none(
+            {
+                "rejected": _get(event, "type"),
+                "code": _get(failure, "code"),
+                "policy": _get(policy, "value", default=policy),
+                "agent_role": _get(event, "agent_role"),
+            }
+        )
+    )
+    span.set_error(
+        kind=ErrorKind.TOOL,
+        type=_failure_reason(event) or "ToolFailure",
+        message=str(_get(failure, "message") or ""),
+    )
+
+
+@_guarded
+def _repeated_call(span: Span, event: Any, source: Any) -> None:
+    """CrewAI stopped an agent that kept making the same tool call."""
+    failure = _get(event, "failure")
+    span.set_input(
+        {"tool": _get(event, "tool_name"), "tool_args": tool_arguments(_get(event, "tool_args"))}
+    )
+    span.set_error(
+        kind=ErrorKind.ORCHESTRATION,
+        type=_failure_reason(event),
+        message=str(_get(failure, "message") or ""),
+    )
+
+
+def _tool_failure_rule(event: Any, source: Any) -> CrewEventRule | None:
+    """``ToolFailureDetectedEvent`` repeats, for most reasons, a failure the ``ToolUsage*``
+    events already carry (``failure`` on the finished event, the error event, a selection
+    error). Two reasons are news: ``invalid_input`` (arguments that are not JSON never reach
+    the tool, so nothing else reports the call) and ``repeated_call`` (CrewAI stops the agent)."""
+    reason = _failure_reason(event)
+    if reason == "invalid_input":
+        return _INVALID_TOOL_CALL
+    if reason == "repeated_call":
+        return _REPEATED_CALL
+    return None
+
+
 # -- memory, knowledge, reasoning, guardrails -----------------------------------------------------
 
 
@@ -576,8 +637,16 @@ def _end(start: str, fill: Filler | None = None, *pair: str) -> CrewEventRule:
     return CrewEventRule(END, None, None, fill, pair=pair, start=start)
 
 
-def _point(event_type: EventType, name: Namer, fill: Filler) -> CrewEventRule:
-    return CrewEventRule(POINT, event_type, name, fill)
+def _point(event_type: EventType, name: Namer, fill: Filler, **kw: Any) -> CrewEventRule:
+    return CrewEventRule(POINT, event_type, name, fill, **kw)
+
+
+# A call whose arguments CrewAI could not parse: on the ReAct path the same refusal was
+# reported just before as ToolSelectionError / ToolValidateInputError, on the native path not.
+_INVALID_TOOL_CALL = _point(
+    EventType.TOOL_CALL, _tool_name, _tool_failure_detected, repeats_rejection=True
+)
+_REPEATED_CALL = _point(EventType.DECISION, _fixed("repeated_call"), _repeated_call)
 
 
 _SCOPE = CrewEventRule(START)
@@ -610,8 +679,15 @@ RULES: dict[str, CrewEventRule] = {
     "ToolUsageStartedEvent": _start(EventType.TOOL_CALL, _tool_name, _tool_started),
     "ToolUsageFinishedEvent": _end("ToolUsageStartedEvent", _tool_finished, "tool_name"),
     "ToolUsageErrorEvent": _end("ToolUsageStartedEvent", _tool_error, "tool_name"),
-    "ToolSelectionErrorEvent": _point(EventType.TOOL_CALL, _tool_name, _tool_rejected),
-    "ToolValidateInputErrorEvent": _point(EventType.TOOL_CALL, _tool_name, _tool_rejected),
+    "ToolSelectionErrorEvent": _point(
+        EventType.TOOL_CALL, _tool_name, _tool_rejected, rejection=True
+    ),
+    "ToolValidateInputErrorEvent": _point(
+        EventType.TOOL_CALL, _tool_name, _tool_rejected, rejection=True
+    ),
+    # a call refused before it ran (unparsable arguments), or an agent stopped for repeating
+    # itself; other failures it reports are already on the events above
+    "ToolFailureDetectedEvent": CrewEventRule(POINT, choose=_tool_failure_rule),
     # memory and knowledge -> retrieval (saving -> data_access)
     "MemoryRetrievalStartedEvent": _start(EventType.RETRIEVAL, _fixed("memory")),
     "MemoryRetrievalCompletedEvent": _end(

@@ -8,6 +8,12 @@ start) has not been seen yet waits until it arrives, then everything that waited
 replayed in ``emission_sequence`` order. An event still waiting after ``wait_seconds`` (its
 parent was emitted before instrumentation began, or by a class nobody listens to) is recorded
 anyway, under the ambient span of its emitter.
+
+A kickoff that ends by an exception CrewAI does not catch (``asyncio`` cancellation, a
+``KeyboardInterrupt``, any other ``BaseException``) emits no end event: :meth:`SpanTree.abort`
+ends what is still open under its root, as errors. Nothing stays open for ever: spans still open
+at :meth:`SpanTree.close`, or forgotten to keep memory bounded, are ended as errors of type
+``Incomplete``.
 """
 
 from __future__ import annotations
@@ -15,16 +21,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
-from sightline import Span
+from sightline import ErrorKind, Span
 from sightline.client import get_client
 from sightline_crewai.mapping import END, FRAMEWORK, POINT, RULES, CrewEventRule, event_time_ns
 
 __all__ = ["SpanTree"]
 
 logger = logging.getLogger("sightline")
+
+_MAX_REMEMBERED = 1024  # aborted kickoffs waiting to be applied, tool rejections seen
+_MAX_DEPTH = 256  # a parent chain longer than this is not followed (it would be a cycle)
 
 # For each start class, the attributes that identify it to an end event lacking started_event_id.
 _PAIR_KEYS: dict[str, tuple[str, ...]] = {}
@@ -71,17 +80,25 @@ class _Item:
 class _Node:
     """A CrewAI start event seen: its span (``None`` for a scope) and the span children use."""
 
-    __slots__ = ("anchor", "ended", "keys", "kind", "seq", "span")
+    __slots__ = ("aborted", "anchor", "ended", "keys", "kind", "parent", "seq", "span")
 
     def __init__(
-        self, kind: str, span: Span | None, anchor: Span | None, seq: int, keys: tuple[Any, ...]
+        self,
+        kind: str,
+        span: Span | None,
+        anchor: Span | None,
+        seq: int,
+        keys: tuple[Any, ...],
+        parent: str | None,
     ) -> None:
         self.kind = kind
         self.span = span
         self.anchor = anchor
         self.seq = seq
         self.keys = keys
+        self.parent = parent  # the CrewAI event id of the enclosing node, if it was seen
         self.ended = span is None
+        self.aborted = False  # in a kickoff that ended without its end event
 
 
 class SpanTree:
@@ -103,6 +120,10 @@ class SpanTree:
         # (start event id, start class) -> the end that arrived first
         self._early_ends: dict[tuple[str, str | None], _Item] = {}
         self._waiting: deque[tuple[float, _Item]] = deque()
+        # kickoffs that ended without their end event: (root event id, exception, when)
+        self._aborts: deque[tuple[str, BaseException, int]] = deque(maxlen=_MAX_REMEMBERED)
+        # (parent event id, tool name) -> emission sequence of the latest rejected tool call
+        self._rejections: OrderedDict[tuple[Any, Any], int] = OrderedDict()
         self._warned_full = False
         self._warned_error = False
 
@@ -125,8 +146,15 @@ class SpanTree:
             client = self.client if self.client is not None else get_client()
             if not client.enabled:
                 return
+            if rule.choose is not None:
+                chosen = rule.choose(event, source)
+                if chosen is None:
+                    return
+                rule = chosen
             item = _Item(kind, rule, event, source, ambient, client, agent, session_id)
             with self._lock:
+                if (rule.rejection or rule.repeats_rejection) and self._repeated(item):
+                    return
                 if rule.phase == END:
                     self._end(item)
                 else:
@@ -151,19 +179,105 @@ class SpanTree:
         except Exception:
             self._report("flush failed")
 
+    def abort(self, root_id: str, error: BaseException, at_ns: int | None = None) -> None:
+        """The kickoff whose start event is ``root_id`` ended by ``error`` without emitting its
+        end event. Remembered until :meth:`apply_aborts` (CrewAI's handlers for what it emitted
+        before may still be running); never raises."""
+        try:
+            at = at_ns if at_ns is not None else time.time_ns()
+            with self._lock:
+                self._aborts.append((root_id, error, at))
+        except Exception:
+            self._report("abort not recorded")
+
+    def apply_aborts(self) -> None:
+        """End, as errors, the spans still open under every kickoff :meth:`abort` was told of."""
+        try:
+            with self._lock:
+                while self._aborts:
+                    root_id, error, at = self._aborts.popleft()
+                    self._end_under(root_id, error, at)
+        except Exception:
+            self._report("ending an interrupted kickoff failed")
+
+    def open_spans(self) -> int:
+        """How many spans are open (started, not ended yet)."""
+        with self._lock:
+            return sum(1 for node in self._nodes.values() if not node.ended)
+
     def close(self) -> None:
-        """Flush, then end the spans still open (marked ``incomplete``) and forget everything."""
+        """Flush, end what aborted kickoffs left open, then end the spans still open (errors
+        of type ``Incomplete``) and forget everything."""
         self.flush()
+        self.apply_aborts()
         try:
             with self._lock:
                 for node in self._nodes.values():
-                    if not node.ended and node.span is not None:
-                        node.ended = True
-                        node.span.set_metadata(incomplete=True)
-                        node.span.end()
+                    self._end_incomplete(node, "still open when Sightline stopped recording CrewAI")
                 self._nodes.clear()
+                self._rejections.clear()
         except Exception:
             self._report("close failed")
+
+    def _end_under(self, root_id: str, error: BaseException, at: int) -> None:
+        under = [node for node in self._nodes.values() if self._descends(node, root_id)]
+        for node in under:
+            node.aborted = True
+        open_under = [node for node in under if not node.ended and node.span is not None]
+        if not open_under:
+            return
+        message = str(error) or f"the kickoff ended by {type(error).__name__}"
+        logger.debug(
+            "sightline: crewai: a kickoff ended by %s; %d spans ended as errors",
+            type(error).__name__,
+            len(open_under),
+        )
+        for node in open_under:
+            span = node.span
+            if span is None:
+                continue
+            node.ended = True
+            span.set_error(kind=ErrorKind.ORCHESTRATION, type=type(error).__name__, message=message)
+            span.set_metadata(incomplete=True)
+            span.end(max(at, span.event.start_ns or 0))
+
+    def _descends(self, node: _Node, root_id: str) -> bool:
+        """Whether ``node`` is the start ``root_id`` or nested in it."""
+        if self._nodes.get(root_id) is node:
+            return True
+        parent = node.parent
+        for _ in range(_MAX_DEPTH):
+            if parent is None:
+                return False
+            if parent == root_id:
+                return True
+            above = self._nodes.get(parent)
+            parent = above.parent if above is not None else None
+        return False
+
+    @staticmethod
+    def _end_incomplete(node: _Node, why: str) -> None:
+        if node.ended or node.span is None:
+            return
+        node.ended = True
+        node.span.set_error(kind=ErrorKind.UNKNOWN, type="Incomplete", message=why)
+        node.span.set_metadata(incomplete=True)
+        node.span.end()
+
+    def _repeated(self, item: _Item) -> bool:
+        """Note a rejected tool call; for a rule that repeats one, whether it did."""
+        key = (getattr(item.event, "parent_event_id", None), getattr(item.event, "tool_name", None))
+        if item.rule.rejection:
+            self._rejections[key] = max(item.seq, self._rejections.get(key, 0))
+            self._rejections.move_to_end(key)
+            while len(self._rejections) > _MAX_REMEMBERED:
+                self._rejections.popitem(last=False)
+            return False
+        seen = self._rejections.get(key)
+        if seen is not None and seen <= item.seq:
+            del self._rejections[key]
+            return True
+        return False
 
     def _report(self, what: str) -> None:
         """Log a failure of Sightline's own: the first as a warning, the others quietly."""
@@ -183,15 +297,20 @@ class SpanTree:
             self._orphans.setdefault(parent_id, []).append(item)
             self._waiting.append((time.monotonic() + self.wait_seconds, item))
             return
-        self._open(item, node.anchor)
+        if node.aborted:
+            # CrewAI leaves an interrupted kickoff's scopes on the thread's stack: what starts
+            # there later is new work, not part of the kickoff that ended.
+            self._open(item, item.ambient)
+            return
+        self._open(item, node.anchor, parent_id)
 
-    def _open(self, item: _Item, parent: Span | None) -> None:
+    def _open(self, item: _Item, parent: Span | None, parent_id: str | None = None) -> None:
         rule, event = item.rule, item.event
         start_ns = event_time_ns(event)
         event_id = item.event_id
         if rule.event_type is None:  # a scope: children attach to what it is nested in
             if event_id is not None:
-                self._nodes[event_id] = _Node(item.kind, None, parent, item.seq, ())
+                self._nodes[event_id] = _Node(item.kind, None, parent, item.seq, (), parent_id)
         else:
             span = self._start_span(item, rule, parent, start_ns)
             if rule.phase == POINT:
@@ -201,7 +320,7 @@ class SpanTree:
                 span.end(start_ns)
                 return
             keys = tuple(getattr(event, key, None) for key in _PAIR_KEYS.get(item.kind, ()))
-            self._nodes[event_id] = _Node(item.kind, span, span, item.seq, keys)
+            self._nodes[event_id] = _Node(item.kind, span, span, item.seq, keys, parent_id)
         if event_id is None:
             return
         end = self._early_ends.pop((event_id, item.kind), None)
@@ -337,7 +456,8 @@ class SpanTree:
 
     def _evict(self) -> None:
         """Forget the oldest finished nodes (late children of them then wait, then attach to
-        the ambient span); open ones too if that is not enough, so memory stays bounded."""
+        the ambient span); open ones too if that is not enough, so memory stays bounded: those
+        are ended first, as errors of type ``Incomplete``, so that they are exported."""
         target = self.max_nodes * 3 // 4
         excess = len(self._nodes) - target
         for event_id in [key for key, node in self._nodes.items() if node.ended][:excess]:
@@ -347,8 +467,12 @@ class SpanTree:
             if not self._warned_full:
                 self._warned_full = True
                 logger.warning(
-                    "sightline: crewai: more than %d spans open; the oldest are dropped",
+                    "sightline: crewai: more than %d spans open; the oldest are ended as "
+                    "incomplete and forgotten",
                     self.max_nodes,
                 )
             for event_id in list(self._nodes)[:excess]:
-                del self._nodes[event_id]
+                self._end_incomplete(
+                    self._nodes.pop(event_id),
+                    f"forgotten while open: more than {self.max_nodes} CrewAI spans were open",
+                )
