@@ -22,6 +22,7 @@ from crewai.events.event_bus import CrewAIEventsBus
 
 from sightline.client import get_client
 from sightline.span import current_span
+from sightline.threads import start_background_thread
 from sightline_crewai import kickoff
 from sightline_crewai.mapping import RULES, SCOPE, CrewEventRule
 from sightline_crewai.tree import SpanTree
@@ -77,9 +78,8 @@ def _kickoff_aborted(root_id: str, error: BaseException) -> None:
         return
     for listener in listeners:
         listener.tree.abort(root_id, error, at)
-    threading.Thread(
-        target=_end_aborted, args=(listeners,), name="sightline-crewai-abort", daemon=True
-    ).start()
+    # Signals blocked in it, as in every Sightline thread: this runs while a Ctrl-C propagates.
+    start_background_thread(_end_aborted, "sightline-crewai-abort", (listeners,))
 
 
 def _end_aborted(listeners: list[SightlineEventListener]) -> None:
