@@ -27,6 +27,7 @@ ALL_PATCHED = [
     "BaseGroupChat.run",
     "BaseGroupChat.run_stream",
     "BaseTool.run_json",
+    "ChatAgentContainer._log_message",
     "ChatAgentContainer.handle_request",
     "FunctionTool.run",
     "SelectorGroupChatManager.select_speaker",

@@ -35,7 +35,12 @@ from sightline_autogen.scopes import REGISTRY, ScopeRegistry, current_scope, wra
 if TYPE_CHECKING:
     from sightline.client import Client
 
-__all__ = ["EVENT_LOGGER_NAMES", "EventLogTap", "SightlineEventLogHandler"]
+__all__ = [
+    "EVENT_LOGGER_NAMES",
+    "EventLogTap",
+    "SightlineEventLogHandler",
+    "set_instrumented_handler",
+]
 
 logger = logging.getLogger("sightline")
 
@@ -43,6 +48,16 @@ EVENT_LOGGER_NAMES = ("autogen_core.events", "autogen_agentchat.events")
 """The AutoGen loggers the handler listens to."""
 
 _PAYLOAD_LIMIT = 2000
+
+# The handler of the global instrumentation while it is on: every other handler stands aside,
+# so that a handler attached by hand and the global one never record the same event twice.
+_INSTRUMENTED: SightlineEventLogHandler | None = None
+
+
+def set_instrumented_handler(handler: SightlineEventLogHandler | None) -> None:
+    """Name the handler of the global instrumentation (``None``: it is off)."""
+    global _INSTRUMENTED
+    _INSTRUMENTED = handler
 
 
 class SightlineEventLogHandler(logging.Handler):
@@ -56,7 +71,9 @@ class SightlineEventLogHandler(logging.Handler):
     ``autogen_agentchat.events`` logger's level to DEBUG, or use :class:`EventLogTap`.)
 
     Model calls made through a client wrapped by ``instrument_model_client`` are left to the
-    wrapper, so that using both never records a call twice. Never raises.
+    wrapper, so that using both never records a call twice. While the global instrumentation
+    is on, its own handler records and any other one stands aside (whichever was attached
+    first), for the same reason. Never raises.
     """
 
     def __init__(self, client: Client | None = None, registry: ScopeRegistry | None = None) -> None:
@@ -64,6 +81,9 @@ class SightlineEventLogHandler(logging.Handler):
         self.client = client
         self.registry = registry if registry is not None else REGISTRY
         self._warned = False
+        # Loggers whose records an EventLogTap hands over directly: the copy that reaches this
+        # handler through logging is the same record again.
+        self.intercepted: frozenset[str] = frozenset()
         self._dispatch: dict[str, Callable[[Any], None]] = {
             "LLMCallEvent": self._on_llm_call,
             "LLMStreamStartEvent": self._on_stream_start,
@@ -80,7 +100,8 @@ class SightlineEventLogHandler(logging.Handler):
 
     def handle(self, record: logging.LogRecord) -> bool:
         # No handler lock: recording is thread-safe and must not serialise AutoGen's threads.
-        self.emit(record)
+        if record.name not in self.intercepted:
+            self.record(record.msg)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -91,6 +112,9 @@ class SightlineEventLogHandler(logging.Handler):
         method = self._dispatch.get(type(message).__name__)
         if method is None:
             return
+        instrumented = _INSTRUMENTED
+        if instrumented is not None and instrumented is not self:
+            return  # the global instrumentation records it
         try:
             method(message)
         except Exception as exc:  # never raise into AutoGen
@@ -151,7 +175,8 @@ class SightlineEventLogHandler(logging.Handler):
             return
         scope = current_scope()
         # The call was only seen when it ended: it started at the scope's last step (its start,
-        # the previous model call, the last tool results), or at the first chunk of a stream.
+        # the previous model call, the last tool results), or at the first chunk of a stream;
+        # outside any scope its start is unknown (taken as its end). Inferred either way.
         if scope is not None:
             start_ns = min(scope.mark_ns, end_ns)
         else:
@@ -164,7 +189,7 @@ class SightlineEventLogHandler(logging.Handler):
             "stream": stream,
             "tools": tool_names(fields.get("tools")),
             "source": "event_log",
-            "start_inferred": scope is not None,
+            "start_inferred": True,
         }
         if "finish_reason" in read:
             metadata["finish_reason"] = read["finish_reason"]
@@ -349,13 +374,21 @@ def _team_id_of(agent_or_topic: Any) -> str | None:
     return agent_or_topic.rsplit("/", 1)[-1]
 
 
-class _LoggerInterception:
-    """Replaces ``_log`` on one logger instance (restored on detach).
+def _enabled_for_sightline(level: int) -> bool:
+    """``isEnabledFor`` of an intercepted logger: every record reaches the interception, even on
+    a logger the application disabled (``dictConfig`` disables the loggers it does not name)
+    or under ``logging.disable``; the interception decides who else sees it."""
+    return True
 
-    A record the application's own configuration would let through is logged as usual (and
-    reaches the Sightline handler like any other handler). A record below that level — one that
-    exists only because Sightline lowered the logger's level — is handed to the Sightline
-    handler directly, without building a ``LogRecord`` and without reaching anyone else.
+
+class _LoggerInterception:
+    """Replaces ``_log`` (and ``isEnabledFor``) on one logger instance (restored on detach).
+
+    Every record is handed to the Sightline handler directly, without building a ``LogRecord``.
+    A record the application's own configuration would let through (its level, ``disabled``,
+    ``logging.disable``) is then logged as usual, to the application's handlers; the Sightline
+    handler on the logger ignores that copy. So the application's logs do not change, and
+    Sightline records even what the application's configuration silences.
     """
 
     def __init__(
@@ -366,10 +399,19 @@ class _LoggerInterception:
         self.handler = handler
 
     def allowed_by_application(self, level: int) -> bool:
-        if self.saved_level != logging.NOTSET:
-            return level >= self.saved_level and not self.target.manager.disable >= level
-        parent = self.target.parent
-        return parent.isEnabledFor(level) if parent is not None else level >= logging.WARNING
+        target = self.target
+        if target.disabled or target.manager.disable >= level:
+            return False
+        # DEBUG is the level Sightline set; any other is the application's (set since).
+        app_level = target.level if target.level != logging.DEBUG else self.saved_level
+        if app_level != logging.NOTSET:
+            return level >= app_level
+        parent = target.parent
+        if parent is None:
+            return level >= logging.WARNING
+        if parent.disabled:  # a disabled ancestor still handles what propagates to it
+            return level >= parent.getEffectiveLevel()
+        return parent.isEnabledFor(level)
 
     def __call__(
         self,
@@ -381,13 +423,12 @@ class _LoggerInterception:
         stack_info: bool = False,
         stacklevel: int = 1,
     ) -> None:
+        self.handler.record(msg)
         if self.allowed_by_application(level):
             # One more frame to skip: this one, so the record names AutoGen's caller.
             logging.Logger._log(
                 self.target, level, msg, args, exc_info, extra, stack_info, stacklevel + 1
             )
-            return
-        self.handler.record(msg)
 
 
 class EventLogTap:
@@ -395,7 +436,9 @@ class EventLogTap:
 
     The loggers are set to DEBUG while attached (AutoGen logs tool requests and results at
     DEBUG, model and tool calls at INFO); what the application's logging configuration would
-    not have shown goes to Sightline only, so the application's logs do not change.
+    not have shown goes to Sightline only, so the application's logs do not change. A logger
+    the application disables later (``logging.config.dictConfig`` disables every existing
+    logger it does not name) is still recorded.
     """
 
     def __init__(
@@ -414,11 +457,13 @@ class EventLogTap:
         """Attach the handler and lower the loggers' level (idempotent)."""
         if self._attached:
             return
+        self.handler.intercepted = frozenset(self.names)
         for name in self.names:
             target = logging.getLogger(name)
             saved = target.level
             interception = _LoggerInterception(target, saved, self.handler)
             target._log = interception  # type: ignore[method-assign]
+            target.isEnabledFor = _enabled_for_sightline  # type: ignore[method-assign]
             target.addHandler(self.handler)
             target.setLevel(logging.DEBUG)
             self._attached.append((target, saved, interception))
@@ -426,9 +471,13 @@ class EventLogTap:
     def detach(self) -> None:
         """Detach the handler and restore the loggers as they were (idempotent)."""
         attached, self._attached = self._attached, []
+        if attached:
+            self.handler.intercepted = frozenset()
         for target, saved, interception in attached:
             target.removeHandler(self.handler)
             if target.__dict__.get("_log") is interception:
                 del target._log
+            if target.__dict__.get("isEnabledFor") is _enabled_for_sightline:
+                del target.isEnabledFor
             if target.level == logging.DEBUG:
                 target.setLevel(saved)

@@ -15,7 +15,11 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from sightline.imports import PostImportHook, when_imported
-from sightline_autogen.event_log import EventLogTap, SightlineEventLogHandler
+from sightline_autogen.event_log import (
+    EventLogTap,
+    SightlineEventLogHandler,
+    set_instrumented_handler,
+)
 from sightline_autogen.scopes import REGISTRY
 from sightline_autogen.structure import PATCHED_MODULES, StructurePatcher
 
@@ -58,6 +62,9 @@ class AutogenInstrumentor:
             patcher = StructurePatcher(client)
             tap = EventLogTap(handler)
             self._handler, self._patcher, self._tap = handler, patcher, tap
+            # Wrappers left in AutoGen instances by an earlier instrumentation report here too.
+            patcher.make_live()
+            set_instrumented_handler(handler)
             tap.attach()
             # Patches AutoGen now if it is imported, else when the application imports it.
             self._hook = when_imported(PATCHED_MODULES, self._on_import)
@@ -70,6 +77,7 @@ class AutogenInstrumentor:
         if hook is not None:
             hook.cancel()
         if tap is not None:
+            set_instrumented_handler(None)
             tap.detach()
         if patcher is not None:
             patcher.remove_all()

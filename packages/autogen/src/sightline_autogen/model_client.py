@@ -102,14 +102,22 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         self, messages: Sequence[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> AsyncGenerator[Any, None]:
         span = self._start(messages, kwargs, stream=True)
-        stream = self._inner.create_stream(messages, *args, **kwargs)
         if span is None:
+            stream = self._inner.create_stream(messages, *args, **kwargs)
             try:
                 async for item in stream:
                     yield item
             finally:
                 await _aclose(stream)
             return
+        try:
+            # A client may check its arguments before it returns a generator: its error is
+            # the call's, recorded like an error raised while streaming.
+            with mark_wrapped_llm(span), use_span(span):
+                stream = self._inner.create_stream(messages, *args, **kwargs)
+        except BaseException as exc:
+            self._fail(span, exc)
+            raise
         first_chunk_ns: int | None = None
         chunks = 0
         result: Any = None
@@ -140,9 +148,16 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
 
     # -- recording (never raises) -------------------------------------------------------------
 
+    def _owner(self) -> Client:
+        return self._sightline_client if self._sightline_client is not None else get_client()
+
+    def _captures_content(self) -> bool:
+        config = getattr(self._owner(), "config", None)
+        return bool(getattr(config, "capture_content", False))
+
     def _start(self, messages: Any, kwargs: Mapping[str, Any], *, stream: bool) -> Span | None:
         try:
-            owner = self._sightline_client if self._sightline_client is not None else get_client()
+            owner = self._owner()
             if not owner.enabled:
                 return None
             metadata: dict[str, Any] = {
@@ -194,7 +209,8 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
                 if isinstance(cached, bool):
                     metadata["cached"] = cached
                 thought = getattr(result, "thought", None)
-                if thought:
+                if thought and self._captures_content():
+                    # The model's reasoning is content: never sent with capture_content off.
                     metadata["thought"] = thought
                 span.set_metadata(metadata)
             if first_chunk_ns is not None:
@@ -252,7 +268,7 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         return self._inner._to_config()
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("_inner", "_sightline_client", "_model"):
+        if name in ("_inner", "_sightline_client", "_model"):  # before __init__ set them
             raise AttributeError(name)
         return getattr(self._inner, name)
 

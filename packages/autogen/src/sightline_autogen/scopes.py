@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
 from sightline.client import AMBIENT
 from sightline.event import ErrorKind, EventType
-from sightline.span import use_span
+from sightline.span import current_span, use_span
 from sightline_autogen.mapping import FRAMEWORK, parse_arguments
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ __all__ = [
     "ScopeRegistry",
     "activate",
     "current_scope",
+    "direct_tool_run",
     "mark_wrapped_llm",
     "wrapped_llm_span",
 ]
@@ -46,6 +48,11 @@ _CURRENT_SCOPE: ContextVar[Scope | None] = ContextVar("sightline_autogen_scope",
 # Set while an instrumented model client runs a call: the event-log handler then leaves the
 # call to the wrapper instead of recording it a second time.
 _WRAPPED_LLM: ContextVar[Span | None] = ContextVar("sightline_autogen_wrapped_llm", default=None)
+# Set while a tool runs that no agent requested (``tool.run_json(...)`` called directly): its
+# name and start, for the ``tool_call`` its ``ToolCallEvent`` reports when it has ended.
+_DIRECT_TOOL: ContextVar[tuple[Any, int] | None] = ContextVar(
+    "sightline_autogen_direct_tool", default=None
+)
 
 _MAX_PENDING_CALLS = 10_000
 _MAX_STREAMS = 1_000
@@ -92,7 +99,7 @@ class Scope:
         self.pending: dict[str, PendingToolCall] = {}
         # Tools that reported a result whose request was not seen, awaiting their call id.
         self.unrequested: list[PendingToolCall] = []
-        self.relay_output = False  # take the output from the agent's stream (a team turn)
+        self.relay_output = False  # take the output from the messages the container logs
 
     def __repr__(self) -> str:
         return f"<Scope {self.kind} {self.name!r} span={self.span.span_id}>"
@@ -140,6 +147,27 @@ class mark_wrapped_llm:
         if token is not None:
             try:
                 _WRAPPED_LLM.reset(token)
+            except ValueError:
+                pass
+
+
+class direct_tool_run:
+    """Mark the current context as running the tool ``name`` directly, from now."""
+
+    __slots__ = ("_name", "_token")
+
+    def __init__(self, name: Any) -> None:
+        self._name = name
+        self._token: Token[tuple[Any, int] | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _DIRECT_TOOL.set((self._name, time.time_ns()))
+
+    def __exit__(self, *exc: object) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            try:
+                _DIRECT_TOOL.reset(token)
             except ValueError:
                 pass
 
@@ -336,8 +364,10 @@ class ScopeRegistry:
 
         The event has no call id, so the pending call is found by tool name and arguments, in
         the current turn first. A tool whose request was not seen (run directly, outside an
-        agent's tool loop) is recorded on its own under the current turn or the ambient span;
-        inside a turn it waits for the turn's results to learn its call id.
+        agent's tool loop) is recorded on its own under the ambient span — the current turn, or
+        a span inside it (another tool's ``tool_call``, a ``@monitor`` function) — starting when
+        its ``run_json`` started when that was seen; directly in a turn it waits for the turn's
+        results to learn its call id.
         """
         scope = _CURRENT_SCOPE.get()
         with self._lock:
@@ -354,17 +384,34 @@ class ScopeRegistry:
             found.span.set_output(result)
             found.span.end(now_ns)
             return
+        parent: Any = AMBIENT
+        nested = False
+        if scope is not None:
+            ambient = current_span()
+            # A span opened inside the turn (another tool's call, a monitored function) is
+            # where this tool ran; the turn's own span or a span of another trace is not.
+            nested = (
+                ambient is not None
+                and ambient is not scope.span
+                and ambient.event.trace_id == scope.span.event.trace_id
+            )
+            if not nested:
+                parent = scope.span
+        start_ns = now_ns
+        direct = _DIRECT_TOOL.get()
+        if direct is not None and direct[0] == tool_name:
+            start_ns = min(direct[1], now_ns)
         span = client.start_span(
             tool_name,
             EventType.TOOL_CALL,
-            parent=scope.span if scope is not None else AMBIENT,
+            parent=parent,
             input=arguments,
             metadata={"call_id": None},
             framework=FRAMEWORK,
-            start_ns=now_ns,
+            start_ns=start_ns,
         )
         span.set_output(result)
-        if scope is None or scope.kind != "agent" or not span.is_recording:
+        if scope is None or scope.kind != "agent" or nested or not span.is_recording:
             span.end(now_ns)
             return
         pending = PendingToolCall(None, tool_name, arguments, span, scope)

@@ -13,6 +13,8 @@ method                                                      span
 SelectorGroupChat, Swarm, ...)
 ``ChatAgentContainer.handle_request`` (a participant's turn  ``agent`` under the team's ``run``
 in a team)
+``ChatAgentContainer._log_message``                          none: the turn's output (the last
+                                                            chat message the participant gave)
 ``SelectorGroupChatManager.select_speaker``                 ``decision`` ``select_speaker``
 ``BaseTool.run_json``                                       none: makes the requested tool
                                                             call's span ambient for the tool
@@ -24,6 +26,12 @@ in a team)
 Inside each span the model and tool events of that turn nest. A turn is entered and left one
 step at a time (each ``__anext__`` of a stream), so the ambient span never leaks into the code
 consuming the stream.
+
+A wrapper can outlive ``uninstrument``: AutoGen's ``RoutedAgent`` copies its message handlers
+(``handle_request``) into each instance, so a team built while instrumented keeps the wrapper
+after the class attribute is restored. Every wrapper therefore looks up the live patcher at each
+call (:func:`live_patcher`) and passes straight through when there is none; a later
+``instrument`` makes those old wrappers report to the new client.
 """
 
 from __future__ import annotations
@@ -40,14 +48,22 @@ from sightline.client import AMBIENT, get_client
 from sightline.event import EventType
 from sightline.span import current_span, use_span
 from sightline_autogen.mapping import agent_input, message_view
-from sightline_autogen.scopes import REGISTRY, Scope, activate, current_scope
+from sightline_autogen.scopes import REGISTRY, Scope, activate, current_scope, direct_tool_run
 
 if TYPE_CHECKING:
     from sightline.client import Client
 
-__all__ = ["PATCHES", "MethodPatch", "StructurePatcher"]
+__all__ = ["PATCHES", "MethodPatch", "StructurePatcher", "live_patcher"]
 
 logger = logging.getLogger("sightline")
+
+# The patcher of the instrumentation that is on, or None: read by every wrapper at each call.
+_LIVE: StructurePatcher | None = None
+
+
+def live_patcher() -> StructurePatcher | None:
+    """The patcher of the global instrumentation that is on (``None`` when it is off)."""
+    return _LIVE
 
 
 @dataclass(frozen=True)
@@ -57,7 +73,7 @@ class MethodPatch:
     module: str
     owner: str
     attribute: str
-    wrap: Callable[[Any, StructurePatcher], Any]
+    wrap: Callable[[Any], Any]
 
 
 class StructurePatcher:
@@ -67,6 +83,11 @@ class StructurePatcher:
         self.client = client
         self._applied: dict[tuple[str, str, str], tuple[type, Any, Any]] = {}
         self._warned = False
+
+    def make_live(self) -> None:
+        """Make this patcher the one every wrapper (old or new) reports through."""
+        global _LIVE
+        _LIVE = self
 
     def resolve_client(self) -> Client:
         """The client given to the patcher, else the global one (looked up at each event)."""
@@ -85,7 +106,7 @@ class StructurePatcher:
         try:
             owner = getattr(module, patch.owner)
             original = owner.__dict__[patch.attribute]
-            wrapper = patch.wrap(original, self)
+            wrapper = patch.wrap(original)
             setattr(owner, patch.attribute, wrapper)
         except Exception as exc:  # a changed AutoGen layout loses one span kind, nothing else
             logger.debug(
@@ -99,7 +120,11 @@ class StructurePatcher:
         self._applied[key] = (owner, original, wrapper)
 
     def remove_all(self) -> None:
-        """Restore every original method that is still our wrapper."""
+        """Restore every original method that is still our wrapper; wrappers that AutoGen
+        copied into instances pass through from now on."""
+        global _LIVE
+        if _LIVE is self:
+            _LIVE = None
         applied, self._applied = self._applied, {}
         for (_, _, attribute), (owner, original, wrapper) in applied.items():
             if owner.__dict__.get(attribute) is wrapper:
@@ -215,17 +240,19 @@ def _safe_observe(patcher: StructurePatcher, scope: Scope, item: Any) -> None:
 
 def _scoped_coroutine(
     original: Any,
-    patcher: StructurePatcher,
-    open_scope: Callable[[Any, tuple[Any, ...], dict[str, Any]], Scope | None],
+    open_scope: Callable[[StructurePatcher, Any, tuple[Any, ...], dict[str, Any]], Scope | None],
     observe: Callable[[Scope, Any], None] = _observe,
 ) -> Any:
     """Wrap the coroutine method ``original`` so that it runs inside the scope ``open_scope``
-    opens (or as it is, when that returns None). One frame deep: every suspension of the
-    wrapped method passes through it."""
+    opens (or as it is, when that returns None or the instrumentation is off). One frame deep:
+    every suspension of the wrapped method passes through it."""
 
     @functools.wraps(original)
     async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        scope = open_scope(self, args, kwargs)
+        patcher = _LIVE
+        if patcher is None:
+            return await original(self, *args, **kwargs)
+        scope = open_scope(patcher, self, args, kwargs)
         if scope is None:
             return await original(self, *args, **kwargs)
         try:
@@ -278,18 +305,6 @@ async def _stream_in_scope(
             _close(patcher, scope, error)
 
 
-async def _observe_stream(
-    patcher: StructurePatcher, scope: Scope, stream: Any
-) -> AsyncGenerator[Any, None]:
-    """Relay ``stream`` of a turn already open, taking the turn's output from its Response."""
-    try:
-        async for item in stream:
-            _safe_observe(patcher, scope, item)
-            yield item
-    finally:
-        await stream.aclose()
-
-
 def _inside(subject: object, kind: str) -> Scope | None:
     """The current scope when it is ``subject``'s own (a method called from another of its
     methods: ``run`` -> ``on_messages`` -> ``on_messages_stream``)."""
@@ -310,81 +325,83 @@ def _messages_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 # -- wrappers ----------------------------------------------------------------------------------
 
 
-def wrap_agent_run(original: Any, patcher: StructurePatcher) -> Any:
+def wrap_agent_run(original: Any) -> Any:
     """``BaseChatAgent.run``: an ``agent`` span for the run."""
     return _scoped_coroutine(
         original,
-        patcher,
-        lambda agent, args, kwargs: _open_agent(patcher, agent, _task_of(args, kwargs)),
+        lambda patcher, agent, args, kwargs: _open_agent(patcher, agent, _task_of(args, kwargs)),
     )
 
 
-def wrap_agent_run_stream(original: Any, patcher: StructurePatcher) -> Any:
-    """``BaseChatAgent.run_stream``: an ``agent`` span around the stream."""
+def _wrap_stream_method(
+    original: Any,
+    kind: str,
+    open_scope: Callable[[StructurePatcher, Any, tuple[Any, ...], dict[str, Any]], Scope | None],
+) -> Any:
+    """Wrap the async-generator method ``original``: its stream runs inside the scope
+    ``open_scope`` opens at the first step, unless already inside ``self``'s own scope."""
 
     @functools.wraps(original)
-    def run_stream(self: Any, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
         stream = original(self, *args, **kwargs)
-        if _inside(self, "agent") is not None:
+        patcher = _LIVE
+        if patcher is None or _inside(self, kind) is not None:
             return stream
-        return _stream_in_scope(
-            patcher, lambda: _open_agent(patcher, self, _task_of(args, kwargs)), stream
-        )
+        return _stream_in_scope(patcher, lambda: open_scope(patcher, self, args, kwargs), stream)
 
-    return run_stream
+    return wrapper
 
 
-def wrap_agent_on_messages(original: Any, patcher: StructurePatcher) -> Any:
+def wrap_agent_run_stream(original: Any) -> Any:
+    """``BaseChatAgent.run_stream``: an ``agent`` span around the stream."""
+    return _wrap_stream_method(
+        original,
+        "agent",
+        lambda patcher, agent, args, kwargs: _open_agent(patcher, agent, _task_of(args, kwargs)),
+    )
+
+
+def wrap_agent_on_messages(original: Any) -> Any:
     """``AssistantAgent.on_messages``: an ``agent`` span, unless already in this agent's turn."""
     return _scoped_coroutine(
         original,
-        patcher,
-        lambda agent, args, kwargs: _open_agent(patcher, agent, _messages_of(args, kwargs)),
+        lambda patcher, agent, args, kwargs: _open_agent(
+            patcher, agent, _messages_of(args, kwargs)
+        ),
     )
 
 
-def wrap_agent_on_messages_stream(original: Any, patcher: StructurePatcher) -> Any:
+def wrap_agent_on_messages_stream(original: Any) -> Any:
     """``AssistantAgent.on_messages_stream``: as ``on_messages``, for the stream."""
-
-    @functools.wraps(original)
-    def on_messages_stream(self: Any, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
-        stream = original(self, *args, **kwargs)
-        outer = _inside(self, "agent")
-        if outer is not None:
-            # A team turn learns its output here; ``run`` and ``on_messages`` see it themselves.
-            return _observe_stream(patcher, outer, stream) if outer.relay_output else stream
-        return _stream_in_scope(
-            patcher, lambda: _open_agent(patcher, self, _messages_of(args, kwargs)), stream
-        )
-
-    return on_messages_stream
+    return _wrap_stream_method(
+        original,
+        "agent",
+        lambda patcher, agent, args, kwargs: _open_agent(
+            patcher, agent, _messages_of(args, kwargs)
+        ),
+    )
 
 
-def wrap_team_run(original: Any, patcher: StructurePatcher) -> Any:
+def wrap_team_run(original: Any) -> Any:
     """``BaseGroupChat.run``: a ``run`` span for the team run."""
     return _scoped_coroutine(
         original,
-        patcher,
-        lambda team, args, kwargs: _open_team(patcher, team, _task_of(args, kwargs)),
+        lambda patcher, team, args, kwargs: _open_team(patcher, team, _task_of(args, kwargs)),
     )
 
 
-def wrap_team_run_stream(original: Any, patcher: StructurePatcher) -> Any:
+def wrap_team_run_stream(original: Any) -> Any:
     """``BaseGroupChat.run_stream``: a ``run`` span around the stream."""
-
-    @functools.wraps(original)
-    def run_stream(self: Any, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
-        stream = original(self, *args, **kwargs)
-        if _inside(self, "team") is not None:
-            return stream
-        return _stream_in_scope(
-            patcher, lambda: _open_team(patcher, self, _task_of(args, kwargs)), stream
-        )
-
-    return run_stream
+    return _wrap_stream_method(
+        original,
+        "team",
+        lambda patcher, team, args, kwargs: _open_team(patcher, team, _task_of(args, kwargs)),
+    )
 
 
-def _open_container_turn(patcher: StructurePatcher, container: Any) -> Scope | None:
+def _open_container_turn(
+    patcher: StructurePatcher, container: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Scope | None:
     """A participant's turn in a team: an agent scope under the team's run."""
     agent = getattr(container, "_agent", None)
     if agent is None or not hasattr(agent, "on_messages_stream"):  # a team runs its own span
@@ -403,16 +420,45 @@ def _open_container_turn(patcher: StructurePatcher, container: Any) -> Scope | N
     return scope
 
 
-def wrap_container_request(original: Any, patcher: StructurePatcher) -> Any:
+def wrap_container_request(original: Any) -> Any:
     """``ChatAgentContainer.handle_request``: a participant's turn as an ``agent`` span."""
     # functools.wraps (in _scoped_coroutine) copies the message-handler markers (target_types,
-    # router...) that AutoGen's RoutedAgent reads when it discovers handlers.
-    return _scoped_coroutine(
-        original, patcher, lambda container, args, kwargs: _open_container_turn(patcher, container)
-    )
+    # router...) that AutoGen's RoutedAgent reads when it discovers handlers. RoutedAgent also
+    # copies this wrapper into every container it builds: hence the live-patcher check.
+    return _scoped_coroutine(original, _open_container_turn)
 
 
-def _open_selection(patcher: StructurePatcher, manager: Any) -> Scope | None:
+def wrap_container_log_message(original: Any) -> Any:
+    """``ChatAgentContainer._log_message``: the output of a participant's turn.
+
+    The container logs every message its agent streams, the response's chat message last,
+    whatever the agent's class (``AssistantAgent``, ``UserProxyAgent``, ``CodeExecutorAgent``,
+    a custom ``BaseChatAgent``): the last chat message logged in the turn is its output.
+    """
+
+    @functools.wraps(original)
+    async def log_message(self: Any, message: Any, *args: Any, **kwargs: Any) -> Any:
+        patcher = _LIVE
+        if patcher is not None:
+            scope = current_scope()
+            if (
+                scope is not None
+                and scope.relay_output
+                and scope.subject is getattr(self, "_agent", None)
+                and hasattr(type(message), "to_model_message")  # a chat message, not an event
+            ):
+                try:
+                    scope.span.set_output(message_view(message))
+                except Exception as exc:
+                    patcher.warn_once("output of a turn", exc)
+        return await original(self, message, *args, **kwargs)
+
+    return log_message
+
+
+def _open_selection(
+    patcher: StructurePatcher, manager: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Scope | None:
     try:
         team_span = REGISTRY.team_span(_agent_key(manager))
         return REGISTRY.open(
@@ -434,21 +480,20 @@ def _observe_selection(scope: Scope, selected: Any) -> None:
     scope.span.set_output(selected)
 
 
-def wrap_select_speaker(original: Any, patcher: StructurePatcher) -> Any:
+def wrap_select_speaker(original: Any) -> Any:
     """``SelectorGroupChatManager.select_speaker``: a ``decision`` span."""
-    return _scoped_coroutine(
-        original,
-        patcher,
-        lambda manager, args, kwargs: _open_selection(patcher, manager),
-        _observe_selection,
-    )
+    return _scoped_coroutine(original, _open_selection, _observe_selection)
 
 
-def wrap_tool_run_json(original: Any, patcher: StructurePatcher) -> Any:
-    """``BaseTool.run_json``: the requested call's ``tool_call`` span is ambient in the tool."""
+def wrap_tool_run_json(original: Any) -> Any:
+    """``BaseTool.run_json``: the requested call's ``tool_call`` span is ambient in the tool;
+    a tool run directly (no requested call) has its start remembered for its ``tool_call``."""
 
     @functools.wraps(original)
     async def run_json(self: Any, *args: Any, **kwargs: Any) -> Any:
+        patcher = _LIVE
+        if patcher is None:
+            return await original(self, *args, **kwargs)
         call_id = kwargs.get("call_id", args[2] if len(args) > 2 else None)
         pending = None
         try:
@@ -456,7 +501,8 @@ def wrap_tool_run_json(original: Any, patcher: StructurePatcher) -> Any:
         except Exception as exc:
             patcher.warn_once("tool context", exc)
         if pending is None:
-            return await original(self, *args, **kwargs)
+            with direct_tool_run(getattr(self, "name", None)):
+                return await original(self, *args, **kwargs)
         # The tool's own code (and any Sightline span it opens) runs under its tool_call span.
         with use_span(pending.span):
             return await original(self, *args, **kwargs)
@@ -464,11 +510,14 @@ def wrap_tool_run_json(original: Any, patcher: StructurePatcher) -> Any:
     return run_json
 
 
-def wrap_function_tool_run(original: Any, patcher: StructurePatcher) -> Any:
+def wrap_function_tool_run(original: Any) -> Any:
     """``FunctionTool.run``: a sync tool runs in the pool with a copy of the context."""
 
     @functools.wraps(original)
     async def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        patcher = _LIVE
+        if patcher is None:
+            return await original(self, *args, **kwargs)
         runner = self
         try:
             func = self.__dict__.get("_func")
@@ -525,6 +574,12 @@ PATCHES: tuple[MethodPatch, ...] = (
         "ChatAgentContainer",
         "handle_request",
         wrap_container_request,
+    ),
+    MethodPatch(
+        f"{_GROUP_CHAT}._chat_agent_container",
+        "ChatAgentContainer",
+        "_log_message",
+        wrap_container_log_message,
     ),
     MethodPatch(
         f"{_GROUP_CHAT}._selector_group_chat",
