@@ -847,3 +847,46 @@ def test_sightline_capture_fixture_clear_forgets_earlier_events(sightline_captur
     sightline_capture.clear()
     sightline.get_client().log_event("custom", "new")
     assert [e.name for e in sightline_capture.events] == ["new"]
+
+
+def test_a_parent_source_nests_spans_under_a_framework_run_that_is_the_innermost():
+    from sightline.span import add_parent_source, remove_parent_source
+
+    running: contextvars.ContextVar[tuple[str, str, int] | None] = contextvars.ContextVar(
+        "framework_run", default=None
+    )
+
+    def broken() -> None:
+        raise RuntimeError("a source that raises is ignored")
+
+    add_parent_source(broken)
+    add_parent_source(running.get)
+    add_parent_source(running.get)  # once only
+    try:
+        with capture() as cap:
+            run = ("a" * 32, "b" * 16, time.time_ns())
+            token = running.set(run)
+            with sightline.trace("inside"):  # no ambient span: the run is the parent
+                with sightline.trace("nested"):  # the ambient span started later: it wins
+                    pass
+            running.reset(token)
+            with sightline.trace("outer", agent="bot") as outer:
+                token = running.set(("c" * 32, "d" * 16, time.time_ns()))  # a run inside outer
+                with sightline.trace("in-run"):
+                    pass
+                running.reset(token)
+            inside, nested, in_run = (cap.one(name=n) for n in ("inside", "nested", "in-run"))
+            assert (inside.trace_id, inside.parent_span_id) == ("a" * 32, "b" * 16)
+            assert (nested.trace_id, nested.parent_span_id) == ("a" * 32, inside.span_id)
+            assert (in_run.trace_id, in_run.parent_span_id, in_run.agent) == (
+                "c" * 32,
+                "d" * 16,
+                "bot",
+            )
+            assert outer.event.parent_span_id is None
+    finally:
+        remove_parent_source(broken)
+        remove_parent_source(running.get)
+    from sightline.span import _PARENT_SOURCES
+
+    assert running.get not in _PARENT_SOURCES and broken not in _PARENT_SOURCES

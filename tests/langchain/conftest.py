@@ -13,7 +13,7 @@ import pytest
 
 import sightline_langchain
 from sightline.testing import Capture, capture
-from sightline_langchain.handler import _RUNS
+from sightline_langchain.handler import _IDS, _RUNS
 
 # LangChain reads these when a run starts, so setting them here is early enough.
 for _variable in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2", "LANGCHAIN_TRACING"):
@@ -26,6 +26,7 @@ def cap() -> Iterator[Capture]:
     with capture() as captured:
         yield captured
     assert not _RUNS, f"runs left open: {list(_RUNS.values())}"
+    assert not _IDS, f"run ids left: {_IDS}"
 
 
 @pytest.fixture
@@ -39,6 +40,7 @@ def global_cap() -> Iterator[Capture]:
             captured.client.uninstrument(["langchain"])
     assert not sightline_langchain.is_instrumented()
     assert not _RUNS, f"runs left open: {list(_RUNS.values())}"
+    assert not _IDS, f"run ids left: {_IDS}"
 
 
 @pytest.fixture(autouse=True)
@@ -46,3 +48,4 @@ def _never_left_instrumented() -> Iterator[None]:
     yield
     sightline_langchain.uninstrument()
     _RUNS.clear()
+    _IDS.clear()

@@ -282,3 +282,105 @@ def test_retry_errors_keep_only_their_type_when_content_is_not_captured() -> Non
         event = captured.one(type="llm_invoke")
     assert event.metadata["retries"] == [{"attempt": 1, "slept_s": 0.0, "error": "TransientError"}]
     assert (event.input, event.output) == (None, None)
+
+
+# -- Sightline spans started inside a LangChain run -----------------------------------------------
+
+
+@sightline.monitor(name="db_lookup")
+def _db_lookup(x: int) -> int:
+    with sightline.trace("query"):  # a span inside the monitored function
+        return x * 2
+
+
+@tool
+def lookup(x: int) -> int:
+    """Look a number up."""
+    return _db_lookup(x)
+
+
+@tool
+async def alookup(x: int) -> int:
+    """Look a number up, asynchronously."""
+    await asyncio.sleep(0)
+    return _db_lookup(x)
+
+
+def test_a_monitored_function_called_by_a_tool_nests_under_its_tool_call(cap: Capture) -> None:
+    assert lookup.invoke({"x": 3}, config={"callbacks": [SightlineCallbackHandler()]}) == 6
+    call, monitored, query = (
+        cap.one(name="lookup"),
+        cap.one(name="db_lookup"),
+        cap.one(name="query"),
+    )
+    assert call.parent_span_id is None
+    assert (monitored.trace_id, monitored.parent_span_id) == (call.trace_id, call.span_id)
+    assert (query.trace_id, query.parent_span_id) == (call.trace_id, monitored.span_id)
+    assert (monitored.input, monitored.output) == ({"x": 3}, 6)
+
+
+def test_inside_an_outer_trace_the_tool_call_is_still_the_nearest_parent(cap: Capture) -> None:
+    with sightline.trace("request", agent="support", session_id="s-9") as request:
+        lookup.invoke({"x": 3}, config={"callbacks": [SightlineCallbackHandler()]})
+    call, monitored = cap.one(name="lookup"), cap.one(name="db_lookup")
+    assert (call.trace_id, call.parent_span_id) == (request.trace_id, request.span_id)
+    assert (monitored.trace_id, monitored.parent_span_id) == (request.trace_id, call.span_id)
+    assert (monitored.agent, monitored.session_id) == ("support", "s-9")  # from the ambient span
+    cap.clear()
+    with sightline.trace("after"):  # no LangChain run any more: the ambient span is the parent
+        _db_lookup(1)
+    after, monitored = cap.one(name="after"), cap.one(name="db_lookup")
+    assert monitored.parent_span_id == after.span_id
+
+
+def test_a_trace_opened_in_a_lambda_nests_under_the_chain_and_an_async_tool_too(
+    cap: Capture,
+) -> None:
+    def step(x: int) -> int:
+        with sightline.trace("inner"):
+            return x + 1
+
+    handler = SightlineCallbackHandler()
+    RunnableLambda(step, name="step").invoke(1, config={"callbacks": [handler]})
+    chain, inner = cap.one(name="step"), cap.one(name="inner")
+    assert (inner.trace_id, inner.parent_span_id) == (chain.trace_id, chain.span_id)
+    assert inner.type.value == "run"
+    cap.clear()
+
+    async def main() -> int:
+        return await alookup.ainvoke({"x": 2}, config={"callbacks": [handler]})
+
+    assert asyncio.run(main()) == 4
+    call, monitored = cap.one(name="alookup"), cap.one(name="db_lookup")
+    assert (monitored.trace_id, monitored.parent_span_id) == (call.trace_id, call.span_id)
+
+
+def test_monitored_code_in_a_graph_node_nests_under_the_node(cap: Capture) -> None:
+    from typing import TypedDict
+
+    from langgraph.graph import StateGraph
+
+    class State(TypedDict):
+        x: int
+
+    def double(state: State) -> State:
+        return {"x": _db_lookup(state["x"])}
+
+    graph = StateGraph(State)
+    graph.add_node("double", double)
+    graph.set_entry_point("double")
+    graph.set_finish_point("double")
+    result = graph.compile().invoke({"x": 5}, config={"callbacks": [SightlineCallbackHandler()]})
+    assert result == {"x": 10}
+    node, monitored = cap.one(name="double"), cap.one(name="db_lookup")
+    assert node.type.value == "agent"
+    assert (monitored.trace_id, monitored.parent_span_id) == (node.trace_id, node.span_id)
+
+
+def test_a_root_runs_trace_id_is_its_run_id_and_each_span_id_its_run_ids_low_half(
+    cap: Capture,
+) -> None:
+    run_id = uuid.uuid4()
+    lookup.invoke({"x": 1}, config={"callbacks": [SightlineCallbackHandler()], "run_id": run_id})
+    call = cap.one(name="lookup")
+    assert (call.trace_id, call.span_id) == (run_id.hex, run_id.hex[16:])

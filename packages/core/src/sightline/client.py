@@ -29,7 +29,7 @@ from sightline.event import (
     new_span_id,
     new_trace_id,
 )
-from sightline.span import NOOP_SPAN, Span, current_span
+from sightline.span import _PARENT_SOURCES, NOOP_SPAN, Span, current_span, framework_parent
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -278,8 +278,19 @@ class Client:
         """
         if self._pipeline is None:
             return NOOP_SPAN
+        inherit = None
         if parent is AMBIENT:
             parent = current_span()
+            if _PARENT_SOURCES and trace_id is None and parent_span_id is None:
+                # A framework's run going on here (a LangChain tool, whose span its integration
+                # makes later on the worker): the innermost of it and the ambient span is the
+                # parent. Identity fields still come from the ambient span.
+                run = framework_parent()
+                if run is not None and (
+                    parent is None or not parent.is_recording or run[2] > parent.event.start_ns
+                ):
+                    inherit, parent = parent, None
+                    trace_id, parent_span_id = run[0], run[1]
         event = Event.__new__(Event)
         if parent is not None and parent.is_recording:
             parent_event = parent.event
@@ -290,8 +301,14 @@ class Client:
         else:
             event.trace_id = trace_id or new_trace_id()
             event.parent_span_id = parent_span_id
-            event.agent = agent if agent is not None else self._default_agent
-            event.session_id = session_id
+            if inherit is not None and inherit.is_recording:
+                event.agent = agent if agent is not None else inherit.event.agent
+                event.session_id = (
+                    session_id if session_id is not None else inherit.event.session_id
+                )
+            else:
+                event.agent = agent if agent is not None else self._default_agent
+                event.session_id = session_id
         event.id = None
         event.span_id = span_id or new_span_id()
         event.type = type if type.__class__ is EventType else coerce_type(type)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import time
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +19,57 @@ if TYPE_CHECKING:
 
     from sightline.client import Client
 
-__all__ = ["NOOP_SPAN", "Span", "current_span", "default_error_kind", "use_span"]
+__all__ = [
+    "NOOP_SPAN",
+    "Span",
+    "add_parent_source",
+    "current_span",
+    "default_error_kind",
+    "framework_parent",
+    "remove_parent_source",
+    "use_span",
+]
 
 _time_ns = time.time_ns
 _CURRENT: ContextVar[Span | None] = ContextVar("sightline_current_span", default=None)
+
+ParentSource = Callable[[], "tuple[str, str, int] | None"]
+_PARENT_SOURCES: list[ParentSource] = []
+
+
+def add_parent_source(source: ParentSource) -> None:
+    """For integrations: let spans started inside a framework's unit of work nest under it
+    when its span is made later, away from the application's thread (a ``@monitor`` function
+    called by a LangChain tool).
+
+    ``source()`` returns ``(trace_id, span_id, start_ns)`` of the framework's run going on in
+    this context, or ``None``. A span started with the ambient parent nests under that run when
+    there is no ambient Sightline span, or when the run started after the ambient span did (it
+    runs inside it); it still takes ``agent`` and ``session_id`` from the ambient span. A source
+    is asked at every such start: it must be cheap, and may raise (it is then ignored). Adding
+    the same source twice adds it once.
+    """
+    if source not in _PARENT_SOURCES:
+        _PARENT_SOURCES.append(source)
+
+
+def remove_parent_source(source: ParentSource) -> None:
+    """Undo :func:`add_parent_source`; a source not added is ignored."""
+    if source in _PARENT_SOURCES:
+        _PARENT_SOURCES.remove(source)
+
+
+def framework_parent() -> tuple[str, str, int] | None:
+    """``(trace_id, span_id, start_ns)`` of the framework run this code runs in, from the first
+    parent source that knows one (see :func:`add_parent_source`), or ``None``."""
+    for source in _PARENT_SOURCES:
+        try:
+            ids = source()
+        except Exception:
+            continue
+        if ids is not None:
+            return ids
+    return None
 
 
 def current_span() -> Span | None:

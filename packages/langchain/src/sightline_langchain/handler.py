@@ -28,10 +28,11 @@ from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables.config import var_child_runnable_config
 
 from sightline.client import Client, get_client
 from sightline.event import ErrorKind, EventType, Usage
-from sightline.span import Span, current_span
+from sightline.span import Span, add_parent_source, current_span
 from sightline_langchain import mapping
 from sightline_langchain.mapping import AGENT_NAMES, INTERNAL_TAG_PREFIXES
 
@@ -111,6 +112,18 @@ _MAX_CLOSED = 1024
 _PINNED_AGENT = 1
 _PINNED_SESSION = 2
 
+# run key → (trace, start time) of the runs open now, kept on the application's thread so that
+# a Sightline span started inside a run's code (a @monitor function called by a tool) can nest
+# under the run, whose span the worker makes later (_run_parent). A run's span id is its run
+# id's low 64 bits, and a root's trace id its run id (LangChain's are UUIDv7: time first, as
+# Sightline's own): nothing is generated here. ``trace`` is the parent run's, the ambient
+# span's trace id, or the root's run key. Set by start callbacks, removed by end callbacks; the
+# worker removes those of runs LangChain never ends. Bounded like _RUNS.
+_IDS: dict[Any, tuple[Any, int]] = {}
+
+# What a callback does with _IDS: nothing, choose the run's ids, or forget them.
+_OTHER, _STARTS, _ENDS = 0, 1, 2
+
 
 # The record being replayed: when its callback fired, the span ambient on the application's
 # thread then, and the client the handler reported to then. Set by _replay under _REPLAY_LOCK:
@@ -122,6 +135,7 @@ _client: Client | None = None
 _REPLAY_LOCK = threading.Lock()
 _time_ns = time.time_ns
 _current_span = current_span
+_LOW_64 = (1 << 64) - 1
 
 
 def _replay(record: tuple[Any, ...]) -> None:
@@ -201,15 +215,17 @@ def _queues_start(method: Callable[..., None]) -> Callable[..., None]:
         metadata: Any = None,
         **kwargs: Any,
     ) -> None:
-        self._defer(method, run_id, parent_run_id, tags, metadata, kwargs, serialized, _own(value))
+        self._defer(
+            method, run_id, parent_run_id, tags, metadata, _STARTS, kwargs, serialized, _own(value)
+        )
 
     callback.__name__ = callback.__qualname__ = "on" + method.__name__
     return callback
 
 
-def _queues(method: Callable[..., None]) -> Callable[..., None]:
-    """An ``on_<run>_end`` / ``on_<run>_error`` (or ``on_agent_action``) callback that queues
-    ``method`` with what LangChain handed over."""
+def _queues(method: Callable[..., None], ids: int = _ENDS) -> Callable[..., None]:
+    """An ``on_<run>_end`` / ``on_<run>_error`` (or, with ``ids=_OTHER``, ``on_agent_action``)
+    callback that queues ``method`` with what LangChain handed over."""
 
     def callback(
         self: SightlineCallbackHandler,
@@ -220,7 +236,7 @@ def _queues(method: Callable[..., None]) -> Callable[..., None]:
         tags: Any = None,
         **kwargs: Any,
     ) -> None:
-        self._defer(method, run_id, parent_run_id, None, None, kwargs, _own(value))
+        self._defer(method, run_id, parent_run_id, None, None, ids, kwargs, _own(value))
 
     callback.__name__ = callback.__qualname__ = "on" + method.__name__
     return callback
@@ -289,28 +305,47 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         parent_run_id: Any,
         tags: Any,
         metadata: Any,
+        ids: int,
         kwargs: dict[str, Any],
         *args: Any,
     ) -> None:
         """Queue ``method`` for the worker with what LangChain handed over (``tags`` and
-        ``metadata`` only for the start of a run; ``None`` otherwise)."""
+        ``metadata`` only for the start of a run; ``None`` otherwise). ``ids`` says whether
+        this callback starts a run (noted in _IDS), ends one, or neither."""
         try:
             client = self.client if self.client is not None else get_client()
             if tags and len(tags) == 1:
                 tag = tags[0]
                 if tag.__class__ is str and tag.startswith("seq:step:"):
                     tags = None
+            key = run_id.int if run_id.__class__ is UUID else run_id
+            parent_key = parent_run_id.int if parent_run_id.__class__ is UUID else parent_run_id
+            ambient = _current_span()
+            now = _time_ns()
+            if ids == _STARTS:
+                if key not in _IDS:
+                    parent = _IDS.get(parent_key) if parent_key is not None else None
+                    if parent is not None:  # most runs: the parent's trace
+                        _IDS[key] = (parent[0], now)
+                    elif ambient is not None and ambient.is_recording:
+                        _IDS[key] = (ambient.event.trace_id, now)
+                    else:
+                        _IDS[key] = (key, now)
+                    if len(_IDS) > MAX_OPEN_RUNS:
+                        _forget_oldest_ids()
+            elif ids:
+                _IDS.pop(key, None)
             client.defer(
                 (
                     _replay,
                     self,
                     method,
                     kwargs,
-                    _time_ns(),
-                    _current_span(),
+                    now,
+                    ambient,
                     client,
-                    run_id.int if run_id.__class__ is UUID else run_id,
-                    parent_run_id.int if parent_run_id.__class__ is UUID else parent_run_id,
+                    key,
+                    parent_key,
                     tags or None,
                     metadata or None,
                     *args,
@@ -322,12 +357,26 @@ class SightlineCallbackHandler(BaseCallbackHandler):
     def on_llm_new_token(self, token: Any, *, run_id: Any = None, **kwargs: Any) -> None:
         # Only whether the token had content counts: the chunk is not kept.
         self._defer(
-            SightlineCallbackHandler._llm_new_token, run_id, None, None, None, _NO_KWARGS, token
+            SightlineCallbackHandler._llm_new_token,
+            run_id,
+            None,
+            None,
+            None,
+            _OTHER,
+            _NO_KWARGS,
+            token,
         )
 
     def on_stream_event(self, event: Any, *, run_id: Any = None, **kwargs: Any) -> None:
         self._defer(
-            SightlineCallbackHandler._stream_event, run_id, None, None, None, _NO_KWARGS, event
+            SightlineCallbackHandler._stream_event,
+            run_id,
+            None,
+            None,
+            None,
+            _OTHER,
+            _NO_KWARGS,
+            event,
         )
 
     def on_llm_end(
@@ -346,6 +395,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             parent_run_id,
             None,
             None,
+            _ENDS,
             kwargs,
             _read_result(response),
         )
@@ -363,7 +413,14 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         if response is not None:
             kwargs["outcome"] = _read_result(response)
         self._defer(
-            SightlineCallbackHandler._llm_error, run_id, parent_run_id, None, None, kwargs, error
+            SightlineCallbackHandler._llm_error,
+            run_id,
+            parent_run_id,
+            None,
+            None,
+            _ENDS,
+            kwargs,
+            error,
         )
 
     def on_retry(
@@ -380,7 +437,14 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         except Exception:
             retry = None
         self._defer(
-            SightlineCallbackHandler._retry, run_id, parent_run_id, None, None, kwargs, retry
+            SightlineCallbackHandler._retry,
+            run_id,
+            parent_run_id,
+            None,
+            None,
+            _OTHER,
+            kwargs,
+            retry,
         )
 
     def on_custom_event(
@@ -400,6 +464,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             parent_run_id,
             None,
             None,
+            _OTHER,
             kwargs,
             name,
             _own(data),
@@ -470,12 +535,19 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 meta.update(extra)
             else:
                 meta = extra
+        if key.__class__ is int:  # the ids _IDS promised (see there)
+            trace_id: str | None = "%032x" % (key or 1)
+            span_id: str | None = "%016x" % (key & _LOW_64 or 1)
+        else:
+            trace_id = span_id = None
         if meta is None and event_tags is None and agent is None and session_id is None:
             # Most runs: fewer keyword arguments to match.
             span = client.start_span(
                 name,
                 type,
                 parent=parent.span if parent is not None else _ambient,
+                trace_id=trace_id,
+                span_id=span_id,
                 input=input,
                 framework=FRAMEWORK,
                 model=model,
@@ -486,6 +558,8 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 name,
                 type,
                 parent=parent.span if parent is not None else _ambient,
+                trace_id=trace_id,
+                span_id=span_id,
                 input=input,
                 metadata=meta,
                 tags=event_tags,
@@ -1076,7 +1150,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
     on_chain_start = _queues_start(_chain_start)
     on_chain_end = _queues(_chain_end)
     on_chain_error = _queues(_chain_error)
-    on_agent_action = _queues(_agent_action)
+    on_agent_action = _queues(_agent_action, _OTHER)
     on_chat_model_start = _queues_start(_chat_model_start)
     on_llm_start = _queues_start(_llm_start)
     on_tool_start = _queues_start(_tool_start)
@@ -1085,6 +1159,38 @@ class SightlineCallbackHandler(BaseCallbackHandler):
     on_retriever_start = _queues_start(_retriever_start)
     on_retriever_end = _queues(_retriever_end)
     on_retriever_error = _queues(_retriever_error)
+
+
+def _forget_oldest_ids() -> None:
+    try:
+        del _IDS[next(iter(_IDS))]
+    except (KeyError, RuntimeError, StopIteration):
+        pass
+
+
+def _run_parent() -> tuple[str, str, int] | None:
+    """``(trace id, span id, start time)`` of the LangChain run whose code is running here, if
+    a Sightline handler records it: LangChain keeps the config of the running run's children in
+    a context variable, with the run's id as their parent's."""
+    config = var_child_runnable_config.get()
+    if not config:
+        return None
+    run_id = getattr(config.get("callbacks"), "parent_run_id", None)
+    if run_id is None:
+        return None
+    key = run_id.int if run_id.__class__ is UUID else run_id
+    entry = _IDS.get(key)
+    if entry is None or key.__class__ is not int:
+        return None
+    trace = entry[0]
+    return (
+        trace if trace.__class__ is str else "%032x" % (trace or 1),
+        "%016x" % (key & _LOW_64 or 1),
+        entry[1],
+    )
+
+
+add_parent_source(_run_parent)
 
 
 def _capture_content() -> bool:
@@ -1145,6 +1251,7 @@ def _evict_oldest() -> None:
         record = _RUNS.pop(key, None)
     except Exception:
         return
+    _IDS.pop(key, None)
     if record is not None and not record.done:
         record.done = True
         _remember_closed(key)  # its end, if it ever comes, is not recorded a second time
@@ -1173,6 +1280,7 @@ def _close_children(record: _Run, error: BaseException | None) -> None:
         if child is None or child.done:
             continue
         del _RUNS[key]
+        _IDS.pop(key, None)
         child.done = True
         child.owner = None
         _remember_closed(key)
