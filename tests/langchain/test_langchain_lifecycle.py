@@ -384,3 +384,49 @@ def test_a_root_runs_trace_id_is_its_run_id_and_each_span_id_its_run_ids_low_hal
     lookup.invoke({"x": 1}, config={"callbacks": [SightlineCallbackHandler()], "run_id": run_id})
     call = cap.one(name="lookup")
     assert (call.trace_id, call.span_id) == (run_id.hex, run_id.hex[16:])
+
+
+class _DenyRefunds:
+    """A governance plugin denying every call, remembering the context it was given."""
+
+    def __init__(self) -> None:
+        self.contexts: list[dict[str, Any]] = []
+
+    @sightline.hookimpl
+    def sightline_authorize_tool(
+        self, tool_name: str, arguments: dict[str, Any], context: dict[str, Any]
+    ) -> Any:
+        self.contexts.append(dict(context))
+        return sightline.Decision(False, "refunds need a human")
+
+
+@sightline.guard
+def _issue_refund(order: str) -> str:
+    raise AssertionError("denied calls never run")
+
+
+@tool
+def refund(order: str) -> str:
+    """Refund an order."""
+    try:
+        return _issue_refund(order)
+    except sightline.ToolDenied as denied:
+        return f"denied: {denied}"
+
+
+def test_a_guard_inside_a_tool_asks_with_and_records_under_the_tool_call(cap: Capture) -> None:
+    policy = _DenyRefunds()
+    cap.client.plugins.register(policy, "deny-refunds")
+    try:
+        with sightline.trace("request") as request:
+            out = refund.invoke(
+                {"order": "A-1"}, config={"callbacks": [SightlineCallbackHandler()]}
+            )
+    finally:
+        cap.client.plugins.unregister("deny-refunds")
+    assert out.startswith("denied:")
+    call, decision = cap.one(name="refund"), cap.one(type="decision")
+    assert (decision.trace_id, decision.parent_span_id) == (request.trace_id, call.span_id)
+    assert [(c["trace_id"], c["span_id"]) for c in policy.contexts] == [
+        (request.trace_id, call.span_id)
+    ]

@@ -29,7 +29,13 @@ from sightline.event import (
     new_span_id,
     new_trace_id,
 )
-from sightline.span import _PARENT_SOURCES, NOOP_SPAN, Span, current_span, framework_parent
+from sightline.span import (
+    _PARENT_SOURCES,
+    NOOP_SPAN,
+    Span,
+    current_span,
+    framework_run_within,
+)
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -285,10 +291,8 @@ class Client:
                 # A framework's run going on here (a LangChain tool, whose span its integration
                 # makes later on the worker): the innermost of it and the ambient span is the
                 # parent. Identity fields still come from the ambient span.
-                run = framework_parent()
-                if run is not None and (
-                    parent is None or not parent.is_recording or run[2] > parent.event.start_ns
-                ):
+                run = framework_run_within(parent)
+                if run is not None:
                     inherit, parent = parent, None
                     trace_id, parent_span_id = run[0], run[1]
         event = Event.__new__(Event)

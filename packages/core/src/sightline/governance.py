@@ -105,7 +105,7 @@ def authorize(
     and the next plugin decides; with no answer left the tool runs (governance fails open).
     """
     from sightline.client import get_client
-    from sightline.span import current_span
+    from sightline.span import current_span, framework_run_within
 
     owner = client if client is not None else get_client()
     if not owner.enabled:
@@ -117,6 +117,9 @@ def authorize(
         "agent": span.event.agent if span else owner.config.agent,
         "framework": framework,
     }
+    run = framework_run_within(span)  # a framework's tool call running inside that span
+    if run is not None:
+        context["trace_id"], context["span_id"] = run[0], run[1]
     # The first answer wins. A plugin that raises or answers outside the hook's contract is
     # broken, not denying: logged once, disabled, and the next one decides; with none left the
     # tool runs (governance fails open).

@@ -26,6 +26,7 @@ __all__ = [
     "current_span",
     "default_error_kind",
     "framework_parent",
+    "framework_run_within",
     "remove_parent_source",
     "use_span",
 ]
@@ -57,6 +58,18 @@ def remove_parent_source(source: ParentSource) -> None:
     """Undo :func:`add_parent_source`; a source not added is ignored."""
     if source in _PARENT_SOURCES:
         _PARENT_SOURCES.remove(source)
+
+
+def framework_run_within(ambient: Span | None) -> tuple[str, str, int] | None:
+    """The framework run going on here (:func:`framework_parent`) when it is nearer than the
+    ambient span ``ambient``: there is no recording ambient span, or the run started after it
+    (it runs inside it). ``None`` otherwise: the ambient span is the parent."""
+    run = framework_parent()
+    if run is not None and (
+        ambient is None or not ambient.is_recording or run[2] > ambient.event.start_ns
+    ):
+        return run
+    return None
 
 
 def framework_parent() -> tuple[str, str, int] | None:

@@ -21,10 +21,10 @@ from crewai.events import BaseEventListener, crewai_event_bus
 from crewai.events.event_bus import CrewAIEventsBus
 
 from sightline.client import get_client
-from sightline.span import current_span
+from sightline.span import add_parent_source, current_span, remove_parent_source
 from sightline.threads import start_background_thread
 from sightline_crewai import kickoff
-from sightline_crewai.mapping import RULES, SCOPE, CrewEventRule
+from sightline_crewai.mapping import END, POINT, RULES, SCOPE, CrewEventRule
 from sightline_crewai.tree import SpanTree
 
 __all__ = ["SightlineEventListener", "event_classes", "live_listeners"]
@@ -39,6 +39,12 @@ except ImportError:  # older CrewAI: no checkpoint replay
         return False
 
 
+try:  # the scope stack CrewAI keeps in a context variable: (event id, event type), outermost first
+    from crewai.events.event_context import _event_id_stack
+except ImportError:  # older CrewAI: spans started inside a tool do not nest under it
+    _event_id_stack = None  # type: ignore[assignment]
+
+
 # The listeners registered on the bus, oldest first. Replaced, never mutated, so that a handler
 # reads it without a lock. (The bus holds each listener's handlers until close() anyway.)
 _LIVE: tuple[SightlineEventListener, ...] = ()
@@ -50,12 +56,18 @@ def live_listeners() -> list[SightlineEventListener]:
     return list(_LIVE)
 
 
+# The types (``event.type``) of the CrewAI start events that open a Sightline span.
+_RECORDED_TYPES: frozenset[str] = frozenset()
+
+
 def _register(listener: SightlineEventListener) -> None:
     global _LIVE
     with _LIVE_LOCK:
         _LIVE = (*_LIVE, listener)
         if len(_LIVE) == 1:
             kickoff.watch(_kickoff_aborted)
+            if _event_id_stack is not None:
+                add_parent_source(_run_parent)
 
 
 def _unregister(listener: SightlineEventListener) -> None:
@@ -64,6 +76,23 @@ def _unregister(listener: SightlineEventListener) -> None:
         _LIVE = tuple(other for other in _LIVE if other is not listener)
         if not _LIVE:
             kickoff.unwatch()
+            remove_parent_source(_run_parent)
+
+
+def _run_parent() -> tuple[str, str, int] | None:
+    """``(trace id, span id, start time)`` of the CrewAI span (a tool call, an agent's
+    execution...) whose code runs here, so that a ``@monitor`` function called by a tool nests
+    under its ``tool_call``: CrewAI keeps the ids of the scopes open in this context on a stack
+    in a context variable (see :meth:`SpanTree.run_parent`)."""
+    stack = _event_id_stack.get() if _event_id_stack is not None else None
+    if not stack:
+        return None
+    for listener in _LIVE:
+        if listener._active:
+            ids = listener.tree.run_parent(stack, _RECORDED_TYPES)
+            if ids is not None:
+                return ids
+    return None
 
 
 def _kickoff_aborted(root_id: str, error: BaseException) -> None:
@@ -168,10 +197,17 @@ class SightlineEventListener(BaseEventListener):
 
     def setup_listeners(self, crewai_event_bus: CrewAIEventsBus) -> None:
         """Register one handler per event class (called by ``BaseEventListener.__init__``)."""
+        global _RECORDED_TYPES
+        recorded = set()
         for cls, name, rule in event_classes():
+            if rule.event_type is not None and rule.phase not in (END, POINT):
+                field = getattr(cls, "model_fields", {}).get("type")
+                if field is not None and isinstance(field.default, str):
+                    recorded.add(field.default)
             handler = self._handler(name, rule)
             crewai_event_bus.on(cls)(handler)
             self._handlers.append((cls, handler))
+        _RECORDED_TYPES = _RECORDED_TYPES | recorded
 
     def _handler(self, kind: str, rule: CrewEventRule) -> Callable[[Any, Any], None]:
         tree = self.tree

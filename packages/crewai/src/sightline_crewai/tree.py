@@ -28,7 +28,7 @@ from sightline import ErrorKind, Span
 from sightline.client import get_client
 from sightline_crewai.mapping import END, FRAMEWORK, POINT, RULES, CrewEventRule, event_time_ns
 
-__all__ = ["SpanTree"]
+__all__ = ["SpanTree", "span_id_of"]
 
 logger = logging.getLogger("sightline")
 
@@ -40,6 +40,19 @@ _PAIR_KEYS: dict[str, tuple[str, ...]] = {}
 for _rule in RULES.values():
     if _rule.phase == END and _rule.start and _rule.pair:
         _PAIR_KEYS[_rule.start] = tuple(dict.fromkeys(_PAIR_KEYS.get(_rule.start, ()) + _rule.pair))
+
+
+def span_id_of(event_id: Any) -> str | None:
+    """The Sightline span id of the span a CrewAI start event opens: the low 64 bits of its
+    ``event_id`` (a UUID4 string), so that code running inside a tool knows it before CrewAI's
+    handler pool has recorded the tool's start. ``None`` for an id that is not a UUID string."""
+    if event_id.__class__ is not str or len(event_id) != 36 or event_id[23] != "-":
+        return None
+    try:
+        low = int(event_id[19:23] + event_id[24:], 16)
+    except ValueError:
+        return None
+    return "%016x" % (low or 1)
 
 
 class _Item:
@@ -165,6 +178,41 @@ class SpanTree:
                     self._evict()
         except Exception:
             self._report(f"event {kind} not recorded")
+
+    def run_parent(
+        self, stack: tuple[tuple[str, str], ...], recorded: frozenset[str]
+    ) -> tuple[str, str, int] | None:
+        """``(trace id, span id, start time)`` of the innermost CrewAI span open in the code
+        whose scope stack (CrewAI's ``(event id, event type)`` pairs, outermost first) is
+        ``stack``, or ``None``. ``recorded``: the event types that open a span.
+
+        The handlers run on CrewAI's pool, so the innermost start (the tool being run) may not
+        be recorded yet: its span id is known anyway (:func:`span_id_of`), its trace is that of
+        the nearest start already recorded, and that start's time stands for its own (it is
+        after any span that was ambient when the kickoff began, and before any span opened
+        inside the tool, which is all the comparison with the ambient span needs). Reads the
+        nodes without the lock (single dict reads), never raises.
+        """
+        nodes = self._nodes
+        pending: str | None = None
+        for event_id, event_type in reversed(stack):
+            node = nodes.get(event_id)
+            if node is None:
+                if pending is None:
+                    if event_type not in recorded:
+                        continue  # a scope not recorded yet: look further out
+                    pending = span_id_of(event_id)
+                    if pending is None:
+                        return None
+                continue
+            if node.aborted or (node.span is not None and node.ended):
+                return None  # a stale scope left on the stack by an interrupted kickoff
+            span = node.anchor
+            if span is None or not span.is_recording:
+                return None
+            event = span.event
+            return event.trace_id, pending or event.span_id, event.start_ns
+        return None
 
     def pending(self) -> int:
         """How many events wait for a parent or a start."""
@@ -312,7 +360,7 @@ class SpanTree:
             if event_id is not None:
                 self._nodes[event_id] = _Node(item.kind, None, parent, item.seq, (), parent_id)
         else:
-            span = self._start_span(item, rule, parent, start_ns)
+            span = self._start_span(item, rule, parent, start_ns, span_id=span_id_of(event_id))
             if rule.phase == POINT:
                 span.end(start_ns)
                 return
@@ -340,6 +388,7 @@ class SpanTree:
         start_ns: int | None,
         *,
         fill: bool = True,
+        span_id: str | None = None,
     ) -> Span:
         event, source = item.event, item.source
         try:
@@ -360,6 +409,7 @@ class SpanTree:
             agent=agent,
             session_id=item.session_id,
             start_ns=start_ns,
+            span_id=span_id,
         )
         if fill and rule.fill is not None:
             rule.fill(span, event, source)

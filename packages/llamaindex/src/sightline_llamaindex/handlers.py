@@ -26,8 +26,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from sightline.client import get_client
-from sightline.span import current_span
-from sightline_llamaindex._framework import BaseEventHandler, BaseSpan, BaseSpanHandler
+from sightline.span import add_parent_source, current_span
+from sightline_llamaindex._framework import (
+    BaseEventHandler,
+    BaseSpan,
+    BaseSpanHandler,
+    active_span_id,
+)
 from sightline_llamaindex.mapping import (
     STREAM_END_METHODS,
     Kind,
@@ -275,6 +280,28 @@ class _OpenSpans:
 
 
 OPEN_SPANS = _OpenSpans()
+
+
+def _span_parent() -> tuple[str, str, int] | None:
+    """``(trace id, span id, start time)`` of the recorded call whose LlamaIndex span is running
+    here: the dispatcher keeps the active span's id in a context variable, and an open span's
+    entry names the call it belongs to (its own, or its nearest recorded ancestor's). Lets a
+    ``@monitor`` function called by a tool, or a ``trace()`` in a workflow step, nest under it;
+    the Sightline span of a recorded call is made at once, so its ids are known here."""
+    span_id = active_span_id.get()
+    if span_id is None:
+        return None
+    call = OPEN_SPANS.records.get(span_id)
+    if call is None or not call.owned or call.finished:
+        return None  # an unrecorded root's entry holds the ambient span: nothing to add
+    span = call.span
+    if span is None or not span.is_recording:
+        return None
+    event = span.event
+    return event.trace_id, event.span_id, event.start_ns
+
+
+add_parent_source(_span_parent)
 
 
 class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
