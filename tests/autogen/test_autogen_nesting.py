@@ -10,25 +10,19 @@ import pytest
 from autogen_agentchat.agents import AssistantAgent
 
 import sightline
-from sightline import Decision, ToolDenied
 from sightline.testing import Capture
 from tests.autogen.conftest import calls, replay
-
-
-@sightline.monitor(name="db_lookup")
-def _db_lookup(x: int) -> int:
-    with sightline.trace("query"):  # a span inside the monitored function
-        return x * 2
+from tests.support.nesting import DenyEverything, db_lookup, wiper
 
 
 def lookup(x: int) -> int:
     """Look a number up."""
-    return _db_lookup(x)
+    return db_lookup(x)
 
 
 async def alookup(x: int) -> int:
     """Look a number up, asynchronously."""
-    return _db_lookup(x)
+    return db_lookup(x)
 
 
 async def run_agent_with(tool: Any) -> None:
@@ -63,28 +57,8 @@ async def test_inside_an_outer_trace_the_tool_call_is_still_the_nearest_parent(
     assert (monitored.trace_id, monitored.parent_span_id) == (request.trace_id, call.span_id)
     recorded.clear()
     with sightline.trace("after"):  # no tool running any more: the ambient span is the parent
-        _db_lookup(1)
+        db_lookup(1)
     assert recorded.one(name="db_lookup").parent_span_id == recorded.one(name="after").span_id
-
-
-class DenyEverything:
-    @sightline.hookimpl
-    def sightline_authorize_tool(self, tool_name, arguments, context):  # type: ignore[no-untyped-def]
-        return Decision(False, "not today")
-
-
-@sightline.guard
-def wipe(x: int) -> int:
-    return x
-
-
-def wiper(x: int) -> str:
-    """Wipe a number."""
-    try:
-        wipe(x)
-    except ToolDenied as denied:
-        return str(denied)
-    return "wiped"
 
 
 async def test_a_guard_deny_inside_a_tool_is_a_decision_under_its_tool_call(

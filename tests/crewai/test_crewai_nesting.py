@@ -12,25 +12,19 @@ import pytest
 from crewai.tools import tool
 
 import sightline
-from sightline import Decision, ToolDenied
 from sightline_crewai.instrumentation import active_listener
 from sightline_crewai.tree import SpanTree
 from tests.crewai.crewai_support import CREWAI_WARNINGS, DrainingCapture, calculator_crew
+from tests.support.nesting import DenyEverything, db_lookup, wiper
 from tests.support.openai_server import Reply
 
 pytestmark = CREWAI_WARNINGS
 
 
-@sightline.monitor(name="db_lookup")
-def _db_lookup(x: int) -> int:
-    with sightline.trace("query"):  # a span inside the monitored function
-        return x * 2
-
-
 @tool("lookup")
 def lookup(x: int) -> int:
     """Look a number up."""
-    return _db_lookup(x)
+    return db_lookup(x)
 
 
 def run_lookup(server: Any, llm: Any) -> None:
@@ -62,7 +56,7 @@ def test_inside_an_outer_trace_the_tool_call_is_still_the_nearest_parent(
     assert (monitored.agent, monitored.session_id) == ("support-bot", "s-9")  # the ambient's
     instrumented.clear()
     with sightline.trace("after"):  # no CrewAI scope any more: the ambient span is the parent
-        _db_lookup(1)
+        db_lookup(1)
     after = instrumented.one(name="after")
     assert instrumented.one(name="db_lookup").parent_span_id == after.span_id
 
@@ -89,7 +83,7 @@ def test_a_tool_running_before_its_start_is_recorded_still_is_the_parent(
         assert listener is not None
         recorded_then.extend(node.kind for node in list(listener.tree._nodes.values()))
         try:
-            return _db_lookup(x)
+            return db_lookup(x)
         finally:
             tool_ran.set()
 
@@ -103,25 +97,7 @@ def test_a_tool_running_before_its_start_is_recorded_still_is_the_parent(
     assert (monitored.trace_id, monitored.parent_span_id) == (call.trace_id, call.span_id)
 
 
-class DenyEverything:
-    @sightline.hookimpl
-    def sightline_authorize_tool(self, tool_name, arguments, context):  # type: ignore[no-untyped-def]
-        return Decision(False, "not today")
-
-
-@sightline.guard
-def wipe(x: int) -> int:
-    return x
-
-
-@tool("wiper")
-def wiper(x: int) -> str:
-    """Wipe a number."""
-    try:
-        wipe(x)
-    except ToolDenied as denied:
-        return str(denied)
-    return "wiped"
+wiper_tool = tool("wiper")(wiper)
 
 
 def test_a_guard_deny_inside_a_tool_is_a_decision_under_its_tool_call(
@@ -131,7 +107,7 @@ def test_a_guard_deny_inside_a_tool_is_a_decision_under_its_tool_call(
     plugins.register(DenyEverything(), "deny-everything")
     try:
         server.add(Reply.tool_call("wiper", {"x": 3}), Reply.text("no"))
-        calculator_crew(llm(), tools=[wiper]).kickoff()
+        calculator_crew(llm(), tools=[wiper_tool]).kickoff()
     finally:
         plugins.unregister("deny-everything")
     call, decision = instrumented.one(name="wiper"), instrumented.one(type="decision")

@@ -11,25 +11,19 @@ from llama_index.core.tools import FunctionTool
 from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step
 
 import sightline
-from sightline import Decision, ToolDenied
 from sightline.testing import Capture
 from tests.llamaindex.scripted import ScriptedLLM, answer, tool_call, turn_script
-
-
-@sightline.monitor(name="db_lookup")
-def _db_lookup(x: int) -> int:
-    with sightline.trace("query"):  # a span inside the monitored function
-        return x * 2
+from tests.support.nesting import DenyEverything, db_lookup, wiper
 
 
 def lookup(x: int) -> int:
     """Look a number up."""
-    return _db_lookup(x)
+    return db_lookup(x)
 
 
 async def alookup(x: int) -> int:
     """Look a number up, asynchronously."""
-    return _db_lookup(x)
+    return db_lookup(x)
 
 
 def agent_calling(tool: FunctionTool) -> FunctionAgent:
@@ -73,7 +67,7 @@ async def test_inside_an_outer_trace_the_tool_call_is_still_the_nearest_parent(
     assert (monitored.agent, monitored.session_id) == ("support-bot", "s-9")  # the ambient's
     traced.clear()
     with sightline.trace("after"):  # no LlamaIndex span any more: the ambient span is the parent
-        _db_lookup(1)
+        db_lookup(1)
     assert traced.one(name="db_lookup").parent_span_id == traced.one(name="after").span_id
 
 
@@ -81,7 +75,7 @@ class Lookup(Workflow):
     @step
     async def work(self, ev: StartEvent) -> StopEvent:
         with sightline.trace("in-step"):
-            return StopEvent(result=_db_lookup(2))
+            return StopEvent(result=db_lookup(2))
 
 
 async def test_a_trace_opened_in_a_workflow_step_nests_under_the_step(traced: Capture) -> None:
@@ -90,26 +84,6 @@ async def test_a_trace_opened_in_a_workflow_step_nests_under_the_step(traced: Ca
     monitored = traced.one(name="db_lookup")
     assert (in_step.trace_id, in_step.parent_span_id) == (work.trace_id, work.span_id)
     assert (monitored.trace_id, monitored.parent_span_id) == (work.trace_id, in_step.span_id)
-
-
-class DenyEverything:
-    @sightline.hookimpl
-    def sightline_authorize_tool(self, tool_name, arguments, context):  # type: ignore[no-untyped-def]
-        return Decision(False, "not today")
-
-
-@sightline.guard
-def wipe(x: int) -> int:
-    return x
-
-
-def wiper(x: int) -> str:
-    """Wipe a number."""
-    try:
-        wipe(x)
-    except ToolDenied as denied:
-        return str(denied)
-    return "wiped"
 
 
 async def test_a_guard_deny_inside_a_tool_is_a_decision_under_its_tool_call(
