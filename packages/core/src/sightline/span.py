@@ -64,11 +64,15 @@ def framework_run_within(ambient: Span | None) -> tuple[str, str, int] | None:
     """The framework run going on here (:func:`framework_parent`) when it is nearer than the
     ambient span ``ambient``: there is no recording ambient span, or the run started after it
     (it runs inside it). ``None`` otherwise: the ambient span is the parent."""
-    run = framework_parent()
-    if run is not None and (
-        ambient is None or not ambient.is_recording or run[2] > ambient.event.start_ns
-    ):
-        return run
+    for source in _PARENT_SOURCES:  # framework_parent(), inline: asked at every span start
+        try:
+            run = source()
+        except Exception:
+            continue
+        if run is not None:
+            if ambient is None or not ambient.is_recording or run[2] > ambient.event.start_ns:
+                return run
+            return None
     return None
 
 
