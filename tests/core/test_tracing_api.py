@@ -852,7 +852,7 @@ def test_sightline_capture_fixture_clear_forgets_earlier_events(sightline_captur
 def test_a_parent_source_nests_spans_under_a_framework_run_that_is_the_innermost():
     from sightline.span import add_parent_source, remove_parent_source
 
-    running: contextvars.ContextVar[tuple[str, str, int] | None] = contextvars.ContextVar(
+    running: contextvars.ContextVar[tuple[str, str, int, Any] | None] = contextvars.ContextVar(
         "framework_run", default=None
     )
 
@@ -864,14 +864,14 @@ def test_a_parent_source_nests_spans_under_a_framework_run_that_is_the_innermost
     add_parent_source(running.get)  # once only
     try:
         with capture() as cap:
-            run = ("a" * 32, "b" * 16, time.time_ns())
+            run = ("a" * 32, "b" * 16, time.time_ns(), cap.client)
             token = running.set(run)
             with sightline.trace("inside"):  # no ambient span: the run is the parent
                 with sightline.trace("nested"):  # the ambient span started later: it wins
                     pass
             running.reset(token)
             with sightline.trace("outer", agent="bot") as outer:
-                token = running.set(("c" * 32, "d" * 16, time.time_ns()))  # a run inside outer
+                token = running.set(("c" * 32, "d" * 16, time.time_ns(), cap.client))  # inside
                 with sightline.trace("in-run"):
                     pass
                 running.reset(token)
@@ -890,3 +890,23 @@ def test_a_parent_source_nests_spans_under_a_framework_run_that_is_the_innermost
     from sightline.span import _PARENT_SOURCES
 
     assert running.get not in _PARENT_SOURCES and broken not in _PARENT_SOURCES
+
+
+def test_a_framework_run_another_client_records_is_not_a_parent():
+    from sightline.span import add_parent_source, remove_parent_source
+
+    other = Client(exporters=[InMemoryExporter()])
+
+    def source() -> tuple[str, str, int, Any]:
+        return ("e" * 32, "f" * 16, time.time_ns(), other)
+
+    add_parent_source(source)
+    try:
+        with capture() as cap:
+            with sightline.trace("mine"):
+                pass
+            mine = cap.one(name="mine")
+            assert mine.parent_span_id is None and mine.trace_id != "e" * 32
+    finally:
+        remove_parent_source(source)
+        other.close()

@@ -430,3 +430,19 @@ def test_a_guard_inside_a_tool_asks_with_and_records_under_the_tool_call(cap: Ca
     assert [(c["trace_id"], c["span_id"]) for c in policy.contexts] == [
         (request.trace_id, call.span_id)
     ]
+
+
+def test_a_span_of_another_client_does_not_nest_under_a_run_it_never_receives(
+    cap: Capture,
+) -> None:
+    exporter = InMemoryExporter()
+    other = sightline.Client(exporters=[exporter], instrument=False)
+    try:
+        lookup.invoke({"x": 1}, config={"callbacks": [SightlineCallbackHandler(other)]})
+        other.flush()
+    finally:
+        other.close()
+    [call] = exporter.events
+    monitored = cap.one(name="db_lookup")  # the global client's
+    assert call.name == "lookup"
+    assert monitored.parent_span_id is None and monitored.trace_id != call.trace_id

@@ -291,7 +291,7 @@ class Client:
                 # A framework's run going on here (a LangChain tool, whose span its integration
                 # makes later on the worker): the innermost of it and the ambient span is the
                 # parent. Identity fields still come from the ambient span.
-                run = framework_run_within(parent)
+                run = framework_run_within(parent, self)
                 if run is not None:
                     inherit, parent = parent, None
                     trace_id, parent_span_id = run[0], run[1]

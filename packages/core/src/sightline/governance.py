@@ -117,7 +117,7 @@ def authorize(
         "agent": span.event.agent if span else owner.config.agent,
         "framework": framework,
     }
-    run = framework_run_within(span)  # a framework's tool call running inside that span
+    run = framework_run_within(span, owner)  # a framework's tool call inside that span
     if run is not None:
         context["trace_id"], context["span_id"] = run[0], run[1]
     # The first answer wins. A plugin that raises or answers outside the hook's contract is

@@ -34,7 +34,7 @@ __all__ = [
 _time_ns = time.time_ns
 _CURRENT: ContextVar[Span | None] = ContextVar("sightline_current_span", default=None)
 
-ParentSource = Callable[[], "tuple[str, str, int] | None"]
+ParentSource = Callable[[], "tuple[str, str, int, Any] | None"]
 _PARENT_SOURCES: list[ParentSource] = []
 
 
@@ -43,10 +43,12 @@ def add_parent_source(source: ParentSource) -> None:
     when its span is made later, away from the application's thread (a ``@monitor`` function
     called by a LangChain tool).
 
-    ``source()`` returns ``(trace_id, span_id, start_ns)`` of the framework's run going on in
-    this context, or ``None``. A span started with the ambient parent nests under that run when
-    there is no ambient Sightline span, or when the run started after the ambient span did (it
-    runs inside it); it still takes ``agent`` and ``session_id`` from the ambient span. A source
+    ``source()`` returns ``(trace_id, span_id, start_ns, client)`` of the framework's run going
+    on in this context, ``client`` being the :class:`~sightline.Client` that records it, or
+    ``None``. A span started with the ambient parent, by that same client, nests under that run
+    when there is no ambient Sightline span, or when the run started after the ambient span did
+    (it runs inside it); it still takes ``agent`` and ``session_id`` from the ambient span. A
+    span of another client does not: its parent would never reach that client's exporters. A source
     is asked at every such start: it must be cheap, and may raise (it is then ignored). Adding
     the same source twice adds it once.
     """
@@ -60,25 +62,26 @@ def remove_parent_source(source: ParentSource) -> None:
         _PARENT_SOURCES.remove(source)
 
 
-def framework_run_within(ambient: Span | None) -> tuple[str, str, int] | None:
-    """The framework run going on here (:func:`framework_parent`) when it is nearer than the
-    ambient span ``ambient``: there is no recording ambient span, or the run started after it
-    (it runs inside it). ``None`` otherwise: the ambient span is the parent."""
+def framework_run_within(ambient: Span | None, client: Client) -> tuple[str, str, int, Any] | None:
+    """The framework run going on here that ``client`` records (see :func:`framework_parent`)
+    when it is nearer than the ambient span ``ambient``: there is no recording ambient span, or
+    the run started after it (it runs inside it). ``None`` otherwise: the ambient span is the
+    parent."""
     for source in _PARENT_SOURCES:  # framework_parent(), inline: asked at every span start
         try:
             run = source()
         except Exception:
             continue
-        if run is not None:
+        if run is not None and run[3] is client:
             if ambient is None or not ambient.is_recording or run[2] > ambient.event.start_ns:
                 return run
             return None
     return None
 
 
-def framework_parent() -> tuple[str, str, int] | None:
-    """``(trace_id, span_id, start_ns)`` of the framework run this code runs in, from the first
-    parent source that knows one (see :func:`add_parent_source`), or ``None``."""
+def framework_parent() -> tuple[str, str, int, Any] | None:
+    """``(trace_id, span_id, start_ns, client)`` of the framework run this code runs in, from
+    the first parent source that knows one (see :func:`add_parent_source`), or ``None``."""
     for source in _PARENT_SOURCES:
         try:
             ids = source()
@@ -205,6 +208,11 @@ class Span:
     def is_recording(self) -> bool:
         """False for the no-op span handed out when Sightline is disabled."""
         return True
+
+    @property
+    def client(self) -> Client:
+        """The client this span reports to."""
+        return self._client
 
     # -- filling in ---------------------------------------------------------------------------
 

@@ -79,8 +79,8 @@ def _unregister(listener: SightlineEventListener) -> None:
             remove_parent_source(_run_parent)
 
 
-def _run_parent() -> tuple[str, str, int] | None:
-    """``(trace id, span id, start time)`` of the CrewAI span (a tool call, an agent's
+def _run_parent() -> tuple[str, str, int, Any] | None:
+    """``(trace id, span id, start time, client)`` of the CrewAI span (a tool call, an agent's
     execution...) whose code runs here, so that a ``@monitor`` function called by a tool nests
     under its ``tool_call``: CrewAI keeps the ids of the scopes open in this context on a stack
     in a context variable (see :meth:`SpanTree.run_parent`)."""

@@ -181,8 +181,8 @@ class SpanTree:
 
     def run_parent(
         self, stack: tuple[tuple[str, str], ...], recorded: frozenset[str]
-    ) -> tuple[str, str, int] | None:
-        """``(trace id, span id, start time)`` of the innermost CrewAI span open in the code
+    ) -> tuple[str, str, int, Any] | None:
+        """``(trace id, span id, start time, client)`` of the innermost CrewAI span open in the code
         whose scope stack (CrewAI's ``(event id, event type)`` pairs, outermost first) is
         ``stack``, or ``None``. ``recorded``: the event types that open a span.
 
@@ -211,7 +211,7 @@ class SpanTree:
             if span is None or not span.is_recording:
                 return None
             event = span.event
-            return event.trace_id, pending or event.span_id, event.start_ns
+            return event.trace_id, pending or event.span_id, event.start_ns, span.client
         return None
 
     def pending(self) -> int:

@@ -119,7 +119,7 @@ _PINNED_SESSION = 2
 # Sightline's own): nothing is generated here. ``trace`` is the parent run's, the ambient
 # span's trace id, or the root's run key. Set by start callbacks, removed by end callbacks; the
 # worker removes those of runs LangChain never ends. Bounded like _RUNS.
-_IDS: dict[Any, tuple[Any, int]] = {}
+_IDS: dict[Any, tuple[Any, int, Client]] = {}
 
 # What a callback does with _IDS: nothing, choose the run's ids, or forget them.
 _OTHER, _STARTS, _ENDS = 0, 1, 2
@@ -326,11 +326,11 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 if key not in _IDS:
                     parent = _IDS.get(parent_key) if parent_key is not None else None
                     if parent is not None:  # most runs: the parent's trace
-                        _IDS[key] = (parent[0], now)
+                        _IDS[key] = (parent[0], now, client)
                     elif ambient is not None and ambient.is_recording:
-                        _IDS[key] = (ambient.event.trace_id, now)
+                        _IDS[key] = (ambient.event.trace_id, now, client)
                     else:
-                        _IDS[key] = (key, now)
+                        _IDS[key] = (key, now, client)
                     if len(_IDS) > MAX_OPEN_RUNS:
                         _forget_oldest_ids()
             elif ids:
@@ -1168,8 +1168,8 @@ def _forget_oldest_ids() -> None:
         pass
 
 
-def _run_parent() -> tuple[str, str, int] | None:
-    """``(trace id, span id, start time)`` of the LangChain run whose code is running here, if
+def _run_parent() -> tuple[str, str, int, Client] | None:
+    """``(trace id, span id, start time, client)`` of the LangChain run whose code is running here, if
     a Sightline handler records it: LangChain keeps the config of the running run's children in
     a context variable, with the run's id as their parent's."""
     config = var_child_runnable_config.get()
@@ -1187,6 +1187,7 @@ def _run_parent() -> tuple[str, str, int] | None:
         trace if trace.__class__ is str else "%032x" % (trace or 1),
         "%016x" % (key & _LOW_64 or 1),
         entry[1],
+        entry[2],
     )
 
 

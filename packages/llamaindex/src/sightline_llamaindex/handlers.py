@@ -282,8 +282,8 @@ class _OpenSpans:
 OPEN_SPANS = _OpenSpans()
 
 
-def _span_parent() -> tuple[str, str, int] | None:
-    """``(trace id, span id, start time)`` of the recorded call whose LlamaIndex span is running
+def _span_parent() -> tuple[str, str, int, Any] | None:
+    """``(trace id, span id, start time, client)`` of the recorded call whose LlamaIndex span is running
     here: the dispatcher keeps the active span's id in a context variable, and an open span's
     entry names the call it belongs to (its own, or its nearest recorded ancestor's). Lets a
     ``@monitor`` function called by a tool, or a ``trace()`` in a workflow step, nest under it;
@@ -298,7 +298,7 @@ def _span_parent() -> tuple[str, str, int] | None:
     if span is None or not span.is_recording:
         return None
     event = span.event
-    return event.trace_id, event.span_id, event.start_ns
+    return event.trace_id, event.span_id, event.start_ns, span.client
 
 
 add_parent_source(_span_parent)
