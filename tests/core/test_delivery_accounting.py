@@ -371,3 +371,20 @@ def test_a_non_finite_or_non_numeric_argument_raises_config_error(
     with pytest.raises(ConfigError) as raised:
         sightline.Client(exporters=["memory"], **{option: value})
     assert str(raised.value) == message
+
+
+def test_batches_spooled_under_the_old_directory_name_are_adopted(tmp_path: Path) -> None:
+    from sightline.spool import _legacy_spool_path_for
+
+    endpoint = f"http://svc:{PASSWORD}@127.0.0.1:9"
+    old = _legacy_spool_path_for(str(tmp_path), endpoint)
+    assert PASSWORD.lower() in os.path.basename(old)  # what earlier versions wrote on disk
+    SpoolDirectory(old, 10**6).write(b'{"events": []}', 5)
+    exporter = HttpExporter(endpoint, KEY, spool_dir=str(tmp_path))
+    try:
+        usage = exporter.spool.usage()
+        assert (usage.files, usage.events) == (1, 5)
+        assert not os.path.exists(old)
+        assert all(PASSWORD.lower() not in name for name in os.listdir(tmp_path))
+    finally:
+        exporter.shutdown()

@@ -416,3 +416,18 @@ def test_add_tags_makes_tags_text_and_never_raises(memory):
     x, y = delivered(client, exporter)
     assert x.tags == ["HostileEq()", "retry", "[1 2]"]
     assert y.tags == ["HostileEq()", "retry", "7"]
+
+
+def test_log_event_never_raises_when_close_runs_during_it():
+    from sightline.span import add_parent_source, remove_parent_source
+
+    client = Client(exporters=[InMemoryExporter()])
+
+    def close_now() -> None:  # stands for close() on another thread at this very moment
+        client.close(1)
+
+    add_parent_source(close_now)
+    try:
+        assert client.log_event("no-such-type", "x") is None
+    finally:
+        remove_parent_source(close_now)

@@ -482,3 +482,20 @@ async def test_a_malformed_answer_does_not_break_a_guarded_coroutine(sightline_c
         "failed",
         "unsupported sightline_authorize_tool answer: 1",
     )
+
+
+def test_a_long_list_argument_and_result_are_copied_only_as_far_as_recorded(sightline_capture):
+    @sightline.monitor(name="rank")
+    def rank(items, scores):
+        return items
+
+    items = list(range(100_000))
+    scores = {f"k{i}": i for i in range(600)}
+    assert rank(items, scores) is items  # the caller still gets its own object
+    event = sightline_capture.one(name="rank")
+    recorded = event.input["items"]
+    assert recorded[:3] == [0, 1, 2] and len(recorded) == 500
+    assert recorded[-1] == "…[truncated] 99501 more items"
+    assert len(event.input["scores"]) == 500
+    assert event.input["scores"]["…[truncated]"] == "101 more keys"
+    assert event.output[-1] == "…[truncated] 99501 more items"

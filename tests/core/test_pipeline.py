@@ -646,3 +646,37 @@ def test_an_event_whose_processing_raises_is_dropped_and_counted_never_exported_
     assert [e.name for e in exporter.events] == ["ok-1", "ok-2"]
     assert pipeline.processor_errors.value == 1
     assert "ValueError" in caplog.text and "sk-live-123" not in caplog.text
+
+
+def test_an_event_whose_processing_raises_after_the_close_deadline_is_dropped_too():
+    from sightline.pipeline import Pipeline
+
+    class Spooling(RecordingExporter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.persisted: list[Event] = []
+
+        def persist(self, events: Sequence[Event]) -> None:
+            self.persisted.extend(events)
+
+    release = threading.Event()
+
+    def process(e: Event) -> bool:
+        if e.name == "slow":
+            release.wait(5)  # the worker is busy past the close deadline
+        if e.name == "bad":
+            raise ValueError("redaction failed")
+        return True
+
+    exporter = Spooling()
+    pipeline = Pipeline([("spooling", exporter)], process, flush_interval=60)
+    pipeline.submit(event("slow"))
+    pipeline.flush(0.05)  # the worker takes "slow" and waits
+    pipeline.submit(event("bad", input={"api_key": "sk-live-never"}))
+    pipeline.submit(event("good"))
+    pipeline.close(0.2)  # the deadline passes: the leftovers are processed here
+    release.set()
+    time.sleep(0.2)
+    names = [e.name for e in exporter.events + exporter.persisted]
+    assert "bad" not in names and "good" in names
+    assert pipeline.processor_errors.value == 1

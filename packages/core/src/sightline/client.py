@@ -101,6 +101,7 @@ class Client:
         self.agents: dict[str, dict[str, Any]] = {}
         self._closed = False
         self._dropped_after_close = 0
+        self._log_event_failed = False  # logged at error level once, then at debug level
         self._after_close_lock = threading.Lock()
         self._instrumented = False
         self._default_agent = self.config.agent
@@ -386,7 +387,8 @@ class Client:
 
         Returns the event (or ``None`` when disabled).
         """
-        if self._pipeline is None:
+        pipeline = self._pipeline  # once: close() on another thread may clear it meanwhile
+        if pipeline is None:
             if self._closed and self.enabled:
                 self._count_after_close()
             return None
@@ -422,11 +424,14 @@ class Client:
             span.end(end_ns)
             return event
         except Exception as exc:
-            self._pipeline.processor_errors.add()
-            logger.error(
+            pipeline.processor_errors.add()
+            first, self._log_event_failed = not self._log_event_failed, True
+            logger.log(
+                logging.ERROR if first else logging.DEBUG,
                 "sightline: log_event failed (%s); the event is dropped and counted in "
-                "stats()['processor_errors']",
+                "stats()['processor_errors']%s",
                 exc.__class__.__name__,  # ``type`` is this method's parameter
+                " (further failures are logged at debug level)" if first else "",
             )
             return None
 

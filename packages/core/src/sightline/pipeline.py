@@ -336,6 +336,7 @@ class Pipeline:
         self.dropped = _Counter()
         self.filtered = _Counter()
         self.processor_errors = _Counter()
+        self._processing_failure_logged = False
         self.processed = 0
         self._closed = False
         self._reset()
@@ -421,13 +422,7 @@ class Pipeline:
             try:
                 keep = process(event)
             except Exception as exc:
-                # Never export an event whose processing failed: it may not be redacted.
-                self.processor_errors.add()
-                if exc.__class__.__name__ != "ProcessingFailed":  # that one is logged already
-                    logger.error(
-                        "sightline: event processing failed (%s); the event is dropped",
-                        type(exc).__name__,
-                    )
+                self._processing_failed(exc)
                 continue
             if not keep:
                 self.filtered.add()
@@ -438,6 +433,20 @@ class Pipeline:
                 batch = []
         if batch:
             self._dispatch(batch)
+
+    def _processing_failed(self, exc: Exception) -> None:
+        """Never export an event whose processing failed: it may not be redacted. Counted, and
+        logged by type only (the message may quote the event)."""
+        self.processor_errors.add()
+        if exc.__class__.__name__ != "ProcessingFailed":  # that one is logged already
+            first, self._processing_failure_logged = not self._processing_failure_logged, True
+            logger.log(
+                logging.ERROR if first else logging.DEBUG,
+                "sightline: event processing failed (%s); the event is dropped and counted in "
+                "processor_errors%s",
+                type(exc).__name__,
+                " (further failures are logged at debug level)" if first else "",
+            )
 
     def _replay(self, record: tuple[Any, ...]) -> None:
         try:
@@ -524,9 +533,9 @@ class Pipeline:
         for event in leftovers:
             try:
                 keep = self._process(event)
-            except Exception:
-                self.processor_errors.add()
-                keep = True
+            except Exception as exc:
+                self._processing_failed(exc)
+                continue
             if keep:
                 batch.append(event)
             else:

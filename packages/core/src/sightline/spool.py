@@ -49,6 +49,7 @@ __all__ = [
     "SpoolDirectory",
     "SpoolEntry",
     "SpoolUsage",
+    "adopt_legacy_spool",
     "spool_path_for",
 ]
 
@@ -124,6 +125,50 @@ def spool_path_for(base_dir: str, endpoint: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "_", host).strip("_")[:40] or "endpoint"
     digest = hashlib.sha256(normalized.encode()).hexdigest()[:8]
     return os.path.join(base_dir, f"{slug}-{digest}")
+
+
+def _legacy_spool_path_for(base_dir: str, endpoint: str) -> str:
+    """The name earlier versions gave an endpoint's spool (credentials and query included)."""
+    import hashlib
+
+    normalized = endpoint.strip().rstrip("/").lower()
+    host = normalized.split("://", 1)[-1].split("/", 1)[0]
+    slug = re.sub(r"[^a-z0-9]+", "_", host).strip("_")[:40] or "endpoint"
+    digest = hashlib.sha256(normalized.encode()).hexdigest()[:8]
+    return os.path.join(base_dir, f"{slug}-{digest}")
+
+
+def adopt_legacy_spool(base_dir: str, endpoint: str) -> int:
+    """Move the batches an earlier version spooled for ``endpoint`` under its old directory name
+    (which held the URL's credentials or query) into today's (:func:`spool_path_for`), and
+    remove the old directory when it is left empty. Returns how many batches moved; never
+    raises. A batch another process is sending is moved too: that sender finds its path gone
+    and leaves it (see the module doc)."""
+    try:
+        old = _legacy_spool_path_for(base_dir, endpoint)
+        new = spool_path_for(base_dir, endpoint)
+        if old == new or not os.path.isdir(old):
+            return 0
+        os.makedirs(new, mode=0o700, exist_ok=True)
+        moved = 0
+        for name in os.listdir(old):
+            if _NAME.match(name):
+                try:
+                    os.replace(os.path.join(old, name), os.path.join(new, name))
+                    moved += 1
+                except OSError:
+                    pass
+        for leftover in (os.path.join(old, "corrupt"), old):
+            try:
+                os.rmdir(leftover)  # only when empty
+            except OSError:
+                pass
+        if moved:
+            logger.info("sightline: %d spooled batch(es) moved to the spool's new directory", moved)
+        return moved
+    except Exception:
+        logger.debug("sightline: could not look for an older spool directory", exc_info=True)
+        return 0
 
 
 class ClaimedBatch:

@@ -53,7 +53,7 @@ from sightline.errors import ConfigError, SightlineError
 from sightline.event import Event
 from sightline.jsonwire import dumps_bytes
 from sightline.pipeline import ExportResult
-from sightline.spool import SpoolDirectory, decode_body, spool_path_for
+from sightline.spool import SpoolDirectory, adopt_legacy_spool, decode_body, spool_path_for
 from sightline.threads import start_background_thread
 
 __all__ = [
@@ -348,6 +348,7 @@ class HttpExporter:
             import tempfile
 
             spool_dir = os.path.join(tempfile.gettempdir(), "sightline-spool")
+        adopt_legacy_spool(spool_dir, self.endpoint)  # batches spooled before an upgrade
         self.spool = SpoolDirectory(spool_path_for(spool_dir, self.endpoint), spool_max_bytes)
         self.sent = 0
         self.retried = 0
