@@ -76,10 +76,12 @@ def test_an_unreadable_start_becomes_the_end_and_an_unreadable_end_is_dropped(me
     client, exporter = memory
     client.track(Event("custom", "a", start_ns="yesterday", end_ns=1_000))  # type: ignore[arg-type]
     client.track(Event("custom", "b", start_ns=2**70, end_ns=float("nan")))  # type: ignore[arg-type]
-    a, b = delivered(client, exporter)
+    client.track(Event("custom", "c", start_ns=-(2**70), end_ns=5_000))
+    a, b, c = delivered(client, exporter)
     assert (a.start_ns, a.end_ns) == (1_000, 1_000)
     assert b.end_ns is None
     assert b.start_ns.__class__ is int and abs(b.start_ns - time.time_ns()) < 60 * 10**9
+    assert (c.start_ns, c.end_ns) == (5_000, 5_000)  # before 1970: unreadable
 
 
 def test_usage_given_to_an_event_as_a_dict_is_read_as_usage(memory):

@@ -180,9 +180,9 @@ def coerce_count(value: object) -> int | None:
 
 def coerce_ns(value: object) -> int | None:
     """A time in nanoseconds since the epoch as an ``int`` (``time.time() * 1e9`` is a float),
-    or ``None`` when it is not a number in the signed 64-bit range."""
+    or ``None`` when it is not a number from 0 (1970) to the end of the signed 64-bit range."""
     number = _to_int(value)
-    return number if number is not None and -_MAX_INT64 - 1 <= number <= _MAX_INT64 else None
+    return number if number is not None and 0 <= number <= _MAX_INT64 else None
 
 
 def _to_int(value: object) -> int | None:

@@ -60,8 +60,8 @@ class RedactionProcessor:
         start, end = event.start_ns, event.end_ns
         if not (  # 2**63-1 written out: a constant, not a global looked up per event
             start.__class__ is int
-            and start <= 9223372036854775807
-            and (end is None or (end.__class__ is int and end <= 9223372036854775807))
+            and 0 <= start <= 9223372036854775807
+            and (end is None or (end.__class__ is int and 0 <= end <= 9223372036854775807))
         ):
             _repair_times(event)
         if event.id is None:
