@@ -446,3 +446,21 @@ def test_a_span_of_another_client_does_not_nest_under_a_run_it_never_receives(
     monitored = cap.one(name="db_lookup")  # the global client's
     assert call.name == "lookup"
     assert monitored.parent_span_id is None and monitored.trace_id != call.trace_id
+
+
+def test_a_long_list_in_the_input_is_copied_only_as_far_as_it_is_recorded(
+    slow_worker: tuple[sightline.Client, InMemoryExporter],
+) -> None:
+    client, exporter = slow_worker
+    numbers = list(range(10_000))
+    step = RunnableLambda(lambda inputs: len(inputs["numbers"]), name="count")
+    assert (
+        step.invoke({"numbers": numbers}, config={"callbacks": [SightlineCallbackHandler(client)]})
+        == 10_000
+    )
+    numbers.clear()  # after the call: not what was recorded
+    client.flush()
+    [count] = exporter.events
+    recorded = count.input["numbers"]
+    assert recorded[:2] == [0, 1] and len(recorded) == 500
+    assert recorded[-1] == "…[truncated] 9501 more items"

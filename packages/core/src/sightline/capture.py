@@ -6,15 +6,43 @@ be read is recorded by a bounded, safe representation instead.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["MASK", "TRUNCATED", "Sanitizer", "is_secret_key"]
+__all__ = ["KEPT_ITEMS", "MASK", "TRUNCATED", "Sanitizer", "bounded_copy", "is_secret_key"]
 
 MASK = "[REDACTED]"
 TRUNCATED = "…[truncated]"
+KEPT_ITEMS = 500
+"""Items of a list, dict or set a recorded value keeps (the sanitizer's default ``max_items``)."""
+
+
+def bounded_copy(value: Any) -> Any:
+    """A copy, one level deep, of a list, dict or set, of at most the items that are recorded:
+    a longer one keeps its first 499 and a marker, as the sanitizer writes it
+    (``…[truncated] N more items``, or a ``…[truncated]`` key: ``N more keys``).
+
+    For integrations that snapshot a value on the application's thread, so that later changes
+    do not show in what is recorded, without copying more than will be kept.
+    """
+    if len(value) <= KEPT_ITEMS:
+        return value.copy()
+    more = len(value) - (KEPT_ITEMS - 1)
+    if isinstance(value, dict):
+        out = dict(itertools.islice(value.items(), KEPT_ITEMS - 1))
+        out[TRUNCATED] = f"{more} more keys"
+        return out
+    items = (
+        value[: KEPT_ITEMS - 1]
+        if isinstance(value, list)
+        else list(itertools.islice(value, KEPT_ITEMS - 1))
+    )
+    items.append(f"{TRUNCATED} {more} more items")
+    return items
+
 
 # Key names that hold secrets: api_key, apiKey, x-api-key, access_token, password, passwd,
 # authorization, secret, client_secret, private_key, cookie, credentials...

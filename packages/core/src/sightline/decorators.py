@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-import itertools
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from sightline.capture import TRUNCATED
+from sightline.capture import KEPT_ITEMS, bounded_copy
 from sightline.event import EventType, coerce_type
 from sightline.span import _CURRENT, NOOP_SPAN
 
@@ -28,9 +27,6 @@ _MAX_YIELDS = 100
 # Containers recorded as they are at the call, by a one-level copy; exact types only, since
 # copying a subclass or an arbitrary object could run user code.
 _COPIED = frozenset({list, dict, set})
-# What a snapshot keeps of a longer container: the sanitizer keeps 500 items (max_items), so
-# 499 and a marker saying how many more there were, and the caller never copies more.
-_KEPT = 500
 _type_of = type  # ``type`` is a parameter of monitor(), which the wrappers close over
 
 
@@ -99,7 +95,7 @@ def monitor(
             # the values of existing keys while iterating is safe: the size does not change.
             for key, value in values.items():
                 if _type_of(value) in _COPIED:
-                    values[key] = value.copy() if len(value) <= _KEPT else _bounded(value)
+                    values[key] = value.copy() if len(value) <= KEPT_ITEMS else bounded_copy(value)
             if spread:
                 _snapshot_spread(values, spread)
             return values
@@ -259,21 +255,8 @@ def _snapshot(value: Any) -> Any:
     objects is neither cheap nor safe.
     """
     if type(value) in _COPIED:
-        return value.copy() if len(value) <= _KEPT else _bounded(value)
+        return value.copy() if len(value) <= KEPT_ITEMS else bounded_copy(value)
     return value
-
-
-def _bounded(value: Any) -> Any:
-    """The first 499 items of a longer list, dict or set, and a marker as the sanitizer writes
-    it (``…[truncated] N more items`` / a ``…[truncated]`` key: ``N more keys``)."""
-    more = len(value) - (_KEPT - 1)
-    if type(value) is dict:
-        out = dict(itertools.islice(value.items(), _KEPT - 1))
-        out[TRUNCATED] = f"{more} more keys"
-        return out
-    items = value[: _KEPT - 1] if type(value) is list else list(itertools.islice(value, _KEPT - 1))
-    items.append(f"{TRUNCATED} {more} more items")
-    return items
 
 
 def _snapshot_spread(values: dict[str, Any], spread: frozenset[str]) -> None:

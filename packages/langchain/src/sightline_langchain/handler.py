@@ -30,6 +30,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables.config import var_child_runnable_config
 
+from sightline.capture import KEPT_ITEMS, bounded_copy
 from sightline.client import Client, get_client
 from sightline.event import ErrorKind, EventType, Usage
 from sightline.span import Span, add_parent_source, current_span
@@ -173,15 +174,16 @@ def _own(value: Any) -> Any:
 
     Two levels, because the usual reuse is one level down: a chat loop appending to the
     ``history`` list it passes in ``{"history": history, ...}``, an agent loop appending to
-    ``state["messages"]``. Objects inside are kept as they are (messages are not edited).
+    ``state["messages"]``. Objects inside are kept as they are (messages are not edited). A
+    container longer than what is recorded (500 items) is copied only that far.
     """
     cls = value.__class__
     if cls is dict or cls is list:
-        copy = value.copy()
+        copy = value.copy() if len(value) <= KEPT_ITEMS else bounded_copy(value)
     elif cls is str:
         return value
     elif isinstance(value, dict):
-        copy = dict(value)
+        copy = dict(value) if len(value) <= KEPT_ITEMS else bounded_copy(value)
     elif isinstance(value, str):
         return str.__str__(value)
     else:
@@ -189,11 +191,11 @@ def _own(value: Any) -> Any:
     if copy.__class__ is dict:
         for key, item in copy.items():
             if item.__class__ is list or item.__class__ is dict:
-                copy[key] = item.copy()
+                copy[key] = item.copy() if len(item) <= KEPT_ITEMS else bounded_copy(item)
     else:
         for index, item in enumerate(copy):
             if item.__class__ is list or item.__class__ is dict:
-                copy[index] = item.copy()
+                copy[index] = item.copy() if len(item) <= KEPT_ITEMS else bounded_copy(item)
     return copy
 
 
