@@ -19,7 +19,7 @@ import logging
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import AsyncGeneratorType, GeneratorType
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +34,10 @@ from sightline_llamaindex._framework import (
     active_span_id,
 )
 from sightline_llamaindex.mapping import (
+    RESPONSE_KINDS,
     STREAM_END_METHODS,
     Kind,
+    ResponseShape,
     apply_llm_prompt,
     apply_llm_response,
     apply_llm_start,
@@ -43,10 +45,12 @@ from sightline_llamaindex.mapping import (
     family,
     finish_fields,
     merges_into,
+    response_shape,
     span_prefix,
     start_event,
     start_step,
     step_kind,
+    streamed_text,
 )
 
 if TYPE_CHECKING:
@@ -127,13 +131,42 @@ class _Call:
 _UNRECORDED_ROOT = _Call(None)
 
 
+class _ResponseStream:
+    """The calls that returned one streamed response, open until it has been read.
+
+    A streaming query engine's ``synthesize`` and ``query`` return a ``StreamingResponse`` whose
+    tokens (and often the LLM call making them) come only when ``response_gen`` is read; a chat
+    engine's ``stream_chat`` returns a ``StreamingAgentChatResponse`` that a writer thread or
+    task fills from the LLM stream. ``source`` is the object whose end ends them: the generator
+    Sightline put in ``response_gen`` (``chunks`` are its tokens), or the chat response.
+    """
+
+    __slots__ = ("calls", "chunks", "finalizer", "key", "source")
+
+    def __init__(self) -> None:
+        self.key = 0
+        self.source: Callable[[], Any] = _nothing
+        self.calls: list[_Call] = []  # innermost first: synthesize, then query
+        self.chunks: list[Any] = []
+        self.finalizer: weakref.finalize[Any, Any] | None = None
+
+    def watching(self, source: Any) -> None:
+        self.key = id(source)
+        self.source = weakref.ref(source)
+
+
+def _nothing() -> None:
+    return None
+
+
 class _OpenSpans:
     """Open LlamaIndex spans and unfinished LLM streams, shared by every Sightline handler.
 
     ``records`` maps each open LlamaIndex span id to its :class:`_Call`; ``streams`` maps the id
     of an LLM span that returned a stream to its call until the stream's end event arrives (or
     the stream is garbage-collected unconsumed); ``streaming`` maps an LLM object to its calls
-    whose streams are not finished yet. All are bounded.
+    whose streams are not finished yet; ``responses`` maps the source of a streamed response
+    (see :class:`_ResponseStream`) to the engine calls waiting for it. All are bounded.
     """
 
     MAX_OPEN = 100_000
@@ -143,12 +176,13 @@ class _OpenSpans:
         self.records: dict[str, _Call] = {}
         self.streams: dict[str, _Call] = {}
         self.streaming: dict[int, list[_Call]] = {}
+        self.responses: dict[int, _ResponseStream] = {}
         self.lock = threading.RLock()  # re-entrant: a stream finalizer may run inside a GC pass
         self._warned = False
 
     def drained(self) -> bool:
         """Nothing is open: no span, no stream."""
-        return not self.records and not self.streams
+        return not self.records and not self.streams and not self.responses
 
     def add(self, span_id: str, call: _Call) -> None:
         records = self.records
@@ -224,6 +258,152 @@ class _OpenSpans:
         except Exception:  # never raise from a finalizer
             pass
 
+    def await_response(self, call: _Call, result: Any) -> bool:
+        """Keep the query, synthesis or chat engine ``call`` open until the streamed response
+        it returned has been read (True), or say it ends now (False: not a streamed response,
+        or one already read).
+
+        A ``StreamingResponse``'s ``response_gen`` is replaced by a generator that passes its
+        tokens through and ends the calls with their text; the ``query`` returning the response
+        its ``synthesize`` returned waits for the same generator. A chat engine's response ends
+        when its writer's span (``write_response_to_history``) does.
+        """
+        try:
+            shape = response_shape(result)
+            if shape == ResponseShape.TOKENS:
+                return self._watch_tokens(call, result)
+            if shape == ResponseShape.CHAT:
+                return self._await_writer(call, result)
+        except Exception as exc:  # unreadable: the call ends now, as if not streamed
+            logger.debug("sightline: llamaindex could not follow a streamed response: %r", exc)
+        return False
+
+    def _watch_tokens(self, call: _Call, result: Any) -> bool:
+        tokens = result.response_gen
+        if tokens is None or getattr(result, "response_txt", None) is not None:
+            return False
+        with self.lock:
+            record = self.responses.get(id(tokens))
+            if record is not None and record.source() is tokens:
+                record.calls.append(call)
+                return True
+        code = getattr(tokens, "gi_code", None) or getattr(tokens, "ag_code", None)
+        if code is _WATCH_CODE or code is _WATCH_ASYNC_CODE:
+            return False  # a watched stream already read to its end
+        if hasattr(tokens, "__anext__"):
+            watch: Callable[[Any, _ResponseStream], Any] = _watch_async
+        elif hasattr(tokens, "__next__"):
+            watch = _watch
+        else:
+            return False
+        record = _ResponseStream()
+        watcher = watch(tokens, record)
+        record.watching(watcher)
+        record.calls.append(call)
+        result.response_gen = watcher
+        self._add_response(record)
+        return True
+
+    def _await_writer(self, call: _Call, result: Any) -> bool:
+        # The writer may have started (a thread) or even finished before the engine's span
+        # exits: it sets ``is_done`` or ``exception`` before its own span exits, and its exit
+        # looks for the record under the lock this check holds.
+        with self.lock:
+            if result.is_done or result.exception is not None:
+                return False
+            if (
+                getattr(result, "write_response_to_history_thread", None) is None
+                and getattr(result, "awrite_response_to_history_task", None) is None
+            ):
+                return False  # no writer: read by the caller straight from the LLM stream
+            record = self.responses.get(id(result))
+            if record is None or record.source() is not result:
+                record = _ResponseStream()
+                record.watching(result)
+                record.calls.append(call)
+                self._add_response(record)
+            else:
+                record.calls.append(call)
+            return True
+
+    def _add_response(self, record: _ResponseStream) -> None:
+        source = record.source()
+        if source is None:
+            return
+        with self.lock:
+            self.responses[record.key] = record
+            oldest = None
+            if len(self.responses) > self.MAX_STREAMS:
+                oldest = self.responses.get(next(iter(self.responses)))
+        try:
+            record.finalizer = weakref.finalize(source, self.response_abandoned, record)
+            record.finalizer.atexit = False
+        except TypeError:  # not weak-referenceable: its end or the bound will close it
+            pass
+        if oldest is not None:
+            self._warn_once("unread streamed responses")
+            self.end_response(oldest, incomplete=True)
+
+    def end_response(
+        self,
+        record: _ResponseStream,
+        text: str | None = None,
+        error: BaseException | None = None,
+        closed_early: bool = False,
+        incomplete: bool = False,
+        release: bool = False,
+    ) -> None:
+        """The streamed response of ``record`` ended: finish its calls (once), innermost first,
+        with its text (``text``, else the tokens read).
+
+        ``release``: called from the reader's code (not from a finalizer, which may run while
+        ``uninstrument()`` holds its lock): handlers left draining may leave now.
+        """
+        try:
+            with self.lock:
+                if self.responses.get(record.key) is not record:
+                    return
+                del self.responses[record.key]
+            finalizer = record.finalizer
+            if finalizer is not None:
+                record.finalizer = None
+                finalizer.detach()
+            if text is None and (record.chunks or not incomplete):
+                text = streamed_text(record.chunks)
+            record.chunks = []
+            for call in record.calls:
+                span = call.span
+                if span is not None:
+                    if text is not None:
+                        span.set_output(text)
+                    if closed_early:
+                        span.set_metadata(stream_closed_early=True)
+                if error is not None:
+                    self.fail(call, error)
+                self.finish(call, incomplete=incomplete)
+            if release:
+                _release_if_drained()
+        except Exception as exc:  # called from the reader's code: never raise into it
+            logger.debug("sightline: llamaindex could not end a streamed response: %r", exc)
+
+    def response_written(self, instance: Any, error: BaseException | None) -> None:
+        """The span of a method of ``instance`` ended: if it is the writer of a chat response
+        an engine call waits for, that call ends, with the response's text or ``error``."""
+        record = self.responses.get(id(instance))
+        if record is None or record.source() is not instance:
+            return
+        text = getattr(instance, "response", None)
+        self.end_response(record, text if isinstance(text, str) else None, error, release=True)
+
+    def response_abandoned(self, record: _ResponseStream) -> None:
+        """Finalizer of a response's source: collected before the response was read to its end
+        (dropped half-read: closed early; never read: incomplete). A generator's weak
+        references are cleared before it is closed: this comes first."""
+        if record.chunks:
+            self.end_response(record, closed_early=True)
+        else:
+            self.end_response(record, incomplete=True)
+
     def fail(self, call: _Call, err: BaseException | None) -> None:
         """Record the exception a recorded LlamaIndex span was dropped with."""
         span = call.span
@@ -280,6 +460,45 @@ class _OpenSpans:
 
 
 OPEN_SPANS = _OpenSpans()
+
+
+def _watch(tokens: Iterator[Any], record: _ResponseStream) -> Iterator[Any]:
+    """``response_gen`` of a watched ``StreamingResponse``: its tokens, passed through."""
+    chunks = record.chunks
+    try:
+        for token in tokens:
+            chunks.append(token)
+            yield token
+    except GeneratorExit:  # the reader stopped (or dropped it half-read)
+        OPEN_SPANS.end_response(record, closed_early=True)
+        close = getattr(tokens, "close", None)
+        if close is not None:
+            close()
+        raise
+    except BaseException as exc:
+        OPEN_SPANS.end_response(record, error=exc, release=True)
+        raise
+    OPEN_SPANS.end_response(record, release=True)
+
+
+async def _watch_async(tokens: AsyncIterator[Any], record: _ResponseStream) -> AsyncIterator[Any]:
+    """``response_gen`` of a watched ``AsyncStreamingResponse``: its tokens, passed through."""
+    chunks = record.chunks
+    try:
+        async for token in tokens:
+            chunks.append(token)
+            yield token
+    except GeneratorExit:  # the inner stream is left to its own finalizer: no await here
+        OPEN_SPANS.end_response(record, closed_early=True)
+        raise
+    except BaseException as exc:
+        OPEN_SPANS.end_response(record, error=exc, release=True)
+        raise
+    OPEN_SPANS.end_response(record, release=True)
+
+
+_WATCH_CODE = _watch.__code__
+_WATCH_ASYNC_CODE = _watch_async.__code__
 
 
 def _span_parent() -> tuple[str, str, int, Any] | None:
@@ -354,6 +573,15 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
             if not client.enabled:
                 return
             parent = records.get(parent_id) if parent_id is not None else None
+            if OPEN_SPANS.responses:
+                # Work done while a streamed response is read (the LLM call of a streaming
+                # query engine) runs in the reader's context, after the engine's span exited:
+                # it belongs to the engine, unless its parent span started inside the stream.
+                reading = _response_being_read()
+                if reading is not None and (
+                    parent is None or not parent.owned or _started_before(parent, reading)
+                ):
+                    parent = reading
             prefix = span_prefix(id_)
             method = prefix.rpartition(".")[2]
             if instance is not None:
@@ -420,6 +648,8 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
         """A LlamaIndex span returned: finish its Sightline span (or wait for its stream)."""
         try:
             call = OPEN_SPANS.records.pop(id_, None)
+            if OPEN_SPANS.responses and instance is not None:
+                OPEN_SPANS.response_written(instance, None)
             if self.draining:
                 _release_if_drained()
             if call is None or not call.owned or call.finished:
@@ -451,7 +681,9 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
             call.exited = True
             if stream:
                 OPEN_SPANS.await_stream(call, id_, result, _announces_end(id_))
-            elif not call.stream_keys:
+            elif call.stream_keys:
+                pass
+            elif call.kind not in RESPONSE_KINDS or not OPEN_SPANS.await_response(call, result):
                 OPEN_SPANS.finish(call)
         except Exception as exc:
             logger.debug("sightline: llamaindex span_exit failed for %s: %r", id_, exc)
@@ -467,6 +699,8 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
         """A LlamaIndex span raised: record the error on its Sightline span and finish it."""
         try:
             call = OPEN_SPANS.records.pop(id_, None)
+            if OPEN_SPANS.responses and instance is not None:
+                OPEN_SPANS.response_written(instance, err)
             if self.draining:
                 _release_if_drained()
             if call is None or not call.owned or call.finished:
@@ -507,20 +741,52 @@ def _stream_being_read(readers: list[_Call]) -> _Call | None:
     this reader from another unfinished stream of the same LLM object (concurrent requests on a
     shared LLM, a stream left half-read before another call).
     """
-    frames: dict[int, _Call] = {}
-    held = []  # keeps the frames alive (and their ids unique) during the walk
+    candidates = []
     for call in tuple(readers):
         ref = call.stream_ref
         stream = ref() if ref is not None else None
-        if stream is None or call.finished:
-            continue
+        if stream is not None and not call.finished:
+            candidates.append((stream, call))
+    return _reading(candidates, sys._getframe(1))
+
+
+def _response_being_read() -> _Call | None:
+    """The innermost call waiting for a watched streamed response that is being read in the
+    caller's frames (the ``synthesize`` whose tokens an LLM call is about to make)."""
+    candidates = []
+    for record in tuple(OPEN_SPANS.responses.values()):
+        watcher = record.source()
+        # Only a generator running now can be below the caller.
+        if watcher is not None and record.calls and _running(watcher):
+            candidates.append((watcher, record.calls[0]))
+    if not candidates:
+        return None
+    return _reading(candidates, sys._getframe(1))
+
+
+def _started_before(call: _Call, other: _Call) -> bool:
+    span, other_span = call.span, other.span
+    if span is None or other_span is None:
+        return True
+    return span.event.start_ns <= other_span.event.start_ns
+
+
+def _running(generator: Any) -> bool:
+    return bool(getattr(generator, "gi_running", None) or getattr(generator, "ag_running", None))
+
+
+def _reading(candidates: Iterable[tuple[Any, _Call]], caller: Any) -> _Call | None:
+    """The call of the first of ``candidates`` (``(generator, call)``) whose generator's frame
+    is ``caller`` or one of the frames that called it."""
+    frames: dict[int, _Call] = {}
+    held = []  # keeps the frames alive (and their ids unique) during the walk
+    for stream, call in candidates:
         frame = getattr(stream, "gi_frame", None) or getattr(stream, "ag_frame", None)
         if frame is not None:
             held.append(frame)
             frames[id(frame)] = call
     if not frames:
         return None
-    caller: Any = sys._getframe(1)
     for _ in range(_MAX_FRAMES):
         if caller is None:
             break
@@ -590,6 +856,11 @@ def _on_exception(call: _Call, event: Any, span_id: str) -> None:
         call.span.set_metadata(stream_closed_early=True)
     elif isinstance(exc, BaseException):
         call.span.set_error(exc)
+        error = call.span.event.error
+        parent = call.parent
+        if parent is not None and error is not None and parent.kind in RESPONSE_KINDS:
+            # The engine whose streamed response this stream feeds fails with it: same kind.
+            parent.child_error = (exc, error.kind)
     OPEN_SPANS.stream_done(span_id)
 
 

@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVENT_TYPES",
+    "RESPONSE_KINDS",
     "STREAM_END_METHODS",
     "Kind",
+    "ResponseShape",
     "apply_llm_prompt",
     "apply_llm_response",
     "apply_llm_start",
@@ -36,10 +38,12 @@ __all__ = [
     "family",
     "finish_fields",
     "merges_into",
+    "response_shape",
     "span_prefix",
     "start_event",
     "start_step",
     "step_kind",
+    "streamed_text",
 ]
 
 logger = logging.getLogger("sightline")
@@ -220,6 +224,45 @@ def merges_into(
     if family == Kind.TOOL:
         return tool_name(instance) == parent_name
     return id(instance) == parent_instance
+
+
+class ResponseShape:
+    """How a query, synthesis or chat engine span's streamed response ends (plain ints)."""
+
+    NONE = 0  # not streamed: the span's exit has the answer
+    TOKENS = 1  # ``StreamingResponse`` / ``AsyncStreamingResponse``: when ``response_gen`` ends
+    CHAT = 2  # ``StreamingAgentChatResponse``: when its writer (``write_response_to_history``,
+    # run in a thread or task the engine started) has read the LLM stream to its end
+
+
+# Kinds whose spans may return a streamed response, which they end with.
+RESPONSE_KINDS = frozenset((Kind.QUERY, Kind.SYNTHESIS, Kind.CHAT_ENGINE))
+# By class name (importing them would load llama_index.core): the classes and their subclasses.
+_SHAPE_BY_NAME = {
+    "StreamingResponse": ResponseShape.TOKENS,
+    "AsyncStreamingResponse": ResponseShape.TOKENS,
+    "StreamingAgentChatResponse": ResponseShape.CHAT,
+}
+_SHAPES: dict[type, int] = {}
+
+
+def response_shape(result: Any) -> int:
+    """The :class:`ResponseShape` of what a query, synthesis or chat engine span returned."""
+    cls = type(result)
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        shape = ResponseShape.NONE
+        for base in cls.__mro__:
+            shape = _SHAPE_BY_NAME.get(base.__name__, ResponseShape.NONE)
+            if shape:
+                break
+        _SHAPES[cls] = shape
+    return shape
+
+
+def streamed_text(chunks: list[Any]) -> str:
+    """The text of a streamed response: its string chunks, joined."""
+    return "".join(chunk for chunk in chunks if isinstance(chunk, str))
 
 
 # -- starting an event ------------------------------------------------------------------------
