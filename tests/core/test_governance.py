@@ -29,25 +29,6 @@ class Policy:
         return self.answer
 
 
-@pytest.fixture
-def install(sightline_capture):
-    """Register policies on the capture's client for one test, unregistered in finally."""
-    names: list[str] = []
-    plugins = sightline_capture.client.plugins
-
-    def register(policy: Policy, name: str | None = None) -> Policy:
-        name = name or f"test-policy-{len(names)}"
-        plugins.register(policy, name)
-        names.append(name)
-        return policy
-
-    try:
-        yield register
-    finally:
-        for name in names:
-            plugins.unregister(name)
-
-
 def guarded_tools() -> tuple[Callable[..., Any], list[Any]]:
     ran: list[Any] = []
 

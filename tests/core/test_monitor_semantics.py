@@ -392,24 +392,6 @@ class Policy:
         return self.answer
 
 
-@pytest.fixture
-def install(sightline_capture):
-    """Register policies on the capture's client for one test, unregistered in finally."""
-    names: list[str] = []
-    plugins = sightline_capture.client.plugins
-
-    def register(policy: Policy, name: str) -> Policy:
-        plugins.register(policy, name)
-        names.append(name)
-        return policy
-
-    try:
-        yield register
-    finally:
-        for name in names:
-            plugins.unregister(name)
-
-
 def status_of(capture: Any, name: str) -> tuple[str, str | None]:
     [info] = [info for info in capture.client.plugins.list() if info.name == name]
     return info.status, info.error
