@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen
+from llama_index.core.base.llms.types import (
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseGen,
+)
 from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms import MockLLM
-from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step
 
 import sightline_llamaindex
 from sightline.testing import Capture, capture
-from sightline_llamaindex import SightlineEventHandler, SightlineSpanHandler
+from sightline_llamaindex import SightlineEventHandler, SightlineSpanHandler, handlers
 from sightline_llamaindex.handlers import OPEN_SPANS
 from tests.llamaindex.events import assert_no_open_spans, outline, wire
 
@@ -299,3 +310,166 @@ async def test_streaming_query_read_inside_a_workflow_step_nests_its_llm_call_un
         ]),
     ]  # fmt: skip
     assert len({e.trace_id for e in events}) == 1
+
+
+async def test_streaming_query_read_in_a_step_started_after_it_nests_its_llm_call_under_synthesize(
+    streamed, index
+):
+    # The step reading the response started after synthesize did, but outside the stream: the
+    # LLM call made while it reads belongs to synthesize, in the query's trace.
+    response = streaming_engine(index).query(QUESTION)
+
+    class Reader(Workflow):
+        @step
+        async def read(self, ev: StartEvent) -> StopEvent:
+            return StopEvent(result="".join(response.response_gen))
+
+    assert await Reader().run() == TEXT
+
+    events = streamed.events
+    assert outline([e for e in events if e.trace_id == events[0].trace_id]) == query_tree()
+    assert streamed.one(type="llm_invoke").parent_span_id == (
+        streamed.one(name="CompactAndRefine.synthesize").span_id
+    )
+
+
+def test_unrelated_work_does_not_look_at_the_responses_waiting_to_be_read(streamed, index):
+    # Spans started while responses wait unread (not being read) cost nothing per response.
+    held = [streaming_engine(index).query(QUESTION) for _ in range(3)]
+    looked = []
+    for record in OPEN_SPANS.responses.values():
+        source = record.source
+        record.source = lambda source=source: looked.append(1) or source()  # type: ignore[method-assign]
+    plain = index.as_query_engine(llm=MockLLM(max_tokens=4), similarity_top_k=2)
+    assert str(plain.query(QUESTION)) == TEXT
+    assert looked == []
+    for response in held:
+        assert "".join(response.response_gen) == TEXT
+    assert len([e for e in streamed.events if e.type.value == "llm_invoke"]) == 4
+
+
+# -- chat engine writers racing the engine's span exit ------------------------------------------
+
+
+class FailingChatLLM(MockLLM):
+    """A ``MockLLM`` whose chat stream fails before its first token."""
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Any, **kwargs: Any) -> ChatResponseGen:
+        def gen() -> ChatResponseGen:
+            raise ConnectionResetError("stream reset by peer")
+            yield  # pragma: no cover
+
+        return gen()
+
+
+def test_chat_writer_finishing_while_the_engine_waits_for_it_ends_the_chat_event(
+    streamed, monkeypatch
+):
+    # Widen the window between the engine's check of its writer and its record's insertion:
+    # the writer thread finishes in it, and its exit must still find the record.
+    made = handlers._ResponseStream.__init__
+
+    def slow(self: Any) -> None:
+        time.sleep(0.3)
+        made(self)
+
+    monkeypatch.setattr(handlers._ResponseStream, "__init__", slow)
+    engine = SimpleChatEngine.from_defaults(llm=MockLLM(max_tokens=4))
+    response = engine.stream_chat("hello")
+    writer = response.write_response_to_history_thread
+    assert "".join(response.response_gen) == TEXT
+    writer.join()
+
+    event = streamed.one(name="SimpleChatEngine.stream_chat")  # ended without a collection
+    assert (event.status.value, event.output) == ("ok", TEXT)
+    assert OPEN_SPANS.responses == {}
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_chat_writer_failing_before_the_engine_returns_fails_the_chat_event(streamed, monkeypatch):
+    # The engine's thread is preempted after starting its writer, which fails at once.
+    follow = OPEN_SPANS.await_response
+
+    def late(call: Any, result: Any) -> bool:
+        result.write_response_to_history_thread.join()
+        return follow(call, result)
+
+    monkeypatch.setattr(OPEN_SPANS, "await_response", late)
+    response = SimpleChatEngine.from_defaults(llm=FailingChatLLM()).stream_chat("hello")
+    with pytest.raises(ConnectionResetError):
+        "".join(response.response_gen)
+
+    event = streamed.one(name="SimpleChatEngine.stream_chat")
+    assert (event.status.value, event.error.type) == ("error", "ConnectionResetError")
+
+
+# -- process exit ---------------------------------------------------------------------------------
+
+EXIT_SCRIPT = """
+    import sys
+    import sightline
+    from sightline.exporters.jsonl import JsonlExporter
+    from llama_index.core.llms import MockLLM
+    from tests.llamaindex.scripted import build_index
+
+    index = build_index()
+    sightline.init(exporters=[JsonlExporter(sys.argv[1])])
+    engine = index.as_query_engine(llm=MockLLM(max_tokens=4), similarity_top_k=2, streaming=True)
+    response = engine.query("How long do refunds take?")
+    if sys.argv[2] == "half-read":
+        for token in response.response_gen:
+            break
+    # the process exits with the response unread (or half-read), still referenced
+"""
+
+
+@pytest.mark.parametrize(("read", "text"), [("unread", None), ("half-read", "text ")])
+def test_streamed_response_left_open_at_exit_is_recorded_as_incomplete(tmp_path, read, text):
+    path = tmp_path / "events.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGHTLINE_")}
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(EXIT_SCRIPT), str(path), read],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "after the client was closed" not in done.stderr
+    events = {e["name"]: e for e in map(json.loads, path.read_text().splitlines())}
+    for name in ("RetrieverQueryEngine.query", "CompactAndRefine.synthesize"):
+        event = events[name]
+        assert (event["status"], event["output"], event["metadata"]["incomplete"]) == (
+            "ok",
+            text,
+            True,
+        )
+
+
+@pytest.mark.parametrize("stop", ["close", "drop"])
+def test_uninstrument_while_a_response_is_half_read_releases_the_handlers_when_it_stops(
+    index, stop
+):
+    with capture() as cap:
+        sightline_llamaindex.instrument(cap.client)
+        response = streaming_engine(index).query(QUESTION)
+        tokens = response.response_gen
+        assert next(tokens) == "text "
+        sightline_llamaindex.uninstrument()
+        if stop == "close":
+            tokens.close()
+        del tokens, response
+        gc.collect()
+        events = cap.events
+    assert [(e.name, e.output) for e in events if e.type.value == "chain"] == [
+        ("CompactAndRefine.synthesize", "text "),
+        ("RetrieverQueryEngine.query", "text "),
+    ]
+    assert_no_open_spans()
+    assert OPEN_SPANS.responses == {}
+    root = get_dispatcher()
+    assert not any(isinstance(h, SightlineSpanHandler) for h in root.span_handlers)
+    assert not any(isinstance(h, SightlineEventHandler) for h in root.event_handlers)

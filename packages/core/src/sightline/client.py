@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sightline.config import Config
@@ -631,7 +631,25 @@ def _register_atexit() -> None:
             os.register_at_fork(before=_prepare_multiprocessing_children)
 
 
+_BEFORE_EXIT_CLOSE: list[Callable[[], object]] = []
+
+
+def call_before_exit_close(hook: Callable[[], object]) -> None:
+    """For integrations: run ``hook()`` at interpreter exit, before the clients are flushed and
+    closed, to end the work a framework left open (a stream never read) so that its events are
+    still delivered. Adding the same hook twice adds it once; a hook that raises is logged at
+    debug level and the others still run."""
+    if hook not in _BEFORE_EXIT_CLOSE:
+        _BEFORE_EXIT_CLOSE.append(hook)
+    _register_atexit()
+
+
 def _close_all_at_exit() -> None:
+    for hook in list(_BEFORE_EXIT_CLOSE):
+        try:
+            hook()
+        except Exception:
+            logger.debug("sightline: an exit hook failed", exc_info=True)
     for client in list(_CLIENTS):
         try:
             Client.close(client, timeout=5.0)

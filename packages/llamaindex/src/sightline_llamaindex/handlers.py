@@ -20,6 +20,7 @@ import sys
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextvars import ContextVar
 from types import AsyncGeneratorType, GeneratorType
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,7 @@ class _Call:
         "owned",
         "owner_id",
         "parent",
+        "reading",
         "response_seen",
         "span",
         "started",
@@ -126,6 +128,8 @@ class _Call:
         self.agent: str | None = None  # a run's: the agent its latest step ran for
         self.inner_error: BaseException | None = None
         self.child_error: tuple[BaseException, str] | None = None
+        # the streamed response being read when its span started (its work is the stream's)
+        self.reading: _ResponseStream | None = None
 
 
 _UNRECORDED_ROOT = _Call(None)
@@ -255,6 +259,7 @@ class _OpenSpans:
                 call = self.streams.get(span_id)
             if call is not None:  # complete if an end event brought its response already
                 self.finish(call, incomplete=not call.response_seen)
+                _release_if_drained(wait=False)  # after uninstrument(): the last one open
         except Exception:  # never raise from a finalizer
             pass
 
@@ -309,7 +314,14 @@ class _OpenSpans:
         # exits: it sets ``is_done`` or ``exception`` before its own span exits, and its exit
         # looks for the record under the lock this check holds.
         with self.lock:
-            if result.is_done or result.exception is not None:
+            error = result.exception
+            if error is not None:  # the writer failed already: the engine fails with it
+                self.fail(call, error)
+                return False
+            if result.is_done:  # written already: the engine ends now, with the whole text
+                text = getattr(result, "response", None)
+                if isinstance(text, str) and call.span is not None:
+                    call.span.set_output(text)
                 return False
             if (
                 getattr(result, "write_response_to_history_thread", None) is None
@@ -340,6 +352,7 @@ class _OpenSpans:
             record.finalizer.atexit = False
         except TypeError:  # not weak-referenceable: its end or the bound will close it
             pass
+        _end_open_at_exit_once()
         if oldest is not None:
             self._warn_once("unread streamed responses")
             self.end_response(oldest, incomplete=True)
@@ -352,12 +365,15 @@ class _OpenSpans:
         closed_early: bool = False,
         incomplete: bool = False,
         release: bool = False,
+        try_release: bool = False,
     ) -> None:
         """The streamed response of ``record`` ended: finish its calls (once), innermost first,
         with its text (``text``, else the tokens read).
 
         ``release``: called from the reader's code (not from a finalizer, which may run while
         ``uninstrument()`` holds its lock): handlers left draining may leave now.
+        ``try_release``: called from a finalizer or a generator being closed (perhaps by a
+        collection): they leave now only if that lock is free.
         """
         try:
             with self.lock:
@@ -381,28 +397,47 @@ class _OpenSpans:
                 if error is not None:
                     self.fail(call, error)
                 self.finish(call, incomplete=incomplete)
-            if release:
-                _release_if_drained()
+            if release or try_release:
+                _release_if_drained(wait=release)
         except Exception as exc:  # called from the reader's code: never raise into it
             logger.debug("sightline: llamaindex could not end a streamed response: %r", exc)
 
     def response_written(self, instance: Any, error: BaseException | None) -> None:
         """The span of a method of ``instance`` ended: if it is the writer of a chat response
         an engine call waits for, that call ends, with the response's text or ``error``."""
-        record = self.responses.get(id(instance))
+        with self.lock:  # consistent with the engine's check of its writer (_await_writer)
+            record = self.responses.get(id(instance))
         if record is None or record.source() is not instance:
             return
         text = getattr(instance, "response", None)
         self.end_response(record, text if isinstance(text, str) else None, error, release=True)
+
+    def end_all_at_exit(self) -> None:
+        """The process exits: end what is still open, as ``incomplete`` (a streamed LLM call
+        with what it received, a streamed response with the text read so far), while the
+        clients that record them are still open."""
+        with self.lock:
+            streams = list(dict.fromkeys(self.streams.values()))
+            responses = list(self.responses.values())
+        for call in streams:
+            self.finish(call, incomplete=True)
+        for record in responses:
+            text = None
+            if not record.chunks:  # a chat response: the text its writer kept so far
+                source = record.source()
+                written = getattr(source, "response", None)
+                if isinstance(written, str) and written:
+                    text = written
+            self.end_response(record, text, incomplete=True)
 
     def response_abandoned(self, record: _ResponseStream) -> None:
         """Finalizer of a response's source: collected before the response was read to its end
         (dropped half-read: closed early; never read: incomplete). A generator's weak
         references are cleared before it is closed: this comes first."""
         if record.chunks:
-            self.end_response(record, closed_early=True)
+            self.end_response(record, closed_early=True, try_release=True)
         else:
-            self.end_response(record, incomplete=True)
+            self.end_response(record, incomplete=True, try_release=True)
 
     def fail(self, call: _Call, err: BaseException | None) -> None:
         """Record the exception a recorded LlamaIndex span was dropped with."""
@@ -461,16 +496,51 @@ class _OpenSpans:
 
 OPEN_SPANS = _OpenSpans()
 
+# The streamed response whose watched generator is running in this context (between its
+# resumption and its next token): what an LLM call made now is reading for.
+_READING: ContextVar[_ResponseStream | None] = ContextVar(
+    "sightline_llamaindex_reading", default=None
+)
+
+_exit_hook_registered = False
+
+
+def _end_open_at_exit_once() -> None:
+    """Register, once, the exit hook that ends the responses and streams left open, run
+    before Sightline flushes and closes its clients at exit."""
+    global _exit_hook_registered
+    if _exit_hook_registered:
+        return
+    _exit_hook_registered = True
+    from sightline.client import call_before_exit_close
+
+    call_before_exit_close(_end_open_at_exit)
+
+
+def _end_open_at_exit() -> None:
+    try:
+        OPEN_SPANS.end_all_at_exit()
+    except Exception as exc:  # never raise at exit
+        logger.debug("sightline: llamaindex could not end open streams at exit: %r", exc)
+
 
 def _watch(tokens: Iterator[Any], record: _ResponseStream) -> Iterator[Any]:
     """``response_gen`` of a watched ``StreamingResponse``: its tokens, passed through."""
     chunks = record.chunks
+    iterator = iter(tokens)
     try:
-        for token in tokens:
+        while True:
+            mark = _READING.set(record)
+            try:
+                token = next(iterator)
+            except StopIteration:
+                break
+            finally:
+                _unmark(mark)
             chunks.append(token)
             yield token
     except GeneratorExit:  # the reader stopped (or dropped it half-read)
-        OPEN_SPANS.end_response(record, closed_early=True)
+        OPEN_SPANS.end_response(record, closed_early=True, try_release=True)
         close = getattr(tokens, "close", None)
         if close is not None:
             close()
@@ -484,17 +554,32 @@ def _watch(tokens: Iterator[Any], record: _ResponseStream) -> Iterator[Any]:
 async def _watch_async(tokens: AsyncIterator[Any], record: _ResponseStream) -> AsyncIterator[Any]:
     """``response_gen`` of a watched ``AsyncStreamingResponse``: its tokens, passed through."""
     chunks = record.chunks
+    iterator = tokens.__aiter__()
     try:
-        async for token in tokens:
+        while True:
+            mark = _READING.set(record)
+            try:
+                token = await iterator.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                _unmark(mark)
             chunks.append(token)
             yield token
     except GeneratorExit:  # the inner stream is left to its own finalizer: no await here
-        OPEN_SPANS.end_response(record, closed_early=True)
+        OPEN_SPANS.end_response(record, closed_early=True, try_release=True)
         raise
     except BaseException as exc:
         OPEN_SPANS.end_response(record, error=exc, release=True)
         raise
     OPEN_SPANS.end_response(record, release=True)
+
+
+def _unmark(mark: Any) -> None:
+    try:
+        _READING.reset(mark)
+    except ValueError:  # resumed in another context than the one it was marked in
+        _READING.set(None)
 
 
 _WATCH_CODE = _watch.__code__
@@ -573,15 +658,16 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
             if not client.enabled:
                 return
             parent = records.get(parent_id) if parent_id is not None else None
-            if OPEN_SPANS.responses:
+            being_read = _READING.get()
+            if being_read is not None:
                 # Work done while a streamed response is read (the LLM call of a streaming
                 # query engine) runs in the reader's context, after the engine's span exited:
                 # it belongs to the engine, unless its parent span started inside the stream.
-                reading = _response_being_read()
-                if reading is not None and (
-                    parent is None or not parent.owned or _started_before(parent, reading)
-                ):
-                    parent = reading
+                waiting = _waiting_call(being_read)
+                if waiting is None:
+                    being_read = None
+                elif parent is None or not parent.owned or parent.reading is not being_read:
+                    parent = waiting
             prefix = span_prefix(id_)
             method = prefix.rpartition(".")[2]
             if instance is not None:
@@ -600,7 +686,9 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
                     # An AgentWorkflow's events name the agent they are for, but not all of
                     # them (ToolCall, ToolCallResult): the run remembers the latest.
                     parent.agent = span.event.agent
-                    OPEN_SPANS.add(id_, _Call(span, kind, id_, True, 0, parent, parent))
+                    call = _Call(span, kind, id_, True, 0, parent, parent)
+                    call.reading = being_read
+                    OPEN_SPANS.add(id_, call)
                     return
             else:
                 kind = Kind.TRANSPARENT
@@ -633,6 +721,7 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
             )
             owner = parent if parent is not None and parent.owned else None
             call = _Call(span, kind, id_, True, id(instance), owner, parent)
+            call.reading = being_read
             OPEN_SPANS.add(id_, call)
         except Exception as exc:
             logger.debug("sightline: llamaindex span_enter failed for %s: %r", id_, exc)
@@ -648,7 +737,7 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
         """A LlamaIndex span returned: finish its Sightline span (or wait for its stream)."""
         try:
             call = OPEN_SPANS.records.pop(id_, None)
-            if OPEN_SPANS.responses and instance is not None:
+            if instance is not None and response_shape(instance) == ResponseShape.CHAT:
                 OPEN_SPANS.response_written(instance, None)
             if self.draining:
                 _release_if_drained()
@@ -699,7 +788,7 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
         """A LlamaIndex span raised: record the error on its Sightline span and finish it."""
         try:
             call = OPEN_SPANS.records.pop(id_, None)
-            if OPEN_SPANS.responses and instance is not None:
+            if instance is not None and response_shape(instance) == ResponseShape.CHAT:
                 OPEN_SPANS.response_written(instance, err)
             if self.draining:
                 _release_if_drained()
@@ -750,29 +839,13 @@ def _stream_being_read(readers: list[_Call]) -> _Call | None:
     return _reading(candidates, sys._getframe(1))
 
 
-def _response_being_read() -> _Call | None:
-    """The innermost call waiting for a watched streamed response that is being read in the
-    caller's frames (the ``synthesize`` whose tokens an LLM call is about to make)."""
-    candidates = []
-    for record in tuple(OPEN_SPANS.responses.values()):
-        watcher = record.source()
-        # Only a generator running now can be below the caller.
-        if watcher is not None and record.calls and _running(watcher):
-            candidates.append((watcher, record.calls[0]))
-    if not candidates:
+def _waiting_call(record: _ResponseStream) -> _Call | None:
+    """The innermost call still waiting for the streamed response ``record`` (the
+    ``synthesize`` whose tokens an LLM call made while it is read makes), if it is open."""
+    calls = record.calls
+    if not calls or OPEN_SPANS.responses.get(record.key) is not record:
         return None
-    return _reading(candidates, sys._getframe(1))
-
-
-def _started_before(call: _Call, other: _Call) -> bool:
-    span, other_span = call.span, other.span
-    if span is None or other_span is None:
-        return True
-    return span.event.start_ns <= other_span.event.start_ns
-
-
-def _running(generator: Any) -> bool:
-    return bool(getattr(generator, "gi_running", None) or getattr(generator, "ag_running", None))
+    return calls[0]
 
 
 def _reading(candidates: Iterable[tuple[Any, _Call]], caller: Any) -> _Call | None:
@@ -926,9 +999,9 @@ class SightlineEventHandler(BaseEventHandler):
             logger.debug("sightline: llamaindex event handler failed: %r", exc)
 
 
-def _release_if_drained() -> None:
+def _release_if_drained(wait: bool = True) -> None:
     """After ``uninstrument()``: the handlers leave once the last open span or stream ended."""
     if OPEN_SPANS.drained():
         from sightline_llamaindex.instrumentation import release_drained
 
-        release_drained()
+        release_drained(wait)

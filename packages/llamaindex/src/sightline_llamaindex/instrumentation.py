@@ -96,13 +96,21 @@ def uninstrument() -> None:
             _remove_handlers()
 
 
-def release_drained() -> None:
-    """Remove the handlers left draining by :func:`uninstrument` once nothing is open."""
+def release_drained(wait: bool = True) -> None:
+    """Remove the handlers left draining by :func:`uninstrument` once nothing is open.
+
+    ``wait=False`` (from a finalizer, which may run while this thread holds the lock): only if
+    the lock is free; otherwise the next span or event to end releases them.
+    """
     from sightline_llamaindex.handlers import OPEN_SPANS
 
-    with _lock:
+    if not _lock.acquire(blocking=wait):
+        return
+    try:
         if not _active and OPEN_SPANS.drained():
             _remove_handlers()
+    finally:
+        _lock.release()
 
 
 def _remove_handlers() -> None:
