@@ -166,3 +166,27 @@ def support_agent(index: VectorStoreIndex, *, streaming: bool, use_async: bool) 
         llm=llm,
         streaming=streaming,
     )
+
+
+def handoff_workflow(billing_script: Any, billing_tools: Sequence[Any] = ()) -> Any:
+    """An ``AgentWorkflow`` whose ``triage`` agent hands the question off to ``billing``, which
+    answers with ``billing_script`` (a ``turn_script`` / ``call_script``) and ``billing_tools``."""
+    from llama_index.core.agent.workflow import AgentWorkflow
+
+    triage = FunctionAgent(
+        name="triage",
+        description="Routes questions.",
+        can_handoff_to=["billing"],
+        llm=ScriptedLLM(
+            response_generator=turn_script(
+                tool_call("h1", "handoff", to_agent="billing", reason="refund question")
+            )
+        ),
+    )
+    billing = FunctionAgent(
+        name="billing",
+        description="Answers billing questions.",
+        tools=list(billing_tools),
+        llm=ScriptedLLM(response_generator=billing_script),
+    )
+    return AgentWorkflow(agents=[triage, billing], root_agent="triage")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent
+from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.tools import FunctionTool
@@ -24,6 +24,7 @@ from tests.llamaindex.scripted import (
     ScriptedLLM,
     answer,
     call_script,
+    handoff_workflow,
     support_tools,
     tool_call,
     turn_script,
@@ -271,27 +272,9 @@ async def test_a_workflow_timeout_has_kind_timeout(traced):
 
 async def test_every_event_of_an_agent_workflow_carries_the_agent_that_was_running(traced, index):
     search = support_tools(index, use_async=True)[0]
-    triage = FunctionAgent(
-        name="triage",
-        description="Routes.",
-        can_handoff_to=["billing"],
-        llm=ScriptedLLM(
-            response_generator=turn_script(
-                tool_call("h1", "handoff", to_agent="billing", reason="refund")
-            )
-        ),
+    workflow = handoff_workflow(
+        call_script(tool_call("c1", "search_docs", query="refund"), answer("5 days")), [search]
     )
-    billing = FunctionAgent(
-        name="billing",
-        description="Billing.",
-        tools=[search],
-        llm=ScriptedLLM(
-            response_generator=call_script(
-                tool_call("c1", "search_docs", query="refund"), answer("5 days")
-            )
-        ),
-    )
-    workflow = AgentWorkflow(agents=[triage, billing], root_agent="triage")
     assert str(await workflow.run(user_msg="Refund?")) == "5 days"
 
     ordered = sorted(traced.events, key=lambda e: e.start_ns)

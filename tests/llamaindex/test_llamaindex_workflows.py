@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent, ReActAgent
+from llama_index.core.agent.workflow import ReActAgent
 from llama_index.core.workflow import Event, StartEvent, StopEvent, Workflow, step
 
 from tests.llamaindex.events import outline, wire
@@ -11,8 +11,8 @@ from tests.llamaindex.scripted import (
     ScriptedLLM,
     answer,
     call_script,
+    handoff_workflow,
     support_tools,
-    tool_call,
     turn_script,
 )
 
@@ -118,22 +118,7 @@ async def test_react_agent_run_is_an_agent_with_its_tool_calls(traced, index):
 
 
 async def test_agent_workflow_is_one_agent_event_with_steps_per_agent(traced):
-    triage = FunctionAgent(
-        name="triage",
-        description="Routes questions.",
-        can_handoff_to=["billing"],
-        llm=ScriptedLLM(
-            response_generator=turn_script(
-                tool_call("h1", "handoff", to_agent="billing", reason="refund question")
-            )
-        ),
-    )
-    billing = FunctionAgent(
-        name="billing",
-        description="Answers billing questions.",
-        llm=ScriptedLLM(response_generator=turn_script(answer("Refunds take 5 days."))),
-    )
-    workflow = AgentWorkflow(agents=[triage, billing], root_agent="triage")
+    workflow = handoff_workflow(turn_script(answer("Refunds take 5 days.")))
 
     assert str(await workflow.run(user_msg="Refund?")) == "Refunds take 5 days."
 
