@@ -22,6 +22,13 @@ from typing import Any, Protocol, runtime_checkable
 from sightline.event import Event
 from sightline.threads import start_background_thread
 
+
+class ProcessingFailed(Exception):
+    """Raised by the processing step when a built-in processor failed on an event (already
+    logged): the pipeline drops the event, which may be unredacted, and counts it in
+    ``processor_errors``."""
+
+
 __all__ = ["ExportResult", "Exporter", "Pipeline"]
 
 logger = logging.getLogger("sightline")
@@ -438,7 +445,7 @@ class Pipeline:
         """Never export an event whose processing failed: it may not be redacted. Counted, and
         logged by type only (the message may quote the event)."""
         self.processor_errors.add()
-        if exc.__class__.__name__ != "ProcessingFailed":  # that one is logged already
+        if not isinstance(exc, ProcessingFailed):  # that one is logged already
             first, self._processing_failure_logged = not self._processing_failure_logged, True
             logger.log(
                 logging.ERROR if first else logging.DEBUG,

@@ -56,11 +56,6 @@ class PluginInfo:
         }
 
 
-class ProcessingFailed(Exception):
-    """A built-in processor raised on an event (already logged): the pipeline drops the event,
-    which may be unredacted, and counts it in ``processor_errors``."""
-
-
 class PluginManager:
     """A pluggy manager whose hook calls isolate each plugin from the others."""
 
@@ -246,6 +241,8 @@ class PluginManager:
                 info = self.infos.get(name)
                 if info is not None and info.status == "builtin":
                     self._builtin_failed(name, exc)
+                    from sightline.pipeline import ProcessingFailed
+
                     raise ProcessingFailed(name) from None
                 logger.error(
                     "sightline: plugin %r raised in sightline_process_event and is disabled: "
