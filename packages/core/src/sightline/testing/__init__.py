@@ -64,12 +64,15 @@ def capture(instrument: bool = False, **options: Any) -> Iterator[Capture]:
     """Install a global client exporting to memory for the duration of the block.
 
     ``instrument=True`` also switches on every installed integration (and off again after).
-    Other options go to :class:`sightline.Client` (``capture_content=False``, ...).
+    Other options go to :class:`sightline.Client` (``capture_content=False``, ...). The client
+    records even when the environment says ``SIGHTLINE_ENABLED=false`` (a CI turning telemetry
+    off must not empty every test's capture); pass ``enabled=False`` to test that case.
     """
     from sightline.client import Client, set_client
 
     exporter = InMemoryExporter()
     options.setdefault("flush_interval", 0.05)
+    options.setdefault("enabled", True)
     client = Client(exporters=[exporter], instrument=False, **options)
     previous = set_client(client)
     try:
