@@ -113,6 +113,13 @@ def test_true_spellings_of_boolean_variables(monkeypatch, raw):
     assert Config.resolve().trace_plugins is True
 
 
+@pytest.mark.parametrize("raw", ["auto", "AUTO", " auto "])
+def test_auto_is_the_default_spelling_of_handle_signals(monkeypatch, raw):
+    monkeypatch.setenv("SIGHTLINE_HANDLE_SIGNALS", raw)
+    assert Config.resolve().handle_signals is None
+    assert Config.resolve(handle_signals=True).handle_signals is True
+
+
 @pytest.mark.parametrize("raw", ["0", "false", "False", "no", "off"])
 def test_false_spellings_of_boolean_variables(monkeypatch, raw):
     monkeypatch.setenv("SIGHTLINE_ENABLED", raw)

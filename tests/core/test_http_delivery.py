@@ -631,3 +631,21 @@ def test_a_forked_child_delivers_with_its_own_connection_and_threads(
     counts = receiver.accepted_ids()
     expected = {f"{who}-{n}" for who in ("parent", "parent2", "child") for n in range(100)}
     assert counts == Counter(dict.fromkeys(expected, 1))
+
+
+def test_a_query_in_the_endpoint_goes_after_the_ingest_path(receiver: Any, tmp_path: Path) -> None:
+    from sightline.config import endpoint_url
+
+    assert endpoint_url("https://gw.example/sl/?token=a&v=1#x", "/api/v1/events") == (
+        "https://gw.example/sl/api/v1/events?token=a&v=1"
+    )
+    client = make_client(receiver.url + "?token=gw-secret", tmp_path / "spool")
+    try:
+        track(client, ["q1", "q2"])
+        assert client.flush(10)
+        assert receiver.wait_for_ids(2)
+    finally:
+        client.close(5)
+    assert set(receiver.accepted_ids()) == {"q1", "q2"}
+    assert {r.get("query") for r in receiver.records() if r.get("n")} == {"token=gw-secret"}
+    assert client.stats()["exported"] == 2

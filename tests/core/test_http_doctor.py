@@ -185,3 +185,19 @@ def test_sightline_doctor_runs_from_the_command_line(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "reachable" in out and "accepted" in out
+
+
+def test_an_endpoint_with_a_query_keeps_it_after_the_path(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    checks = _by_name(
+        run_checks(
+            endpoint=receiver.url + "/?token=gw-secret",
+            api_key=KEY,
+            spool_dir=str(tmp_path),
+            environ={},
+        )
+    )
+    assert checks["endpoint"].status == "ok", checks["endpoint"].message
+    assert checks["api key"].status == "ok", checks["api key"].message
+    assert "gw-secret" not in json.dumps([(c.message, c.details) for c in checks.values()])

@@ -170,6 +170,8 @@ def test_trace_plugins_prints_every_hook_call(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "sightline: sightline_exporters → builtin-exporters" in result.stderr
+    # the per-event hook too, with the event it is called for
+    assert "sightline: sightline_process_event → builtin-redaction (event 'x')" in result.stderr
 
 
 def test_exporter_offered_by_a_plugin_is_selected_by_name(tmp_path, monkeypatch):

@@ -32,7 +32,7 @@ fixed port::
         assert set(receiver.accepted_ids()) == expected
 
 Record lines: ``{"req", "t", "pid", "step", "peer", "status"}`` for every events request (``peer``
-is the client's port, so connection reuse shows), with ``"n"`` and ``"ids"``
+is the client's port, so connection reuse shows; ``"query"`` when the URL had one), with ``"n"`` and ``"ids"``
 when the batch was accepted, and ``{"req", "pid", "answered": true}`` once the answer was written.
 ``GET /health`` answers 200; ``POST /_control`` ``{"mode": ...}`` replaces the script.
 Stdlib only.
@@ -139,9 +139,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def do_GET(self) -> None:
-        if self.path == "/health":
+        path = self.path.partition("?")[0]
+        if path == "/health":
             self._answer(200, {"status": "ok", "pid": os.getpid()})
-        elif self.path == "/_control":
+        elif path == "/_control":
             with self.state.lock:
                 self._answer(200, {"requests": self.state.requests, "ids": len(self.state.seen)})
         else:
@@ -154,7 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.script.replace(json.loads(raw or b"{}").get("mode", "ok"))
             self._answer(200, {"ok": True})
             return
-        if self.path != "/api/v1/events":
+        path, _, query = self.path.partition("?")
+        if path != "/api/v1/events":
             self._answer(404, {"error": "not found"})
             return
         state = self.state
@@ -169,6 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
             "step": step,
             "peer": self.client_address[1],  # the client's port: one per connection
         }
+        if query:
+            entry["query"] = query
         if step == "die-before":
             os._exit(3)
         if step == "refuse":

@@ -64,7 +64,8 @@ def validate_api_key(key: str) -> None:
         raise ConfigError(
             f"invalid Sightline API key ({shown}, {len(key) if isinstance(key, str) else 0} "
             "characters): a key is 'sl_' followed by at least 32 characters of A-Z, a-z, 0-9, "
-            "'_' or '-'. Create one with `sightline keys create` on the server."
+            "'_' or '-'. Get one from the collector's operator (on a Sightline server: `sightline keys "
+            "create`)."
         )
 
 
@@ -94,6 +95,19 @@ def redact_url(url: str) -> str:
         )
     shown = authority + path + question_mark + query + ("#***" if fragment else hash_mark)
     return f"{scheme}://{shown}" if separator else shown
+
+
+def endpoint_url(endpoint: str, path: str) -> str:
+    """The URL of ``path`` (``"/api/v1/events"``) on the collector at ``endpoint``: the path is
+    appended to the endpoint's own path, before its query, which is kept (a collector behind a
+    gateway taking ``?token=...``)::
+
+        >>> endpoint_url("https://gw.example/sightline/?token=abc", "/health")
+        'https://gw.example/sightline/health?token=abc'
+    """
+    base = str(endpoint).partition("#")[0]
+    base, question_mark, query = base.partition("?")
+    return base.rstrip("/") + path + question_mark + query
 
 
 @dataclass(frozen=True)
@@ -249,6 +263,8 @@ def _parse(name: str, variable: str, raw: str) -> Any:
     try:
         if name in ("enabled", "capture_content", "trace_plugins", "handle_signals"):
             lowered = raw.strip().lower()
+            if name == "handle_signals" and lowered in ("", "auto"):
+                return None  # the default: decided when the client starts
             if lowered in _TRUE:
                 return True
             if lowered in _FALSE:

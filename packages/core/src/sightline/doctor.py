@@ -132,7 +132,7 @@ def _check_endpoint(config: Any, timeout: float, checks: list[Check]) -> bool:
             )
         )
         return False
-    from sightline.config import redact_url
+    from sightline.config import endpoint_url, redact_url
 
     # What is printed never holds credentials or query values (the report may be pasted).
     shown = redact_url(config.endpoint)
@@ -141,7 +141,7 @@ def _check_endpoint(config: Any, timeout: float, checks: list[Check]) -> bool:
         return False
     import httpx
 
-    url = config.endpoint.rstrip("/") + "/health"
+    url = endpoint_url(config.endpoint, "/health")
     shown_url = redact_url(url)
     started = time.perf_counter()
     try:
@@ -193,7 +193,7 @@ def _check_key(config: Any, timeout: float, reachable: bool, checks: list[Check]
     except ConfigError as exc:
         checks.append(Check("api key", FAIL, str(exc)))
         return
-    from sightline.config import redact_url
+    from sightline.config import endpoint_url, redact_url
 
     shown = f"{config.api_key[:6]}…{config.api_key[-4:]}"
     if not reachable:
@@ -203,7 +203,7 @@ def _check_key(config: Any, timeout: float, reachable: bool, checks: list[Check]
         return
     import httpx
 
-    url = config.endpoint.rstrip("/") + "/api/v1/events"
+    url = endpoint_url(config.endpoint, "/api/v1/events")
     try:
         response = httpx.post(
             url, json={"events": []}, timeout=timeout, headers=_headers(config.api_key)
@@ -228,8 +228,8 @@ def _check_key(config: Any, timeout: float, reachable: bool, checks: list[Check]
             Check(
                 "api key",
                 FAIL,
-                f"{shown} is rejected by the collector ({status}): create a key with "
-                "`sightline keys create` on the server",
+                f"{shown} is rejected by the collector ({status}): get a valid key from the "
+                "collector's operator (on a Sightline server: `sightline keys create`)",
                 {"status": status},
             )
         )

@@ -233,6 +233,8 @@ class PluginManager:
         """Run every ``sightline_process_event``; False when one of them drops the event."""
         keep = True
         for name, function in self.implementations("sightline_process_event"):
+            if self._trace:
+                _trace_print(f"sightline: sightline_process_event → {name} (event {event.name!r})")
             try:
                 if function(event=event) is False:
                     keep = False

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sightline import __version__
-from sightline.config import redact_url
+from sightline.config import endpoint_url, redact_url
 from sightline.errors import ConfigError, SightlineError
 from sightline.event import Event
 from sightline.jsonwire import dumps_bytes
@@ -331,7 +331,7 @@ class HttpExporter:
         if not endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"endpoint must be an http(s) URL, got {redact_url(endpoint)!r}")
         self.endpoint = endpoint.rstrip("/")
-        self.url = self.endpoint + "/api/v1/events"
+        self.url = endpoint_url(self.endpoint, "/api/v1/events")
         # What logs, errors and stats show: the URL without its credentials.
         self.shown_endpoint = redact_url(self.endpoint)
         self.shown_url = redact_url(self.url)
