@@ -287,3 +287,16 @@ def test_a_disabled_client_does_not_consult_the_plugins(install):
     finally:
         sightline.set_client(previous)
     assert policy.calls == []
+
+
+def test_enforced_says_whether_a_policy_is_registered(sightline_capture, install):
+    from sightline.governance import enforced
+
+    client = sightline_capture.client
+    assert enforced(client) is False
+    assert enforced() is False  # the global client (the capture's)
+    install(Policy(None))
+    assert enforced(client) is True and enforced() is True
+    disabled = sightline.Client(exporters=["memory"], enabled=False)
+    assert enforced(disabled) is False
+    assert enforced(object()) is False  # never raises

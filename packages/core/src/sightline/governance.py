@@ -1,6 +1,7 @@
 """Tool governance: ask the ``sightline_authorize_tool`` plugins before a tool runs.
 
-``guard(tool)`` wraps a callable; integrations call :func:`authorize` directly. A deny raises
+``guard(tool)`` wraps a callable; integrations call :func:`authorize` directly before a
+framework's tool runs (when :func:`enforced` says a policy is registered). A deny raises
 :class:`~sightline.ToolDenied` in the agent and records a ``decision`` event.
 """
 
@@ -18,7 +19,7 @@ from sightline.event import EventType
 if TYPE_CHECKING:
     pass
 
-__all__ = ["Decision", "authorize", "guard"]
+__all__ = ["Decision", "authorize", "enforced", "guard"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _HOOK = "sightline_authorize_tool"
@@ -89,6 +90,21 @@ def _bounded_repr(value: Any, limit: int = 200) -> str:
     except Exception:
         return f"<unrepresentable {type(value).__name__}>"
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def enforced(client: Any = None) -> bool:
+    """True when a ``sightline_authorize_tool`` plugin is registered on ``client`` (default: the
+    global client): integrations call :func:`authorize` before a framework's tool runs only
+    then, so that tools cost nothing more without a policy. Cheap (a cached lookup); never
+    raises."""
+    try:
+        if client is None:
+            from sightline.client import get_client
+
+            client = get_client()
+        return bool(client.enabled and client.plugins.implementations(_HOOK))
+    except Exception:
+        return False
 
 
 def authorize(
