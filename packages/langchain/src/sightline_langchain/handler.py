@@ -50,6 +50,10 @@ MAX_OPEN_RUNS = 10_000
 A run whose end never arrives (an abandoned stream) must not hold memory forever.
 """
 
+MAX_FAILED_CHILDREN = 16
+"""Failed children of one run whose (error, kind) are kept, so that an error passing through
+the run keeps its kind (see ``_fail``)."""
+
 
 class _Stream:
     """What streaming has shown of a model run so far (made at its first streamed chunk)."""
@@ -67,12 +71,14 @@ class _Run:
     """An open LangChain run: its span and who records it."""
 
     __slots__ = (
-        "child",
         "children",
         "done",
+        "failed",
         "joined",
         "lc_tags",
         "owner",
+        "parent",
+        "paused",
         "pinned",
         "span",
         "stream",
@@ -94,8 +100,15 @@ class _Run:
         self.joined: list[SightlineCallbackHandler] | None = None
         self.done = False
         self.stream: _Stream | None = None
-        # (error, kind) of the last child that failed: an error passing through keeps its kind.
-        self.child: tuple[BaseException, str] | None = None
+        # (error, kind) of the children that failed (the last MAX_FAILED_CHILDREN): an error
+        # passing through keeps its kind, whichever child raised it (with_fallbacks and
+        # RunnableParallel re-raise the first).
+        self.failed: list[tuple[BaseException, str]] | None = None
+        # The open run this one started under, if Sightline records it.
+        self.parent: _Run | None = None
+        # (exception class name, interrupts or None) when a run inside this one paused at a
+        # LangGraph interrupt(): the run is marked interrupted too when it ends (see _paused).
+        self.paused: tuple[str, list[Any] | None] | None = None
 
 
 # run_id → open run, shared by all handlers. Each operation on it is a single dict call, atomic
@@ -136,6 +149,7 @@ _client: Client | None = None
 _REPLAY_LOCK = threading.Lock()
 _time_ns = time.time_ns
 _current_span = current_span
+_var_child_config = var_child_runnable_config
 _LOW_64 = (1 << 64) - 1
 
 
@@ -326,7 +340,15 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             now = _time_ns()
             if ids == _STARTS:
                 if key not in _IDS:
-                    parent = _IDS.get(parent_key) if parent_key is not None else None
+                    if parent_key is not None:
+                        parent = _IDS.get(parent_key)
+                    else:
+                        config = _var_child_config.get()
+                        running = _running_run(config, client, ambient) if config else None
+                        if running is not None:  # LangChain lost the parent: see _running_run
+                            parent_key, parent = running
+                        else:
+                            parent = None
                     if parent is not None:  # most runs: the parent's trace
                         _IDS[key] = (parent[0], now, client)
                     elif ambient is not None and ambient.is_recording:
@@ -579,6 +601,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         if lc_tags:
             record.lc_tags = lc_tags
         if parent is not None:
+            record.parent = parent
             if parent.children is None:
                 parent.children = [key]
             else:
@@ -655,10 +678,21 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         return record
 
     def _fail(self, record: _Run, error: BaseException, parent_run_id: UUID | None) -> None:
-        """End a run that raised: ``status=error`` with the error's kind, then tell the parent."""
+        """End a run that raised: ``status=error`` with the error's kind, then tell the parent.
+
+        Control flow is no failure (see ``mapping.control_flow``): the run ends ``ok``, marked
+        ``interrupted`` (a LangGraph pause, carried up to the root of the turn), ``handoff``
+        (a ``Command`` to the parent graph) or ``unfinished`` (a stream the caller stopped).
+        """
         span = record.span
-        if mapping.is_control_flow(error):
-            span.event.metadata["interrupted"] = type(error).__name__
+        parent = record.parent
+        if parent is None and parent_run_id is not None:
+            parent = _RUNS.get(_run_key(parent_run_id))
+        flow = mapping.control_flow(error)
+        if flow is not None:
+            span.event.metadata[flow[0]] = flow[1]
+            if flow[0] == "interrupted" and parent is not None:
+                _note_pause(parent, flow[1], mapping.graph_interrupts(error))
             if record.children is not None:
                 _close_children(record, None)
             span.end(_at)
@@ -666,14 +700,18 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         # An error that only passes through (a tool's error reaching the agent) keeps the kind
         # of the run it came from: a child's, or when streaming, a sibling's (the model's
         # error reaches the sequence through the parser that was reading the model's stream).
-        parent = _RUNS.get(_run_key(parent_run_id)) if parent_run_id is not None else None
-        child = record.child
-        if child is None or child[0] is not error:
-            child = parent.child if parent is not None else None
-        kind = child[1] if child is not None and child[0] is error else None
+        kind = _failed_kind(record, error)
+        if kind is None and parent is not None:
+            kind = _failed_kind(parent, error)
         span.set_error(error, kind=kind)
         if parent is not None and span.event.error is not None:
-            parent.child = (error, span.event.error.kind)
+            failed = parent.failed
+            if failed is None:
+                parent.failed = [(error, span.event.error.kind)]
+            else:
+                if len(failed) >= MAX_FAILED_CHILDREN:
+                    del failed[0]
+                failed.append((error, span.event.error.kind))
         if record.children is not None:
             _close_children(record, error)
         span.end(_at)
@@ -710,6 +748,15 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 event_type = mapping.chain_event_type(
                     name, tags, metadata, parent.lc_tags if parent is not None else None
                 )
+                if (
+                    event_type is EventType.AGENT
+                    and parent is not None
+                    and parent.span.event.type is EventType.CHAIN
+                    and mapping.is_graph_node(name, tags, metadata)
+                ):
+                    # Only a graph runs nodes: the parent is a graph used as a node or called
+                    # inside one (a subgraph), which inherits that node's metadata.
+                    parent.span.event.type = EventType.AGENT
             self._start(
                 run_id,
                 parent_run_id,
@@ -747,7 +794,12 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             if inputs is not None:  # streamed runs learn their input only at the end
                 event.input = mapping.compact_value(inputs)
             if record.children is not None:
-                _close_children(record, None)
+                if record.paused is not None:
+                    _paused(record)
+                if _close_children(record, None):
+                    # A model inside was still streaming: the caller stopped reading this
+                    # run's stream (a sync stream's end comes as an end, not GeneratorExit).
+                    event.metadata["unfinished"] = True
             record.span.end(_at)
         except Exception:
             _callback_failed("on_chain_end")
@@ -1007,6 +1059,8 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             if error is not None:  # a handled tool error (handle_tool_error=True)
                 span.set_error(kind=ErrorKind.TOOL, type="ToolError", message=error)
             if record.children is not None:
+                if record.paused is not None:
+                    _paused(record)
                 _close_children(record, None)
             span.end(_at)
         except Exception:
@@ -1132,14 +1186,26 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             if record is not None and record.owner is not self and record.owner is not None:
                 return  # the handler recording the run records its custom events
             client = _client or get_client()
+            parent: Span | None
+            if record is not None:
+                # The run's agent, session and tags (its metadata or create_agent's name may
+                # have set them): agent and session are inherited from the parent span.
+                parent = record.span
+                agent = session_id = None
+                tags = list(parent.event.tags) if parent.event.tags else None
+            else:
+                parent = _ambient
+                agent, session_id = self.agent, self.session_id
+                tags = list(self.tags) if self.tags else None
             span = client.start_span(
                 name if isinstance(name, str) and name else "custom_event",
                 EventType.CUSTOM,
-                parent=record.span if record is not None else _ambient,
+                parent=parent,
                 input=data,
+                tags=tags,
                 framework=FRAMEWORK,
-                agent=self.agent,
-                session_id=self.session_id,
+                agent=agent,
+                session_id=session_id,
                 start_ns=_at,
             )
             span.end(_at)
@@ -1168,6 +1234,33 @@ def _forget_oldest_ids() -> None:
         del _IDS[next(iter(_IDS))]
     except (KeyError, RuntimeError, StopIteration):
         pass
+
+
+def _running_run(
+    config: Any, client: Client, ambient: Span | None
+) -> tuple[Any, tuple[Any, int, Client]] | None:
+    """``(run key, _IDS entry)`` of the run whose code is running here, for a run that
+    LangChain starts without a parent, or ``None``.
+
+    LangChain reports some runs started inside another one as roots: ``with_fallbacks``'
+    ``invoke`` hands its runnables the caller's config instead of its child config, and a call
+    given its own ``callbacks=[...]`` inside a run starts a new tree. The run is nested under
+    the run whose code is running, as a Sightline span started there would be: when the same
+    client records it and it is nearer than the ambient Sightline span (see ``_run_parent``).
+    """
+    try:
+        run_id = getattr(config.get("callbacks"), "parent_run_id", None)
+        if run_id is None:
+            return None
+        key = run_id.int if run_id.__class__ is UUID else run_id
+        entry = _IDS.get(key)
+        if entry is None or entry[2] is not client:
+            return None
+        if ambient is not None and ambient.is_recording and entry[1] <= ambient.event.start_ns:
+            return None  # the run started before the ambient span: the span is nearer
+        return key, entry
+    except Exception:  # the run is then recorded as LangChain reported it
+        return None
 
 
 def _run_parent() -> tuple[str, str, int, Client] | None:
@@ -1268,16 +1361,19 @@ def _remember_closed(key: Any) -> None:
     _CLOSED[key] = None
 
 
-def _close_children(record: _Run, error: BaseException | None) -> None:
-    """End the runs started under ``record`` that are still open now that it ends.
+def _close_children(record: _Run, error: BaseException | None) -> bool:
+    """End the runs started under ``record`` that are still open now that it ends; True when
+    one of them was a model in the middle of streaming.
 
     LangChain sends no end or error for a tool, retriever or model whose ``ainvoke`` was
-    cancelled (its ``except`` catches ``Exception`` only): without this they would never be
+    cancelled (its ``except`` catches ``Exception`` only), nor, before their parent's end, for
+    the runs of a sync stream the caller stopped reading: without this they would never be
     recorded and their entries never freed. Each is marked ``unfinished`` and, when the parent
     failed, carries the parent's error (the cancellation that went through both).
     """
     children = record.children
     record.children = None
+    streaming = False
     for key in children:  # type: ignore[union-attr]
         child = _RUNS.get(key)
         if child is None or child.done:
@@ -1287,15 +1383,53 @@ def _close_children(record: _Run, error: BaseException | None) -> None:
         child.done = True
         child.owner = None
         _remember_closed(key)
-        if child.children is not None:
-            _close_children(child, error)
+        if child.children is not None and _close_children(child, error):
+            streaming = True
         span = child.span
         span.event.metadata["unfinished"] = True
         if error is not None:
             span.set_error(error)
         if child.stream is not None:
+            streaming = True
             _fill_streaming(child)
         span.end(_at)
+    return streaming
+
+
+def _failed_kind(record: _Run, error: BaseException) -> str | None:
+    """The kind a child of ``record`` gave ``error`` when it failed with it, if one did."""
+    failed = record.failed
+    if failed is not None:
+        for child_error, kind in reversed(failed):
+            if child_error is error:
+                return kind
+    return None
+
+
+def _paused(record: _Run) -> None:
+    """A run ending while a run inside it paused at a LangGraph ``interrupt()``: the turn did
+    not finish, it waits for input. Mark it ``interrupted`` and tell its parent, up to the root
+    of the turn. The run that swallowed the interrupt (the graph that raised it, a child having
+    failed with it) shows the interrupts in its output as the caller gets them: ``__interrupt__``.
+    """
+    name, interrupts = record.paused  # type: ignore[misc]
+    event = record.span.event
+    event.metadata["interrupted"] = name
+    output = event.output
+    if interrupts and output.__class__ is dict and "__interrupt__" not in output:
+        event.output = {**output, "__interrupt__": interrupts}
+    if record.parent is not None:
+        _note_pause(record.parent, name, None)
+
+
+def _note_pause(record: _Run, name: str, interrupts: list[Any] | None) -> None:
+    """Note on ``record`` that a run inside it paused, with the interrupts of its children
+    that raised them (parallel branches may each pause: the caller gets them all)."""
+    paused = record.paused
+    if paused is None:
+        record.paused = (name, interrupts)
+    elif interrupts:
+        record.paused = (paused[0], (paused[1] or []) + interrupts)
 
 
 _failed_callbacks: set[str] = set()

@@ -26,8 +26,11 @@ __all__ = [
     "LLMOutcome",
     "chain_event_type",
     "compact_value",
+    "control_flow",
     "documents_summary",
+    "graph_interrupts",
     "is_control_flow",
+    "is_graph_node",
     "llm_identity",
     "message_to_dict",
     "messages_to_dicts",
@@ -133,9 +136,30 @@ def chain_event_type(
                 for tag in tags:
                     if tag.startswith("graph:step:"):
                         return EventType.AGENT
+            elif name == metadata.get("lc_agent_name") and node != name:
+                # A create_agent agent run as a graph's node or inside one: it inherits the
+                # node's langgraph_node, but its own name is the agent's.
+                return EventType.AGENT
     except Exception:
         pass
     return EventType.CHAIN
+
+
+def is_graph_node(
+    name: str, tags: Sequence[str] | None, metadata: Mapping[str, Any] | None
+) -> bool:
+    """True for the run of a LangGraph graph's node: LangGraph names it after ``langgraph_node``
+    and tags it ``graph:step:<n>``. Its parent run is always the graph's own run, which is how
+    a graph used as a node or called inside one (a subgraph: it inherits the node's metadata and
+    cannot be told apart from any runnable in the node when it starts) is known as a graph."""
+    try:
+        if metadata and tags and metadata.get("langgraph_node") == name:
+            for tag in tags:
+                if tag.startswith("graph:step:"):
+                    return True
+    except Exception:
+        pass
+    return False
 
 
 AGENT_NAMES: dict[str, bool] = {}
@@ -260,7 +284,7 @@ def message_to_dict(message: Any) -> dict[str, Any]:
 
 # What a class is, for the values the adapter converts: looked up by exact class, because an
 # isinstance() check against a pydantic (ABCMeta) class runs Python code.
-_OTHER, _MESSAGE, _CHAT_PROMPT, _PROMPT = 0, 1, 2, 3
+_OTHER, _MESSAGE, _CHAT_PROMPT, _PROMPT, _COMMAND = 0, 1, 2, 3, 4
 _KINDS: dict[type, int] = {}
 
 
@@ -273,11 +297,21 @@ def _kind_of(cls: type) -> int:
             kind = _CHAT_PROMPT
         elif issubclass(cls, PromptValue):
             kind = _PROMPT
+        elif _is_langgraph_class(cls, "Command"):
+            kind = _COMMAND
         else:
             kind = _OTHER
         if len(_KINDS) < 1024:
             _KINDS[cls] = kind
     return kind
+
+
+def _is_langgraph_class(cls: type, name: str) -> bool:
+    """``cls`` is LangGraph's class ``name`` or a subclass (by name: LangGraph is optional)."""
+    for base in cls.__mro__:
+        if base.__name__ == name and base.__module__.startswith("langgraph."):
+            return True
+    return False
 
 
 def _shorthand_to_dict(message: Any) -> dict[str, Any]:
@@ -307,6 +341,8 @@ def compact_value(value: Any, depth: int = 0) -> Any:
 
     Messages become :func:`message_to_dict` values and prompt values their messages (or text),
     also one level inside a mapping or a sequence (LangGraph state: ``{"messages": [...]}``).
+    A LangGraph ``Command`` (a node's or a tool's output, a resumed turn's input) becomes its
+    ``update``, ``goto``, ``resume`` and ``graph`` when set, its update's messages made small.
     Everything else is returned as it is: the background worker makes it JSON.
     """
     cls = value.__class__
@@ -334,12 +370,69 @@ def compact_value(value: Any, depth: int = 0) -> Any:
             return messages_to_dicts(value.messages)
         if kind == _PROMPT:
             return value.to_string()
+        if kind == _COMMAND and depth < _COMMAND_DEPTH:
+            return _command_to_dict(value, depth)
     except Exception:
         pass
     return value
 
 
 _SCALARS = frozenset({str, int, float, bool})
+# A Command nested deeper (a Command inside a Command's update...) is left to the worker's
+# generic reading: the depth only grows with nesting, so a Command holding itself ends.
+_COMMAND_DEPTH = 4
+
+
+def _command_to_dict(command: Any, depth: int) -> dict[str, Any]:
+    """A LangGraph ``Command`` as ``{update?, goto?, resume?, graph?}``, only the fields set.
+
+    The update is a state update (``{"messages": [...]}``, or a list of ``(key, value)`` pairs)
+    and is made small as a state is, whatever the depth the Command was found at (create_agent's
+    nodes return ``[Command(update=...)]``).
+    """
+    out: dict[str, Any] = {}
+    update = command.update
+    if update is not None:
+        if update.__class__ is dict:
+            out["update"] = {key: _state_value(item, depth) for key, item in update.items()}
+        elif update.__class__ is list or update.__class__ is tuple:
+            out["update"] = [
+                (item[0], _state_value(item[1], depth))
+                if item.__class__ is tuple and len(item) == 2
+                else compact_value(item, depth + 1)
+                for item in update
+            ]
+        else:
+            out["update"] = compact_value(update, depth + 1)
+    goto = command.goto
+    if goto:
+        out["goto"] = _goto_value(goto, depth)
+    resume = command.resume
+    if resume is not None:
+        out["resume"] = compact_value(resume, depth + 1)
+    graph = command.graph
+    if graph is not None:
+        out["graph"] = graph
+    return out
+
+
+def _state_value(item: Any, depth: int) -> Any:
+    """One key's value of a Command's update: a list (of messages) is made small item by item."""
+    if item.__class__ is list or item.__class__ is tuple:
+        return [compact_value(element, depth + 2) for element in item]
+    return compact_value(item, depth + 1)
+
+
+def _goto_value(goto: Any, depth: int) -> Any:
+    """Where a Command sends the graph: node names, and ``Send`` packets as ``{node, arg}``."""
+    if isinstance(goto, str):
+        return goto
+    if isinstance(goto, (list, tuple)):
+        return [_goto_value(item, depth) for item in goto]
+    node = getattr(goto, "node", None)
+    if isinstance(node, str):  # a Send
+        return {"node": node, "arg": compact_value(getattr(goto, "arg", None), depth + 1)}
+    return goto
 
 
 def messages_to_dicts(messages: Any) -> list[Any]:
@@ -371,13 +464,17 @@ def read_llm_result(response: Any) -> LLMOutcome:
 
     The output is the assistant message as :func:`message_to_dict` for chat models, or the
     generated text for text-completion models (a list when there are several generations).
-    Usage is the sum of the messages' ``usage_metadata``, else ``llm_output["token_usage"]``.
+    Usage is each prompt's ``usage_metadata``, summed over the prompts, else
+    ``llm_output["token_usage"]``. A prompt's usage is that of its first generation carrying
+    one, as in LangChain's own ``UsageMetadataCallbackHandler``: a response of ``n`` choices is
+    billed once, and OpenAI-style integrations put the whole response's usage on every choice.
     """
     outcome = LLMOutcome()
     outputs: list[Any] = []
     usage: list[int] | None = None
     try:
         for per_prompt in response.generations:
+            counted = False  # this prompt's usage (see above)
             for generation in per_prompt:
                 message = getattr(generation, "message", None)
                 info = getattr(generation, "generation_info", None)
@@ -391,7 +488,8 @@ def read_llm_result(response: Any) -> LLMOutcome:
                     if calls and outcome.tool_calls is None:
                         outcome.tool_calls = [call["name"] for call in calls]
                     counts = getattr(message, "usage_metadata", None)
-                    if counts:
+                    if counts and not counted:
+                        counted = True
                         if usage is None:
                             usage = [0, 0, 0]
                         usage[0] += counts.get("input_tokens") or 0
@@ -463,20 +561,57 @@ def tool_output(output: Any) -> tuple[Any, str | None, str | None]:
 
     A ``ToolMessage`` gives its content and ``tool_call_id``; one with ``status="error"`` (a tool
     whose error was handled, ``handle_tool_error=True``) gives its content as the error message.
-    Anything else is the output as is.
+    A LangGraph ``Command`` (a handoff tool) is recorded as :func:`compact_value` makes it, with
+    the ``tool_call_id`` and status of the ``ToolMessage`` in its update. Anything else is the
+    output as is.
     """
     try:
         if isinstance(output, ToolMessage):
             content = output.content
-            error = None
-            if getattr(output, "status", None) == "error":
-                error = content if isinstance(content, str) else repr(content)
             artifact = getattr(output, "artifact", None)
             value = content if artifact is None else {"content": content, "artifact": artifact}
-            return compact_value(value), output.tool_call_id, error
+            return compact_value(value), output.tool_call_id, _tool_message_error(output)
+        kind = _KINDS.get(output.__class__)
+        if kind is None:
+            kind = _kind_of(output.__class__)
+        if kind == _COMMAND:
+            message = _command_tool_message(output)
+            if message is not None:
+                return (
+                    compact_value(output),
+                    message.tool_call_id,
+                    _tool_message_error(message),
+                )
     except Exception:
         pass
     return compact_value(output), None, None
+
+
+def _tool_message_error(message: Any) -> str | None:
+    if getattr(message, "status", None) == "error":
+        content = message.content
+        return content if isinstance(content, str) else repr(content)
+    return None
+
+
+def _command_tool_message(command: Any) -> Any:
+    """The ``ToolMessage`` answering the tool call in a Command's update, if there is one."""
+    update = command.update
+    messages = None
+    if isinstance(update, Mapping):
+        messages = update.get("messages")
+    elif isinstance(update, (list, tuple)):  # (key, value) pairs
+        for item in update:
+            if isinstance(item, tuple) and len(item) == 2 and item[0] == "messages":
+                messages = item[1]
+                break
+    if isinstance(messages, ToolMessage):
+        return messages
+    if isinstance(messages, (list, tuple)):
+        for message in messages:
+            if isinstance(message, ToolMessage):
+                return message
+    return None
 
 
 # -- retrievers -------------------------------------------------------------------------------
@@ -533,13 +668,50 @@ def retry_record(retry_state: Any) -> dict[str, Any]:
     return record
 
 
-def is_control_flow(exc: BaseException) -> bool:
-    """True for LangGraph's control-flow exceptions (interrupts, ``Command`` to a parent graph).
+def control_flow(exc: BaseException) -> tuple[str, Any] | None:
+    """How a run that ``exc`` ended without it having failed is marked: a metadata
+    ``(key, value)``, or ``None`` for a failure.
 
-    They end a run without it having failed. Checked by class name so that LangGraph need not
-    be installed.
+    - ``("interrupted", class name)``: LangGraph paused the graph, waiting for input
+      (``interrupt()``: ``GraphInterrupt``) or stopped it at a step to resume later
+      (``GraphDrained``);
+    - ``("handoff", goto)``: a node handed over to its parent graph
+      (``Command(graph=Command.PARENT, goto=...)``: ``ParentCommand``), ``goto`` as
+      :func:`compact_value` writes it (``True`` when it names no node);
+    - ``("unfinished", True)``: the caller stopped reading a stream (``break``, ``aclose()``:
+      ``GeneratorExit``), as a run ended with its parent is marked.
+
+    LangGraph's classes are recognised by name, so that LangGraph need not be installed.
     """
     try:
-        return any(cls.__name__ == "GraphBubbleUp" for cls in type(exc).__mro__)
+        cls = exc.__class__
+        if issubclass(cls, GeneratorExit):
+            return "unfinished", True
+        names = [base.__name__ for base in cls.__mro__]
+        if "GraphBubbleUp" not in names:
+            return None
+        if "ParentCommand" in names:
+            command = exc.args[0] if exc.args else None
+            goto = getattr(command, "goto", None)
+            return "handoff", (_goto_value(goto, 0) if goto else True)
+        return "interrupted", cls.__name__
     except Exception:
-        return False
+        return None
+
+
+def is_control_flow(exc: BaseException) -> bool:
+    """True when ``exc`` ended a run without it having failed (see :func:`control_flow`)."""
+    return control_flow(exc) is not None
+
+
+def graph_interrupts(exc: BaseException) -> list[Any] | None:
+    """The ``Interrupt`` values a LangGraph ``GraphInterrupt`` carries (what the caller gets as
+    ``__interrupt__``), or ``None`` for any other exception."""
+    try:
+        for base in exc.__class__.__mro__:
+            if base.__name__ == "GraphInterrupt":
+                interrupts = exc.args[0] if exc.args else ()
+                return list(interrupts) if isinstance(interrupts, (list, tuple)) else None
+    except Exception:
+        pass
+    return None
