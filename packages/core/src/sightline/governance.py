@@ -113,8 +113,12 @@ def authorize(
     *,
     client: Any = None,
     framework: str | None = None,
+    agent: str | None = None,
 ) -> dict[str, Any]:
     """Consult the governance plugins; return the arguments to run with or raise ToolDenied.
+
+    ``agent`` is the agent running the tool when the integration knows it (the policies' context
+    has it; by default the ambient span's agent, or the client's).
 
     A deny (or a redaction) is recorded as a ``decision`` event under the ambient span. A
     plugin that raises or answers outside the hook's contract is logged once and disabled,
@@ -130,7 +134,7 @@ def authorize(
     context = {
         "trace_id": span.trace_id if span else None,
         "span_id": span.span_id if span else None,
-        "agent": span.event.agent if span else owner.config.agent,
+        "agent": agent or (span.event.agent if span else owner.config.agent),
         "framework": framework,
     }
     run = framework_run_within(span, owner)  # a framework's tool call inside that span

@@ -92,6 +92,22 @@ def uninstrument() -> None:
         from sightline.client import Client
 
         handler.client = Client(enabled=False)
+    finally:
+        _remove_governance()
+
+
+def _remove_governance() -> None:
+    try:
+        from sightline_langchain import governance
+
+        governance.remove()
+    except Exception as exc:
+        logger.warning("sightline: could not remove LangChain tool governance: %s", exc)
+
+
+def _client_of() -> Client | None:
+    """The client that instrument() was given (None: the global one)."""
+    return _client
 
 
 def is_instrumented() -> bool:
@@ -126,6 +142,9 @@ def _install() -> None:
         variable: ContextVar[Any] = ContextVar("sightline_langchain_handler", default=handler)
         register_configure_hook(variable, True, SightlineCallbackHandler)
         _installed = (variable, handler)
+        from sightline_langchain import governance
+
+        governance.install(_client_of)  # sightline_authorize_tool policies, before each tool
     except Exception as exc:
         logger.error(
             "sightline: langchain: could not instrument LangChain: %s: %s", type(exc).__name__, exc

@@ -1,0 +1,135 @@
+"""Tool governance (ARCHITECTURE.md §6) for LangChain: with instrumentation on, every tool asks
+the ``sightline_authorize_tool`` policies before it runs; a deny raises ToolDenied in the agent
+and records a ``decision`` event, a replacement of the arguments reaches the tool."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.tools import InjectedToolArg, tool
+
+import sightline
+import sightline_langchain
+from sightline import Decision, ToolDenied
+from sightline.testing import Capture
+from sightline_langchain import governance
+from tests.langchain.langchain_scripted import chat_model, reply
+
+RAN: list[Any] = []
+
+
+@tool
+def refund(order_id: str, amount: float) -> str:
+    """Refund an order."""
+    RAN.append(("refund", order_id, amount))
+    return f"refunded {amount} on {order_id}"
+
+
+@tool
+def note(text: str, author: Annotated[str, InjectedToolArg]) -> str:
+    """Write a note."""
+    RAN.append(("note", text, author))
+    return "noted"
+
+
+class Policy:
+    """Denies refunds over 100, caps notes at 5 characters, allows the rest."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+
+    @sightline.hookimpl
+    def sightline_authorize_tool(self, tool_name, arguments, context):
+        self.calls.append((tool_name, dict(arguments), dict(context)))
+        if tool_name == "refund" and arguments.get("amount", 0) > 100:
+            return Decision(False, "over the refund limit")
+        if tool_name == "note":
+            return Decision(True, "shortened", {"text": arguments["text"][:5]})
+        return None
+
+
+@pytest.fixture
+def governed(global_cap: Capture) -> Iterator[tuple[Capture, Policy]]:
+    RAN.clear()
+    policy = Policy()
+    global_cap.client.plugins.register(policy, "refund-policy")
+    try:
+        yield global_cap, policy
+    finally:
+        global_cap.client.plugins.unregister("refund-policy")
+
+
+def test_a_denied_tool_does_not_run_and_raises_tool_denied_in_the_agent(governed) -> None:
+    cap, policy = governed
+    agent = create_agent(
+        chat_model(
+            reply(tool_calls=[("refund", {"order_id": "A-1", "amount": 500}, "call-1")]),
+            reply("done"),
+        ),
+        tools=[refund],
+        name="support",
+    )
+    with pytest.raises(ToolDenied, match="over the refund limit"):
+        agent.invoke({"messages": [("user", "refund A-1")]})
+    assert RAN == []
+    [(name, arguments, context)] = policy.calls
+    assert (name, arguments) == ("refund", {"order_id": "A-1", "amount": 500})
+    assert context["framework"] == "langchain" and context["agent"] == "support"
+    [decision] = cap.find(type="decision")
+    assert decision.name == "authorize:refund" and decision.status == "error"
+    assert decision.error.kind == "guardrail"
+    assert decision.output == {"decision": "deny", "reason": "over the refund limit"}
+    assert decision.framework == "langchain"
+    # under the agent's tools node, in the agent's trace; the node fails with kind guardrail
+    by_span = {event.span_id: event for event in cap.events}
+    tools_node = by_span[decision.parent_span_id]
+    assert (tools_node.type, tools_node.name) == ("agent", "tools")
+    assert context["span_id"] == tools_node.span_id and context["trace_id"] == tools_node.trace_id
+    assert tools_node.status == "error" and tools_node.error.kind == "guardrail"
+    assert tools_node.error.type == "ToolDenied"
+    assert cap.find(type="tool_call") == []  # the tool never started
+
+
+def test_an_allowed_tool_runs_unchanged(governed) -> None:
+    cap, policy = governed
+    assert refund.invoke({"order_id": "A-2", "amount": 20}) == "refunded 20.0 on A-2"
+    assert RAN == [("refund", "A-2", 20.0)]
+    assert [c[0] for c in policy.calls] == ["refund"]
+    assert cap.find(type="decision") == []
+    [call] = cap.find(type="tool_call")
+    assert (call.name, call.status) == ("refund", "ok")
+
+
+async def test_async_tools_are_governed_too(governed) -> None:
+    cap, _ = governed
+    with pytest.raises(ToolDenied):
+        await refund.ainvoke({"order_id": "A-3", "amount": 101})
+    assert RAN == []
+    assert [d.name for d in cap.find(type="decision")] == ["authorize:refund"]
+
+
+def test_replaced_arguments_reach_the_tool_and_injected_ones_are_kept(governed) -> None:
+    cap, policy = governed
+    assert note.invoke({"text": "a long note", "author": "ops"}) == "noted"
+    assert RAN == [("note", "a lon", "ops")]
+    # the policy saw the model's arguments, not the injected one
+    assert policy.calls[0][:2] == ("note", {"text": "a long note"})
+    [decision] = cap.find(type="decision")
+    assert decision.output == {"decision": "allow_redacted", "reason": "shortened"}
+    assert decision.input == {"tool": "note", "arguments": {"text": "a lon"}}
+
+
+def test_without_a_policy_or_after_uninstrument_tools_run_as_before(global_cap: Capture) -> None:
+    RAN.clear()
+    assert refund.invoke({"order_id": "A-4", "amount": 500}) == "refunded 500.0 on A-4"
+    assert governance.is_installed()
+    sightline_langchain.uninstrument()
+    assert not governance.is_installed()
+    from langchain_core.tools import BaseTool
+
+    assert not getattr(BaseTool.run, "__sightline_governed__", False)
+    assert not getattr(BaseTool.arun, "__sightline_governed__", False)
+    assert global_cap.find(type="decision") == []
