@@ -6,6 +6,7 @@ be read is recorded by a bounded, safe representation instead.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -124,14 +125,14 @@ class Sanitizer:
 
     def __call__(self, value: Any) -> Any:
         try:
-            cls = value.__class__
+            cls = type(value)  # never raises, unlike value.__class__ on an unbound proxy
             if cls is str:
                 return self._string(value)
             if self.share_clean and (cls is dict or cls is list) and self._clean(value, 0):
                 return value
             return self._copy(value, 0, set())
         except Exception as exc:  # the walk itself must never fail the event
-            return f"<unserializable {type(value).__name__}: {type(exc).__name__}>"
+            return _unserializable(value, exc)
 
     def _string(self, text: str) -> str:
         if len(text) > self.max_string:
@@ -218,10 +219,12 @@ class Sanitizer:
             return False
         # Strings this short are never cut or masked: no call for them.
         short = _SHORTEST_SECRET - 1 if self.max_string >= _SHORTEST_SECRET else self.max_string
-        if value.__class__ is dict:
+        # type(x), not x.__class__: that one raises on a proxy whose target is unbound
+        # (werkzeug's LocalProxy, Django's SimpleLazyObject), and may lie about the type.
+        if type(value) is dict:
             memo = self._secret_keys
             for key, item in value.items():
-                if key.__class__ is not str:
+                if type(key) is not str:
                     return False
                 if item is None:
                     continue  # a None under a secret's key has nothing to mask
@@ -230,7 +233,7 @@ class Sanitizer:
                     secret = self._judge_key(key)
                 if secret:
                     return False
-                cls = item.__class__
+                cls = type(item)
                 if cls is str:
                     if len(item) > short and self._string(item) is not item:
                         return False
@@ -238,7 +241,7 @@ class Sanitizer:
                     return False
             return True
         for item in value:
-            cls = item.__class__
+            cls = type(item)
             if cls is str:
                 if len(item) > short and self._string(item) is not item:
                     return False
@@ -275,10 +278,13 @@ class Sanitizer:
                 secret = self._judge_key(name)
             if secret and item is not None:
                 out[name] = MASK
-            elif item.__class__ is str:  # the common leaf, without a call to _copy
+            elif type(item) is str:  # the common leaf, without a call to _copy
                 out[name] = self._string(item)
             else:
-                out[name] = self._copy(item, depth + 1, seen)
+                try:
+                    out[name] = self._copy(item, depth + 1, seen)
+                except Exception as exc:  # one unreadable value loses itself, not its neighbours
+                    out[name] = _unserializable(item, exc)
         return out
 
     def _sequence(self, value: Iterable[Any], depth: int, seen: set[int]) -> list[Any]:
@@ -288,13 +294,24 @@ class Sanitizer:
                 items = sorted(items)
             except Exception:
                 pass
-        out = [
-            self._string(item) if item.__class__ is str else self._copy(item, depth + 1, seen)
-            for item in items[: self.max_items]
-        ]
+        out: list[Any] = []
+        append = out.append
+        for item in items[: self.max_items]:
+            if type(item) is str:
+                append(self._string(item))
+                continue
+            try:
+                append(self._copy(item, depth + 1, seen))
+            except Exception as exc:  # one unreadable item loses itself, not the others
+                append(_unserializable(item, exc))
         if len(items) > self.max_items:
             out.append(f"{TRUNCATED} {len(items) - self.max_items} more items")
         return out
+
+
+def _unserializable(value: object, exc: BaseException) -> str:
+    """The marker recorded for a value the walk failed on: its type and the error's."""
+    return f"<unserializable {type(value).__name__}: {type(exc).__name__}>"
 
 
 def _big_int_text(value: int) -> str:
@@ -316,9 +333,12 @@ def _as_mapping(value: Any) -> Mapping[str, Any] | None:
         if callable(dump) and not isinstance(value, type):
             data = dump()
             return data if isinstance(data, Mapping) else None
-        fields = getattr(value, "__dataclass_fields__", None)
-        if fields is not None and not isinstance(value, type):
-            return {name: getattr(value, name, None) for name in fields}
+        if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
+            # fields(), not __dataclass_fields__: that one also lists ClassVar and InitVar
+            # pseudo-fields (LangGraph's Command.PARENT), which are not the value's data.
+            return {
+                field.name: getattr(value, field.name, None) for field in dataclasses.fields(value)
+            }
     except Exception:
         return None
     return None

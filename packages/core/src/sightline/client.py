@@ -29,6 +29,7 @@ from sightline.event import (
     new_span_id,
     new_trace_id,
 )
+from sightline.pipeline import log_safely
 from sightline.span import (
     _PARENT_SOURCES,
     NOOP_SPAN,
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
     from sightline.plugins import PluginManager
 
 __all__ = ["AMBIENT", "AsyncClient", "Client", "get_client", "init", "shutdown"]
-
-logger = logging.getLogger("sightline")
 
 
 class _Ambient:
@@ -99,13 +98,17 @@ class Client:
         )
         self.enabled = self.config.enabled
         self.agents: dict[str, dict[str, Any]] = {}
-        self._closed = False
-        self._dropped_after_close = 0
+        self._closed = False  # close() has been called (it may still be running)
+        self._close_lock = threading.RLock()
+        self._close_changed = threading.Condition(self._close_lock)
+        self._close_owner: threading.Thread | None = None  # the thread running close()
+        self._close_completed = False
+        self._close_result = True
         self._log_event_failed = False  # logged at error level once, then at debug level
-        self._after_close_lock = threading.Lock()
         self._instrumented = False
         self._default_agent = self.config.agent
-        self._pipeline: Pipeline | None = None
+        self._pipeline: Pipeline | None = None  # None once closed: recording is refused
+        self._closed_pipeline: Pipeline | None = None  # kept after close for stats()
         self._plugins: PluginManager | None = None
         if not self.enabled:
             return
@@ -191,8 +194,12 @@ class Client:
             try:
                 function(**kwargs)
             except Exception as exc:
-                logger.error(
-                    "sightline: plugin %r raised in %s and is disabled: %s", name, hook, exc
+                log_safely(
+                    logging.ERROR,
+                    "sightline: plugin %r raised in %s and is disabled: %s",
+                    name,
+                    hook,
+                    exc,
                 )
                 self.plugins.disable(name, exc)
 
@@ -248,16 +255,11 @@ class Client:
 
     def _count_after_close(self) -> None:
         """An event (a span that ends after close(), a log_event...) came too late: counted in
-        stats()['dropped_after_close'] and logged once."""
-        with self._after_close_lock:
-            self._dropped_after_close += 1
-            first = self._dropped_after_close == 1
-        if first:
-            logger.warning(
-                "sightline: an event was recorded after the client was closed (close() or "
-                "shutdown() ran before its span ended); it is dropped, and such events are "
-                "counted in client.stats()['dropped_after_close']"
-            )
+        stats()['dropped_after_close'] and logged once (by the pipeline, which counts those
+        refused while close() was running)."""
+        pipeline = self._closed_pipeline
+        if pipeline is not None:
+            pipeline.count_after_close()
 
     def start_span(
         self,
@@ -426,7 +428,7 @@ class Client:
         except Exception as exc:
             pipeline.processor_errors.add()
             first, self._log_event_failed = not self._log_event_failed, True
-            logger.log(
+            log_safely(
                 logging.ERROR if first else logging.DEBUG,
                 "sightline: log_event failed (%s); the event is dropped and counted in "
                 "stats()['processor_errors']%s",
@@ -452,19 +454,65 @@ class Client:
         return pipeline.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Flush, stop the background threads and shut the exporters down. Idempotent."""
-        if self._closed:
-            return True
-        self._closed = True
+        """Flush, stop the background threads and shut the exporters down; True when every
+        event reached the exporters in time.
+
+        Idempotent: once a close has completed, a later call returns True at once. A call made
+        while another thread is closing waits for that close, within its own ``timeout``, and
+        returns its outcome (False if the wait times out). A close interrupted by
+        ``KeyboardInterrupt`` is completed by the next call, or at interpreter exit.
+        """
+        return self._close(timeout)
+
+    def _close(self, timeout: float, suspended: threading.Thread | None = None) -> bool:
+        """:meth:`close`. ``suspended`` is a thread stopped under a signal handler (the
+        SIGTERM handler's): a close it was running cannot progress, so it is taken over here,
+        not waited for; so is one started by this same thread (an exporter's ``shutdown`` or
+        a signal handler calling ``close`` again)."""
+        deadline = time.monotonic() + timeout
+        me = threading.current_thread()
+        if not self._close_lock.acquire(timeout=max(0.0, timeout)):
+            return False
+        try:
+            self._closed = True
+            waited = False
+            while not self._close_completed:
+                owner = self._close_owner
+                if owner is None or owner is me or owner is suspended:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                waited = True
+                self._close_changed.wait(remaining)
+            else:
+                return self._close_result if waited else True
+            previous, self._close_owner = owner, me
+        finally:
+            self._close_lock.release()
+        try:
+            return self._run_close(deadline)
+        finally:
+            with self._close_lock:
+                # A close that raised (KeyboardInterrupt) is left for the next caller to finish.
+                self._close_owner = previous
+                self._close_changed.notify_all()
+
+    def _run_close(self, deadline: float) -> bool:
+        """The steps of :meth:`close`; each may run again when an earlier run was cut short."""
         if self._instrumented:
             self.uninstrument()
         pipeline = self._pipeline
-        if pipeline is None:
-            return True
-        result = pipeline.close(timeout)
-        self._pipeline = None
-        self._last_stats = pipeline.stats()
-        _CLIENTS.discard(self)
+        result = True
+        if pipeline is not None:
+            result = pipeline.close(max(0.0, deadline - time.monotonic()))
+            self._closed_pipeline = pipeline
+            self._pipeline = None
+            _CLIENTS.discard(self)
+        with self._close_lock:
+            if not self._close_completed:
+                self._close_completed = True
+                self._close_result = result
         return result
 
     def stats(self) -> dict[str, Any]:
@@ -473,16 +521,15 @@ class Client:
         ``processor_errors`` counts the events a built-in processor failed on (dropped, so
         that nothing unredacted is exported), deferred records that failed and
         :meth:`log_event` calls that could not make an event;
-        ``dropped_after_close`` the events recorded after :meth:`close`. After ``close`` the
-        counts are those at close, plus what came after it.
+        ``dropped_after_close`` the events recorded after :meth:`close` began. The counts go on
+        after ``close``: an export still running then is counted when it ends.
         """
         pipeline = self._pipeline
         if pipeline is None:
-            stats = dict(getattr(self, "_last_stats", None) or _EMPTY_STATS)
-        else:
-            stats = pipeline.stats()
-        stats["dropped_after_close"] = self._dropped_after_close
-        return stats
+            pipeline = self._closed_pipeline
+        if pipeline is None:
+            return dict(_EMPTY_STATS)
+        return pipeline.stats()
 
     def __enter__(self) -> Client:
         return self
@@ -599,7 +646,7 @@ def _disabled_client() -> Client:
         _DISABLED = Client(enabled=False)
     if not _warned_no_init:
         _warned_no_init = True
-        logger.info("sightline: init() has not been called; nothing is recorded")
+        log_safely(logging.INFO, "sightline: init() has not been called; nothing is recorded")
     return _DISABLED
 
 
@@ -649,12 +696,93 @@ def _close_all_at_exit() -> None:
         try:
             hook()
         except Exception:
-            logger.debug("sightline: an exit hook failed", exc_info=True)
+            log_safely(logging.DEBUG, "sightline: an exit hook failed", exc_info=True)
+    settle_then_end_open_spans("still open when the program exited", time.monotonic() + 5.0)
     for client in list(_CLIENTS):
         try:
             Client.close(client, timeout=5.0)
         except Exception:
-            logger.exception("sightline: failed to close a client at exit")
+            log_safely(logging.ERROR, "sightline: failed to close a client at exit", exc_info=True)
+
+
+def settle_then_end_open_spans(why: str, deadline: float) -> int:
+    """At the end of the process: flush every open client first (until ``deadline``, a
+    ``time.monotonic()`` value), so that work already finished but still queued (a framework
+    run whose end callback the worker has not replayed yet) ends as it did, then
+    :func:`end_open_spans`. Never raises."""
+    for client in list(_CLIENTS):
+        if client._pipeline is None:
+            continue
+        try:
+            # The synchronous method, also for an AsyncClient (whose own is a coroutine).
+            Client.flush(client, max(0.0, deadline - time.monotonic()))
+        except Exception:
+            log_safely(logging.DEBUG, "sightline: a flush at exit failed", exc_info=True)
+    return end_open_spans(why)
+
+
+def end_open_spans(why: str) -> int:
+    """End the spans still open of every client not closed yet, as errors of type
+    ``Incomplete`` (message ``why``, ``metadata["incomplete"] = True``; an error already set
+    is kept), so that they are delivered and their children's parent is stored. Returns how
+    many; logged once. Never raises.
+
+    For the end of the process only (exit, SIGTERM): the open spans are found by a scan of the
+    objects the garbage collector tracks, so that starting a span registers nothing and no
+    span is held alive.
+    """
+    try:
+        return _end_open_spans(why)
+    except Exception:
+        log_safely(logging.DEBUG, "sightline: ending the spans left open failed", exc_info=True)
+        return 0
+
+
+def _end_open_spans(why: str) -> int:
+    clients = {client for client in list(_CLIENTS) if client._pipeline is not None}
+    if not clients:
+        return 0
+    import gc
+
+    classes: set[type] = set()
+    pending: list[type] = [Span]
+    while pending:
+        cls = pending.pop()
+        if cls not in classes:
+            classes.add(cls)
+            pending.extend(cls.__subclasses__())
+    found = [
+        obj
+        for obj in gc.get_objects()
+        if type(obj) in classes
+        and getattr(obj, "_ended", True) is False
+        and getattr(obj, "_client", None) in clients
+    ]
+    end_ns = time.time_ns()
+    ended = 0
+    for span in found:
+        try:
+            if span.event.error is None:
+                span.set_error(kind=ErrorKind.UNKNOWN, type="Incomplete", message=why)
+            else:
+                span.event.status = Status.ERROR
+            span.set_metadata(incomplete=True)
+        except Exception:
+            pass  # recorded as it is rather than lost
+        try:
+            if not span.ended:
+                span.end(max(end_ns, span.event.start_ns or 0))
+                ended += 1
+        except Exception:
+            pass
+    if ended:
+        log_safely(
+            logging.INFO,
+            "sightline: %d spans %s were ended and recorded as errors of type 'Incomplete'",
+            ended,
+            why,
+        )
+    return ended
 
 
 class _ForkMarker:

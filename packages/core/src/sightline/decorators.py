@@ -18,7 +18,7 @@ from typing import Any, TypeVar, overload
 
 from sightline.capture import KEPT_ITEMS, bounded_copy
 from sightline.event import EventType, coerce_type
-from sightline.span import _CURRENT, NOOP_SPAN
+from sightline.span import _CURRENT, NOOP_SPAN, ends_in_failure
 
 __all__ = ["monitor"]
 
@@ -150,10 +150,9 @@ def monitor(
                             raise
                         except BaseException as exc:  # athrow(): the wrapped generator decides
                             thrown = exc
-                except GeneratorExit:  # closed early: not a failure
-                    raise
-                except BaseException as exc:
-                    span.set_error(exc)
+                except BaseException as exc:  # closed early (GeneratorExit): not a failure
+                    if ends_in_failure(exc):
+                        span.set_error(exc)
                     raise
                 finally:
                     if capture_result:
@@ -217,10 +216,9 @@ def monitor(
                             raise
                         except BaseException as exc:  # throw(): the wrapped generator decides
                             thrown = exc
-                except GeneratorExit:  # closed early: not a failure
-                    raise
-                except BaseException as exc:
-                    span.set_error(exc)
+                except BaseException as exc:  # closed early (GeneratorExit): not a failure
+                    if ends_in_failure(exc):
+                        span.set_error(exc)
                     raise
                 finally:
                     if capture_result:

@@ -16,7 +16,10 @@ import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -218,9 +221,9 @@ class Usage:
         total_tokens: int | None = None,
     ) -> None:
         if (
-            (input_tokens is not None and input_tokens.__class__ is not int)
-            or (output_tokens is not None and output_tokens.__class__ is not int)
-            or (total_tokens is not None and total_tokens.__class__ is not int)
+            (input_tokens is not None and type(input_tokens) is not int)
+            or (output_tokens is not None and type(output_tokens) is not int)
+            or (total_tokens is not None and type(total_tokens) is not int)
         ):
             input_tokens = coerce_count(input_tokens)
             output_tokens = coerce_count(output_tokens)
@@ -532,8 +535,22 @@ class Event:
         return event
 
 
+_FIRST_FRAMES = 64  # frames of each exception written first: most stacks need no more
+_MIN_FRAME_CHARS = 24  # '  File "", line 1, in f\n': no frame is written shorter
+
+
 def finalize_error(error: ErrorInfo, limit: int = 8192, *, messages: bool = True) -> None:
-    """Format the stack of an error recorded from an exception (off the caller's thread).
+    """Format the stack of an error recorded from an exception (off the caller's thread),
+    cut to its last ``limit`` characters.
+
+    Only the last frames of each exception (the chained ones too) are formatted: those that
+    can show in the last ``limit`` characters. An exception that went up through N spans is
+    recorded by each of them with its whole traceback; formatting all of it every time would
+    cost N² frames. The first try writes the last 64 frames of each exception; when that is
+    shorter than ``limit`` while the exception has more frames, more are written, at most as
+    many as could fit in ``limit`` characters, unless the ones written were mostly folded
+    into ``[Previous line repeated N more times]`` (a recursion: more frames would fold too).
+    A stack missing frames for these reasons starts with ``…[truncated]…``.
 
     With ``messages=False`` each exception line of the stack (the chained ones too) holds only
     the exception's type: see :func:`format_stack_without_messages`.
@@ -542,18 +559,80 @@ def finalize_error(error: ErrorInfo, limit: int = 8192, *, messages: bool = True
     if exc is None:
         return
     try:
-        if messages:
-            import traceback
-
-            stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        else:
-            stack = format_stack_without_messages(exc)
+        stack = _format_stack_within(exc, limit, messages)
     except Exception:
         stack = ""
     if len(stack) > limit:
         stack = "…[truncated]…" + stack[-limit:]
     error.stack = stack
     error._exc = None  # type: ignore[attr-defined]
+
+
+def _format_stack_within(exc: BaseException, limit: int, messages: bool) -> str:
+    """The stack of ``exc``, its last frames only (see :func:`finalize_error`); it starts with
+    ``…[truncated]…`` when frames of ``exc`` that could show in ``limit`` characters are left
+    out."""
+    most = max(limit // _MIN_FRAME_CHARS + 1, 1)  # more frames never fit in `limit` characters
+    depth = _deepest_traceback(exc, most + 1)
+    frames = min(_FIRST_FRAMES, most)
+    while True:
+        stack = _format_stack(exc, frames, messages)
+        if len(stack) > limit or depth <= frames:
+            return stack  # cut to its last `limit` characters: no frame left out shows
+        # Shorter than the limit with frames left out: were the frames written mostly folded
+        # into "[Previous line repeated N more times]", more of them would fold too.
+        if frames >= most or len(stack) < frames * _MIN_FRAME_CHARS:
+            return "…[truncated]…" + stack
+        frames = min(most, max(frames * 2, frames * limit // max(len(stack), 1) + 8))
+
+
+def _format_stack(exc: BaseException, frames: int, messages: bool) -> str:
+    """The stack of ``exc`` with the last ``frames`` frames of each exception in it."""
+    if messages:
+        import traceback
+
+        # Handed the tail of the traceback, not only a negative limit: with a negative limit
+        # the traceback module still reads the position of every frame before keeping some.
+        tail = _traceback_tail(exc.__traceback__, frames)
+        return "".join(traceback.format_exception(type(exc), exc, tail, limit=-frames))
+    return format_stack_without_messages(exc, frames=frames)
+
+
+def _deepest_traceback(exc: BaseException, most: int) -> int:
+    """The number of frames of the deepest traceback among ``exc`` and the exceptions it
+    chains to, counted up to ``most``."""
+    deepest = 0
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and deepest < most:
+        seen.add(id(current))
+        depth = 0
+        tb = current.__traceback__
+        while tb is not None and depth < most:
+            depth += 1
+            tb = tb.tb_next
+        deepest = max(deepest, depth)
+        if current.__cause__ is not None:
+            current = current.__cause__
+        elif not current.__suppress_context__:
+            current = current.__context__
+        else:
+            current = None
+    return deepest
+
+
+def _traceback_tail(tb: TracebackType | None, frames: int) -> TracebackType | None:
+    """The entry of ``tb`` from which its last ``frames`` frames go on (all of ``tb`` when it
+    has fewer)."""
+    lead = tb
+    for _ in range(frames):
+        if lead is None:
+            return tb
+        lead = lead.tb_next
+    while lead is not None and tb is not None:
+        lead = lead.tb_next
+        tb = tb.tb_next
+    return tb
 
 
 _CAUSE_LINE = "The above exception was the direct cause of the following exception:"
@@ -563,18 +642,26 @@ _GROUP_WIDTH = 15  # sub-exceptions shown per exception group, as in traceback
 _GROUP_DEPTH = 10  # nested exception groups shown
 
 
-def format_stack_without_messages(exc: BaseException) -> str:
+def format_stack_without_messages(exc: BaseException, *, frames: int | None = None) -> str:
     """The stack of ``exc`` as :func:`traceback.format_exception` writes it, but with every
     exception line cut to the exception's type (``module.Name``): no message, no notes.
 
     Chained exceptions (``raise ... from``, an exception raised while handling another) and the
     sub-exceptions of an exception group are written the same way. Messages are where the
     prompt, a tool's input or a credential end up; frames and source lines are the program's.
+    ``frames``: write only the last that many frames of each exception.
     """
     import traceback
 
+    format_tb: Any = traceback.format_tb
+    if frames is not None:
+        count = frames
+
+        def format_tb(tb: TracebackType) -> list[str]:
+            return traceback.format_tb(_traceback_tail(tb, count))
+
     parts: list[str] = []
-    _write_chain(exc, parts, traceback.format_tb, 0)
+    _write_chain(exc, parts, format_tb, 0)
     return "".join(parts)
 
 

@@ -34,6 +34,16 @@ __all__ = ["ExportResult", "Exporter", "Pipeline"]
 logger = logging.getLogger("sightline")
 
 
+def log_safely(level: int, message: str, *args: object, exc_info: bool = False) -> None:
+    """Log on the ``sightline`` logger, swallowing what the application's logging handlers
+    raise: Sightline logs on the application's threads and on its own, and a failing handler
+    must neither raise into the caller nor end a background thread."""
+    try:
+        logger.log(level, message, *args, exc_info=exc_info)
+    except Exception:
+        pass
+
+
 class ExportResult(Enum):
     """What an exporter reports for one batch."""
 
@@ -70,9 +80,11 @@ class _Counter:
         self._lock = threading.Lock()
         self.value = 0
 
-    def add(self, amount: int = 1) -> None:
+    def add(self, amount: int = 1) -> int:
+        """Add ``amount``; returns the new value (exact, even when threads add at once)."""
         with self._lock:
             self.value += amount
+            return self.value
 
 
 class ExporterWorker:
@@ -105,6 +117,8 @@ class ExporterWorker:
         self._inflight: list[Event] | None = None  # the batch export() is working on
         self._inflight_abandoned = False
         self._stopping = False
+        self._shut_down = False  # exporter.shutdown() called (once)
+        self._shut_down_on_exit = False  # close() ran on this exporter's own thread
         self._thread: threading.Thread | None = None
 
     def after_fork(self) -> None:
@@ -114,18 +128,29 @@ class ExporterWorker:
             try:
                 hook()
             except Exception:
-                logger.exception("sightline: exporter %r failed to reset after fork", self.name)
+                log_safely(
+                    logging.ERROR,
+                    "sightline: exporter %r failed to reset after fork",
+                    self.name,
+                    exc_info=True,
+                )
 
     def put(self, batch: list[Event] | Callable[[], object]) -> None:
         """Queue a batch (or a call to make on the exporter's thread, in order with batches)."""
         with self._cond:
+            if self._shut_down:
+                # Handed over after close() stopped this exporter: it will never get them.
+                if not callable(batch):
+                    self.abandoned.add(len(batch))
+                return
+            if self._thread is None:
+                # First, so that a batch is taken only when there is a thread to export it.
+                self._thread = start_background_thread(self._run, f"sightline-export-{self.name}")
             if not callable(batch):
                 self._pending += len(batch)
                 while self._pending > self.max_pending:
                     self._drop_oldest()
             self._batches.append(batch)
-            if self._thread is None:
-                self._thread = start_background_thread(self._run, f"sightline-export-{self.name}")
             self._cond.notify()
         if self._overflow:
             self._persist_overflow()
@@ -142,7 +167,12 @@ class ExporterWorker:
         try:
             self.exporter.persist(batch)  # type: ignore[attr-defined]
         except Exception:
-            logger.exception("sightline: exporter %r failed to persist a batch", self.name)
+            log_safely(
+                logging.ERROR,
+                "sightline: exporter %r failed to persist a batch",
+                self.name,
+                exc_info=True,
+            )
             return False
         return True
 
@@ -174,7 +204,8 @@ class ExporterWorker:
                 lost += len(self._inflight)
         if lost:
             self.abandoned.add(lost)
-            logger.warning(
+            log_safely(
+                logging.WARNING,
                 "sightline: exporter %r did not finish by the close deadline; %d events it had "
                 "not exported are abandoned (counted as 'abandoned' in client.stats())",
                 self.name,
@@ -193,7 +224,8 @@ class ExporterWorker:
         self.dropped.add(len(lost))
         if not self._logged_drop:
             self._logged_drop = True
-            logger.warning(
+            log_safely(
+                logging.WARNING,
                 "sightline: exporter %r is falling behind; dropping its oldest events "
                 "(counted in client.stats())",
                 self.name,
@@ -220,24 +252,42 @@ class ExporterWorker:
                 while not self._batches and not self._stopping:
                     self._cond.wait()
                 if not self._batches and self._stopping:
-                    return
+                    break
                 batch = self._take()
                 self._busy = True
                 if not callable(batch):
                     self._inflight = batch
             try:
-                if callable(batch):
-                    try:
-                        batch()
-                    except Exception:
-                        logger.exception("sightline: exporter %r task failed", self.name)
-                else:
-                    self._export(batch)
+                self._handle(batch)
+            except Exception as exc:
+                # Nothing in _handle should raise; if something does, this thread lives on
+                # (it is the only one this exporter has) and the batch is counted as failed.
+                if not callable(batch):
+                    self.failed.add(len(batch))
+                log_safely(
+                    logging.ERROR,
+                    "sightline: exporter %r: delivering a batch failed (%s); counted as failed",
+                    self.name,
+                    type(exc).__name__,
+                )
             finally:
                 with self._cond:
                     self._busy = False
                     self._inflight = None
                     self._cond.notify_all()
+        if self._shut_down_on_exit:
+            self._shutdown_exporter()
+
+    def _handle(self, batch: list[Event] | Callable[[], object]) -> None:
+        if not callable(batch):
+            self._export(batch)
+            return
+        try:
+            batch()
+        except Exception:
+            log_safely(
+                logging.ERROR, "sightline: exporter %r task failed", self.name, exc_info=True
+            )
 
     def _export(self, batch: list[Event]) -> None:
         try:
@@ -246,7 +296,8 @@ class ExporterWorker:
             result = ExportResult.FAILURE
             if not self._logged_failure:
                 self._logged_failure = True
-                logger.error(
+                log_safely(
+                    logging.ERROR,
                     "sightline: exporter %r raised %s: %s (further failures are counted in "
                     "client.stats())",
                     self.name,
@@ -265,36 +316,72 @@ class ExporterWorker:
             self.exported.add(len(batch))
 
     def wait_idle(self, deadline: float) -> bool:
-        """Wait until every batch handed over has been exported, or the deadline passes."""
+        """Wait until every batch handed over has been exported, or the deadline passes.
+
+        On this exporter's own thread (its ``export`` calling ``flush`` or ``close``) there is
+        nothing to wait for: that thread is busy with the caller. True when no batch waits
+        behind the one in hand.
+        """
+        if self._thread is threading.current_thread():
+            with self._cond:
+                return not self._batches
         with self._cond:
             while self._batches or self._busy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self._cond.wait(remaining)
+            if self._shut_down:  # shutdown() has flushed it already
+                return True
         flush = getattr(self.exporter, "force_flush", None)
         if callable(flush):
             try:
                 return bool(flush(max(0.0, deadline - time.monotonic())))
             except Exception:
-                logger.exception("sightline: exporter %r failed to flush", self.name)
+                log_safely(
+                    logging.ERROR,
+                    "sightline: exporter %r failed to flush",
+                    self.name,
+                    exc_info=True,
+                )
                 return False
         return True
 
     def stop(self, deadline: float) -> None:
+        """Let the thread export what it has (until ``deadline``), then shut the exporter down.
+
+        Called again (a close that was interrupted, then resumed), it goes on where it was.
+        On the exporter's own thread, the shutdown waits until that thread has exported the
+        batches queued behind the one in hand.
+        """
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is threading.current_thread():
+            self._shut_down_on_exit = True
+            return
+        if thread is not None:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 self.persist_pending()
                 self._abandon()
+        self._shutdown_exporter()
+
+    def _shutdown_exporter(self) -> None:
+        with self._cond:
+            if self._shut_down:
+                return
+            self._shut_down = True
         try:
             self.exporter.shutdown()
         except Exception:
-            logger.exception("sightline: exporter %r failed to shut down", self.name)
+            log_safely(
+                logging.ERROR,
+                "sightline: exporter %r failed to shut down",
+                self.name,
+                exc_info=True,
+            )
 
     def stats(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -343,9 +430,12 @@ class Pipeline:
         self.dropped = _Counter()
         self.filtered = _Counter()
         self.processor_errors = _Counter()
+        self.dropped_after_close = _Counter()
         self._processing_failure_logged = False
+        self._worker_failure_logged = False
         self.processed = 0
         self._closed = False
+        self._close_completed = False
         self._reset()
         _PIPELINES.add(self)
 
@@ -356,6 +446,7 @@ class Pipeline:
         self._flush_lock = threading.Lock()
         self._flush_waiters: list[threading.Event] = []
         self._stopping = False
+        self._worker_stopped = False  # the worker has returned: flush() must not wait for it
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._pid = os.getpid()
@@ -369,13 +460,7 @@ class Pipeline:
         """
         queue = self._queue
         if len(queue) >= self.capacity or self._closed:
-            self.dropped.add()
-            if self.dropped.value in (1, 1000, 100_000):
-                logger.warning(
-                    "sightline: event queue full (%d); %d events dropped so far",
-                    self.capacity,
-                    self.dropped.value,
-                )
+            self._refuse()
             return False
         queue.append(event)
         if self._thread is None:
@@ -385,6 +470,31 @@ class Pipeline:
             self._wake_sent = True
             self._wake.set()
         return True
+
+    def _refuse(self) -> None:
+        """Count, and now and then log, an event the queue did not take."""
+        if self._closed:
+            self.count_after_close()
+            return
+        dropped = self.dropped.add()
+        if dropped in (1, 1000, 100_000):
+            log_safely(
+                logging.WARNING,
+                "sightline: event queue full (%d); %d events dropped so far",
+                self.capacity,
+                dropped,
+            )
+
+    def count_after_close(self) -> None:
+        """An event (a span that ends after close(), a log_event...) came too late: counted in
+        stats()['dropped_after_close'] and logged once."""
+        if self.dropped_after_close.add() == 1:
+            log_safely(
+                logging.WARNING,
+                "sightline: an event was recorded after the client was closed (close() or "
+                "shutdown() ran before its span ended); it is dropped, and such events are "
+                "counted in client.stats()['dropped_after_close']",
+            )
 
     def _start(self) -> None:
         with self._start_lock:
@@ -405,11 +515,36 @@ class Pipeline:
             # queue may have events enqueued after it, and must wait for the next drain.
             with self._flush_lock:
                 waiters, self._flush_waiters = self._flush_waiters, []
-            self._drain(queue)
+            try:
+                self._drain(queue)
+            except Exception as exc:
+                self._worker_failed(exc)
+                # The rest of the queue goes in the next pass, and the flush() calls waiting
+                # for this one wait for that pass.
+                with self._flush_lock:
+                    self._flush_waiters[:0] = waiters
+                wake.set()
+                continue
             for waiter in waiters:
                 waiter.set()
             if self._stopping and not queue:
+                with self._flush_lock:
+                    self._worker_stopped = True
+                    waiters, self._flush_waiters = self._flush_waiters, []
+                for waiter in waiters:
+                    waiter.set()
                 return
+
+    def _worker_failed(self, exc: Exception) -> None:
+        """A pass of the worker failed outside the steps guarded one by one: the worker lives
+        on (it is the only one), the failure is counted in ``processor_errors`` and logged."""
+        self.processor_errors.add()
+        first, self._worker_failure_logged = not self._worker_failure_logged, True
+        log_safely(
+            logging.ERROR if first else logging.DEBUG,
+            "sightline: the background worker failed (%s) and goes on; counted in processor_errors",
+            type(exc).__name__,
+        )
 
     def _drain(self, queue: deque[Any]) -> None:
         batch: list[Event] = []
@@ -447,7 +582,7 @@ class Pipeline:
         self.processor_errors.add()
         if not isinstance(exc, ProcessingFailed):  # that one is logged already
             first, self._processing_failure_logged = not self._processing_failure_logged, True
-            logger.log(
+            log_safely(
                 logging.ERROR if first else logging.DEBUG,
                 "sightline: event processing failed (%s); the event is dropped and counted in "
                 "processor_errors%s",
@@ -460,11 +595,25 @@ class Pipeline:
             record[0](record)
         except Exception:
             self.processor_errors.add()
-            logger.exception("sightline: a deferred record failed; its events may be incomplete")
+            log_safely(
+                logging.ERROR,
+                "sightline: a deferred record failed; its events may be incomplete",
+                exc_info=True,
+            )
 
     def _dispatch(self, batch: list[Event]) -> None:
         for worker in self.exporters:
-            worker.put(batch)
+            try:
+                worker.put(batch)
+            except Exception as exc:  # no thread to be had (interpreter exit): counted there
+                worker.dropped.add(len(batch))
+                log_safely(
+                    logging.ERROR,
+                    "sightline: could not hand %d events to exporter %r (%s); counted as dropped",
+                    len(batch),
+                    worker.name,
+                    type(exc).__name__,
+                )
 
     def call_exporters(self, method: str, *args: Any) -> None:
         """Call ``exporter.method(*args)`` on each exporter's own thread, where it exists."""
@@ -482,8 +631,14 @@ class Pipeline:
             return self._wait_exporters(deadline)
         if self._thread is None:
             self._start()
+        if self._thread is threading.current_thread():
+            # Called from the worker itself (a processor, a deferred record): it cannot wait
+            # for its own pass; what it has not taken yet is not flushed.
+            return not self._queue and self._wait_exporters(deadline)
         done = threading.Event()
         with self._flush_lock:
+            if self._worker_stopped:  # closed: nothing more is taken from the queue
+                return not self._queue and self._wait_exporters(deadline)
             self._flush_waiters.append(done)
         self._wake.set()
         if not done.wait(max(0.0, deadline - time.monotonic())):
@@ -494,8 +649,12 @@ class Pipeline:
         return all([worker.wait_idle(deadline) for worker in self.exporters])
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Flush, stop the worker and shut every exporter down. Idempotent."""
-        if self._closed:
+        """Flush, stop the worker and shut every exporter down.
+
+        Idempotent: once a close has completed, a later call returns True. A close that did
+        not complete (interrupted by ``KeyboardInterrupt``) is taken up again by the next call.
+        """
+        if self._close_completed:
             return True
         deadline = time.monotonic() + timeout
         flushed = self.flush(timeout)
@@ -509,6 +668,7 @@ class Pipeline:
             self._hand_over_leftovers(thread)
         for worker in self.exporters:
             worker.stop(deadline)
+        self._close_completed = True
         return flushed
 
     def _hand_over_leftovers(self, thread: threading.Thread | None) -> None:
@@ -573,6 +733,7 @@ class Pipeline:
                 for key in ("sent", "retried", "spooled", "evicted")
             },
             "processor_errors": self.processor_errors.value,
+            "dropped_after_close": self.dropped_after_close.value,
             "exporters": exporters,
         }
 

@@ -21,6 +21,7 @@ from typing import Any
 import pluggy
 
 from sightline import hookspecs
+from sightline.pipeline import log_safely
 
 __all__ = [
     "PluginInfo",
@@ -30,7 +31,6 @@ __all__ = [
     "unregister_plugin",
 ]
 
-logger = logging.getLogger("sightline")
 ENTRY_POINT_GROUP = "sightline"
 
 
@@ -140,7 +140,12 @@ class PluginManager:
         try:
             plugin = entry_point.load()
         except Exception as exc:
-            logger.error("sightline: plugin %r failed to import and is disabled: %s", name, exc)
+            log_safely(
+                logging.ERROR,
+                "sightline: plugin %r failed to import and is disabled: %s",
+                name,
+                exc,
+            )
             self.infos[name] = PluginInfo(
                 name=name, status="failed", error=f"{type(exc).__name__}: {exc}", **meta
             )
@@ -148,7 +153,7 @@ class PluginManager:
         try:
             self.register(plugin, name, **meta)
         except Exception as exc:
-            logger.error("sightline: plugin %r could not be registered: %s", name, exc)
+            log_safely(logging.ERROR, "sightline: plugin %r could not be registered: %s", name, exc)
             self.infos[name] = PluginInfo(
                 name=name, status="failed", error=f"{type(exc).__name__}: {exc}", **meta
             )
@@ -204,7 +209,8 @@ class PluginManager:
             try:
                 result = function(**kwargs)
             except Exception as exc:
-                logger.error(
+                log_safely(
+                    logging.ERROR,
                     "sightline: plugin %r raised in %s and is disabled: %s: %s",
                     name,
                     hook_name,
@@ -220,7 +226,13 @@ class PluginManager:
                     message = (
                         str(exc) if isinstance(exc, TypeError) else f"{type(exc).__name__}: {exc}"
                     )
-                    logger.error("sightline: plugin %r is disabled: %s%s", name, message, accepts)
+                    log_safely(
+                        logging.ERROR,
+                        "sightline: plugin %r is disabled: %s%s",
+                        name,
+                        message,
+                        accepts,
+                    )
                     self.disable(name, message)
                     continue
             if result is not None:
@@ -246,7 +258,8 @@ class PluginManager:
                     from sightline.pipeline import ProcessingFailed
 
                     raise ProcessingFailed(name) from None
-                logger.error(
+                log_safely(
+                    logging.ERROR,
                     "sightline: plugin %r raised in sightline_process_event and is disabled: "
                     "%s: %s",
                     name,
@@ -265,7 +278,8 @@ class PluginManager:
             first = name not in self._logged_builtin
             self._logged_builtin.add(name)
         if first:
-            logger.error(
+            log_safely(
+                logging.ERROR,
                 "sightline: built-in processor %r raised %s on an event; the event is dropped, "
                 "not exported unprocessed, and the processor stays on (such events are counted "
                 "in client.stats()['processor_errors'])",
@@ -287,7 +301,7 @@ def _entry_points() -> list[Any]:
     try:
         return list(entry_points(group=ENTRY_POINT_GROUP))
     except Exception as exc:  # a broken environment must not break the application
-        logger.error("sightline: could not read entry points: %s", exc)
+        log_safely(logging.ERROR, "sightline: could not read entry points: %s", exc)
         return []
 
 

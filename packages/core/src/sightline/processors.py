@@ -59,9 +59,9 @@ class RedactionProcessor:
     def sightline_process_event(self, event: Event) -> None:
         start, end = event.start_ns, event.end_ns
         if not (  # 2**63-1 written out: a constant, not a global looked up per event
-            start.__class__ is int
+            type(start) is int
             and 0 <= start <= 9223372036854775807
-            and (end is None or (end.__class__ is int and 0 <= end <= 9223372036854775807))
+            and (end is None or (type(end) is int and 0 <= end <= 9223372036854775807))
         ):
             _repair_times(event)
         if event.id is None:
@@ -75,19 +75,22 @@ class RedactionProcessor:
         else:
             event.input = None
             event.output = None
-        if event.metadata is not None and not isinstance(event.metadata, dict):
-            event.metadata = {"value": event.metadata}  # the wire form needs an object
-        if event.metadata:
-            event.metadata = self.sanitize(event.metadata)
-        elif event.metadata is None:
-            event.metadata = {}
+        metadata = event.metadata
+        if type(metadata) is dict:
+            if metadata:
+                metadata = self.sanitize(metadata)
+        elif metadata is None:
+            metadata = {}
+        else:  # the wire form needs an object
+            metadata = self.sanitize(metadata if _is_dict(metadata) else {"value": metadata})
+        # An object still when the walk failed on the mapping as a whole (its items could not
+        # even be listed): then the sanitizer's marker is kept under "value".
+        event.metadata = metadata if type(metadata) is dict else {"value": metadata}
         tags = event.tags
-        if tags.__class__ is not list:
+        if type(tags) is not list:
             tags = event.tags = _tag_list(tags)
         if tags:
-            event.tags = [
-                self.small(t) if t.__class__ is str else self.small(_text(t)) for t in tags
-            ]
+            event.tags = [self.small(t) if type(t) is str else self.small(_text(t)) for t in tags]
         if not isinstance(event.name, str):
             event.name = self.small(_text(event.name))
         elif len(event.name) > 1024:
@@ -95,10 +98,10 @@ class RedactionProcessor:
         # Identity fields are strings on the wire: a session id given as a UUID (or an agent as
         # an enum...) must not make the whole batch fail to serialize in an exporter.
         if not (
-            (event.agent is None or event.agent.__class__ is str)
-            and (event.session_id is None or event.session_id.__class__ is str)
-            and (event.framework is None or event.framework.__class__ is str)
-            and (event.model is None or event.model.__class__ is str)
+            (event.agent is None or type(event.agent) is str)
+            and (event.session_id is None or type(event.session_id) is str)
+            and (event.framework is None or type(event.framework) is str)
+            and (event.model is None or type(event.model) is str)
         ):
             for key in ("agent", "session_id", "framework", "model"):
                 value = getattr(event, key)
@@ -122,10 +125,10 @@ class RedactionProcessor:
                 error.message = self.sanitize(error.message)
             stack = error.stack
             if stack is not None:
-                text = stack if stack.__class__ is str else _text(stack)
+                text = stack if type(stack) is str else _text(stack)
                 self._scrub_stack(error, text, from_exception)
         usage = event.usage
-        if usage is not None and usage.__class__ is not Usage and not isinstance(usage, Usage):
+        if usage is not None and type(usage) is not Usage and not _is_usage(usage):
             usage = event.usage = Usage.coerce(usage)
         if usage is not None and not (
             _count_ok(usage.input_tokens)
@@ -162,7 +165,7 @@ _STACK_LIMIT = 8192
 
 def _count_ok(value: Any) -> bool:
     """A token count needing no repair: ``None`` or an ``int`` (not a bool) in 0..2**63-1."""
-    return value is None or (value.__class__ is int and 0 <= value <= 9223372036854775807)
+    return value is None or (type(value) is int and 0 <= value <= 9223372036854775807)
 
 
 def _repair_times(event: Event) -> None:
@@ -179,11 +182,11 @@ def _tag_list(tags: object) -> list[Any]:
     """The tags as a list: one tag given alone, an iterable of tags, or nothing."""
     if tags is None:
         return []
-    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
-        return [tags]
     try:
+        if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
+            return [tags]
         return list(tags)
-    except Exception:
+    except Exception:  # unreadable, or a proxy left unbound (isinstance raises on it)
         return [safe_repr(tags, 200)]
 
 
@@ -197,13 +200,29 @@ def _error_info(value: object) -> ErrorInfo:
 def _text(value: object) -> str:
     """``str(value)`` (a UUID's canonical form...), a str subclass's own text (a str enum's
     value), or a safe repr if ``str`` raises."""
-    if isinstance(value, str):
+    if issubclass(type(value), str):  # not isinstance: it raises on a proxy left unbound
         return str.__str__(value)
     try:
         text = str(value)
     except Exception:
         return safe_repr(value, 200)
-    return text if isinstance(text, str) else safe_repr(value, 200)
+    return text if type(text) is str else safe_repr(value, 200)
+
+
+def _is_dict(value: object) -> bool:
+    """``isinstance(value, dict)``, or False when that raises (a proxy left unbound)."""
+    try:
+        return isinstance(value, dict)
+    except Exception:
+        return False
+
+
+def _is_usage(value: object) -> bool:
+    """``isinstance(value, Usage)``, or False when that raises (a proxy left unbound)."""
+    try:
+        return isinstance(value, Usage)
+    except Exception:
+        return False
 
 
 class SamplingProcessor:

@@ -24,6 +24,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from sightline.pipeline import log_safely
 from sightline.threads import start_background_thread
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SHUTDOWN_TIMEOUT", "install_signal_handler", "uninstall_signal_handler"]
 
-logger = logging.getLogger("sightline")
 
 SHUTDOWN_TIMEOUT = 5.0
 """Seconds the SIGTERM handler spends delivering before it spools the rest and chains."""
@@ -59,9 +59,10 @@ def install_signal_handler(client: Client, handle_signals: bool | None = None) -
             return True
         if threading.current_thread() is not threading.main_thread():
             if handle_signals:
-                logger.warning(
+                log_safely(
+                    logging.WARNING,
                     "sightline: handle_signals=True ignored: a SIGTERM handler can only be "
-                    "installed from the main thread"
+                    "installed from the main thread",
                 )
             return False
         current = signal.getsignal(signal.SIGTERM)
@@ -70,7 +71,7 @@ def install_signal_handler(client: Client, handle_signals: bool | None = None) -
         try:
             signal.signal(signal.SIGTERM, _on_sigterm)
         except (ValueError, OSError) as exc:
-            logger.warning("sightline: could not install a SIGTERM handler: %s", exc)
+            log_safely(logging.WARNING, "sightline: could not install a SIGTERM handler: %s", exc)
             return False
         _previous = current
         _installed = True
@@ -100,8 +101,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     previous = _previous
     terminating = previous is None or previous is signal.SIG_DFL
     # The work runs on a helper thread: the main thread may have been interrupted while holding
-    # a lock the flush needs, and a bounded join keeps the handler from hanging on it.
-    worker = start_background_thread(_flush_clients, "sightline-sigterm", (terminating,))
+    # a lock the flush needs, and a bounded join keeps the handler from hanging on it. What
+    # the main thread was doing stays stopped meanwhile: a close() it was running is taken
+    # over by the helper, not waited for.
+    worker = start_background_thread(
+        _flush_clients, "sightline-sigterm", (terminating, threading.current_thread())
+    )
     worker.join(SHUTDOWN_TIMEOUT + 2.0)
     if callable(previous):
         previous(signum, frame)
@@ -111,19 +116,26 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     # SIG_IGN: the signal stays ignored and the program goes on.
 
 
-def _flush_clients(terminating: bool) -> None:
+def _flush_clients(terminating: bool, interrupted: threading.Thread) -> None:
     import time
 
-    from sightline.client import Client
+    from sightline.client import Client, settle_then_end_open_spans
 
     deadline = time.monotonic() + SHUTDOWN_TIMEOUT
+    if terminating:
+        settle_then_end_open_spans(
+            "still open when the process was terminated (SIGTERM)",
+            time.monotonic() + SHUTDOWN_TIMEOUT / 2,
+        )
     for client in list(_clients):
         remaining = max(0.1, deadline - time.monotonic())
         try:
             # The synchronous methods, also for an AsyncClient (whose own are coroutines).
             if terminating:
-                Client.close(client, remaining)
+                Client._close(client, remaining, suspended=interrupted)
             else:
                 Client.flush(client, remaining)
         except Exception:
-            logger.exception("sightline: failed to flush a client on SIGTERM")
+            log_safely(
+                logging.ERROR, "sightline: failed to flush a client on SIGTERM", exc_info=True
+            )

@@ -7,6 +7,7 @@ asyncio tasks and across threads started with a copied context.
 from __future__ import annotations
 
 import builtins
+import sys
 import time
 from collections.abc import Callable
 from contextvars import ContextVar, Token
@@ -25,6 +26,7 @@ __all__ = [
     "add_parent_source",
     "current_span",
     "default_error_kind",
+    "ends_in_failure",
     "framework_parent",
     "framework_run_within",
     "remove_parent_source",
@@ -33,6 +35,11 @@ __all__ = [
 
 _time_ns = time.time_ns
 _CURRENT: ContextVar[Span | None] = ContextVar("sightline_current_span", default=None)
+_MISSING = Token.MISSING
+# Bound once: near the recursion limit even an enum member's lookup may be one call too many.
+_STATUS_ERROR = Status.ERROR
+_KIND_UNKNOWN = ErrorKind.UNKNOWN.value
+_new_object = object.__new__
 
 ParentSource = Callable[[], "tuple[str, str, int, Any] | None"]
 _PARENT_SOURCES: list[ParentSource] = []
@@ -139,9 +146,21 @@ _KIND_BY_TYPE = {
 
 
 def default_error_kind(event_type: EventType, exc: BaseException | None = None) -> ErrorKind:
-    """The error kind implied by what failed: timeouts are ``timeout``, a tool's error ``tool``..."""
-    if exc is not None and isinstance(exc, TimeoutError):
-        return ErrorKind.TIMEOUT
+    """The error kind implied by what failed: timeouts are ``timeout``, a tool's error ``tool``...
+
+    An exception that is not an :class:`Exception` stops the work from outside rather than
+    failing in it, so it is not put on the span's layer: a cancelled task
+    (``asyncio.CancelledError``) is ``orchestration`` (its caller cancelled it), anything else
+    (``KeyboardInterrupt``, a non-zero ``SystemExit``...) ``unknown``.
+    """
+    if exc is not None:
+        if isinstance(exc, TimeoutError):
+            return ErrorKind.TIMEOUT
+        if not isinstance(exc, Exception):
+            asyncio = sys.modules.get("asyncio")  # not imported: no task can be cancelled
+            if asyncio is not None and isinstance(exc, asyncio.CancelledError):
+                return ErrorKind.ORCHESTRATION
+            return ErrorKind.UNKNOWN
     from sightline.errors import ToolDenied
 
     if isinstance(exc, ToolDenied):
@@ -149,15 +168,36 @@ def default_error_kind(event_type: EventType, exc: BaseException | None = None) 
     return _KIND_BY_TYPE.get(event_type, ErrorKind.UNKNOWN)
 
 
+def ends_in_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` leaving a unit of work means that the work failed.
+
+    Not for ``GeneratorExit`` (the consumer of a generator stopped early: what was produced
+    was produced), nor for ``SystemExit`` with code ``0`` or ``None`` (the program finished
+    successfully). The rule of a span's ``with`` block; ``@monitor`` records a generator
+    closed early the same way.
+    """
+    if isinstance(exc, Exception):
+        return True
+    if isinstance(exc, GeneratorExit):
+        return False
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        return not (code is None or (isinstance(code, int) and code == 0))
+    return True
+
+
 def _tag_text(tag: object) -> str:
-    """A tag as text: ``str(tag)`` (a str subclass's own text), or a marker if that fails."""
-    if isinstance(tag, str):
+    """A tag as text: ``str(tag)`` (a str subclass's own text), or a marker if that fails.
+
+    ``type(tag)``, not ``isinstance``: a proxy whose ``__class__`` raises (werkzeug's unbound
+    ``LocalProxy``) makes ``isinstance`` raise too."""
+    if issubclass(type(tag), str):
         return str.__str__(tag)
     try:
         text = str(tag)
     except Exception:
         return f"<unprintable {type(tag).__name__}>"
-    return str.__str__(text) if isinstance(text, str) else f"<unprintable {type(tag).__name__}>"
+    return str.__str__(text) if type(text) is str else f"<unprintable {type(tag).__name__}>"
 
 
 class Span:
@@ -175,7 +215,9 @@ class Span:
     def __init__(self, client: Client, event: Event) -> None:
         self._client = client
         self.event = event
-        self._token: Token[Span | None] | None = None
+        # The token of the one `with` block the span is in, or, when it is entered again
+        # before it is left (`with span: with span:`), the tokens of every block, innermost last.
+        self._token: Token[Span | None] | list[Token[Span | None]] | None = None
         self._ended = False
 
     # -- identity -----------------------------------------------------------------------------
@@ -257,7 +299,7 @@ class Span:
         try:
             existing = self.event.tags
             for tag in tags:
-                if tag.__class__ is not str:
+                if type(tag) is not str:
                     tag = _tag_text(tag)
                 if tag not in existing:
                     existing.append(tag)
@@ -277,7 +319,7 @@ class Span:
             old = []
         merged: list[str] = []
         for tag in (*old, *tags):
-            text = tag if tag.__class__ is str else _tag_text(tag)
+            text = tag if type(tag) is str else _tag_text(tag)
             if text not in merged:
                 merged.append(text)
         self.event.tags = merged
@@ -335,7 +377,11 @@ class Span:
         self._client.track(self.event)
 
     def __enter__(self) -> Span:
-        self._token = _CURRENT.set(self)
+        token = _CURRENT.set(self)
+        if self._token is None:
+            self._token = token
+        else:  # entered again before being left
+            self._push_token(token)
         return self
 
     def __exit__(
@@ -344,20 +390,83 @@ class Span:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # Whatever fails in here (near the recursion limit any call may), the span ends, is
+        # tracked and leaves the context, and the exception leaving the block stays the user's.
         event = self.event
         if exc is not None and event.error is None:
-            self.set_error(exc)
-        if not self._ended:  # end(), inlined: this is every span's hot path
-            self._ended = True
-            event.end_ns = _time_ns()
-            self._client.track(event)
-        token = self._token
-        if token is not None:
-            self._token = None
             try:
-                _CURRENT.reset(token)
-            except ValueError:  # exited in another context than entered: restore the parent
-                _CURRENT.set(None)
+                self._record_exit(exc)
+            except Exception:  # not even called: the recursion limit
+                pass
+        try:
+            if not self._ended:  # end(), inlined: this is every span's hot path
+                self._ended = True
+                event.end_ns = _time_ns()
+                self._client.track(event)
+        except Exception:  # track() never raises, but at the recursion limit no call succeeds
+            pass
+        finally:
+            token = self._token
+            if token is not None:
+                if type(token) is list:  # not isinstance: this runs at every span's end
+                    self._leave_nested(token)
+                else:
+                    self._token = None
+                    try:
+                        _CURRENT.reset(token)  # type: ignore[arg-type]
+                    except ValueError:  # exited in another context than entered
+                        _leave_elsewhere(self, token)  # type: ignore[arg-type]
+
+    def _record_exit(self, exc: BaseException) -> None:
+        """Record the exception leaving the span's block, unless it is no failure
+        (:func:`ends_in_failure`): a generator closed early, a successful ``sys.exit()``.
+
+        Never raises: when recording fails (a RecursionError near the limit), what could be
+        kept is kept: the status, then the exception's type."""
+        event = self.event
+        try:
+            if not ends_in_failure(exc):
+                return
+            event.status = _STATUS_ERROR  # first: whatever fails next, the span failed
+            self.set_error(exc)
+        except Exception:
+            event.status = _STATUS_ERROR  # at the recursion limit the exception is one
+            try:
+                info = _new_object(ErrorInfo)  # no __init__: one Python call less
+                info.type = type(exc).__name__
+                info.message = ""
+                info.stack = None
+                info.kind = _KIND_UNKNOWN
+                event.error = info
+            except Exception:
+                pass
+
+    def _push_token(self, token: Token[Span | None]) -> None:
+        held = self._token
+        if isinstance(held, list):
+            held.append(token)
+        elif held is not None:
+            self._token = [held, token]
+
+    def _leave_nested(self, tokens: list[Token[Span | None]]) -> None:
+        """Leave one of the blocks of a span entered more than once: the innermost one entered
+        in this context (the blocks of one context are left innermost first). Never raises."""
+        try:
+            for index in range(len(tokens) - 1, -1, -1):
+                try:
+                    _CURRENT.reset(tokens[index])
+                except ValueError:  # a block of another context (entered in two tasks)
+                    continue
+                del tokens[index]
+                break
+            else:
+                _leave_elsewhere(self, tokens.pop())
+        except Exception:  # the recursion limit
+            pass
+        if len(tokens) == 1:
+            self._token = tokens[0]
+        elif not tokens:
+            self._token = None
 
     async def __aenter__(self) -> Span:
         return self.__enter__()
@@ -372,6 +481,18 @@ class Span:
 
     def __repr__(self) -> str:
         return f"<Span {self.event.type.value} {self.event.name!r} span={self.event.span_id}>"
+
+
+def _leave_elsewhere(span: Span, token: Token[Span | None]) -> None:
+    """``span`` is left in another context than it was entered in (an async generator holding
+    it, resumed by another task): that context's ambient span changes only if it is ``span``,
+    and then to the span it was entered over. Never raises."""
+    try:
+        if _CURRENT.get() is span:
+            parent = token.old_value
+            _CURRENT.set(None if parent is _MISSING else parent)
+    except Exception:  # the recursion limit
+        pass
 
 
 class _NoopSpan(Span):
