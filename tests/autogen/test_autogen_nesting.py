@@ -12,7 +12,7 @@ from autogen_agentchat.agents import AssistantAgent
 import sightline
 from sightline.testing import Capture
 from tests.autogen.conftest import calls, replay
-from tests.support.nesting import DenyEverything, db_lookup, wiper
+from tests.support.nesting import DenyWipe, db_lookup, wiper
 
 
 def lookup(x: int) -> int:
@@ -65,11 +65,11 @@ async def test_a_guard_deny_inside_a_tool_is_a_decision_under_its_tool_call(
     recorded: Capture,
 ) -> None:
     plugins = recorded.client.plugins
-    plugins.register(DenyEverything(), "deny-everything")
+    plugins.register(DenyWipe(), "deny-wipe")
     try:
         await run_agent_with(wiper)
     finally:
-        plugins.unregister("deny-everything")
+        plugins.unregister("deny-wipe")
     call, decision = recorded.one(name="wiper"), recorded.one(type="decision")
     assert (decision.trace_id, decision.parent_span_id) == (call.trace_id, call.span_id)
     assert (decision.name, decision.error.kind) == ("authorize:wipe", "guardrail")

@@ -15,7 +15,7 @@ import sightline
 from sightline_crewai.instrumentation import active_listener
 from sightline_crewai.tree import SpanTree
 from tests.crewai.crewai_support import CREWAI_WARNINGS, DrainingCapture, calculator_crew
-from tests.support.nesting import DenyEverything, db_lookup, wiper
+from tests.support.nesting import DenyWipe, db_lookup, wiper
 from tests.support.openai_server import Reply
 
 pytestmark = CREWAI_WARNINGS
@@ -104,12 +104,12 @@ def test_a_guard_deny_inside_a_tool_is_a_decision_under_its_tool_call(
     instrumented: DrainingCapture, server: Any, llm: Any
 ) -> None:
     plugins = instrumented.client.plugins
-    plugins.register(DenyEverything(), "deny-everything")
+    plugins.register(DenyWipe(), "deny-wipe")
     try:
         server.add(Reply.tool_call("wiper", {"x": 3}), Reply.text("no"))
         calculator_crew(llm(), tools=[wiper_tool]).kickoff()
     finally:
-        plugins.unregister("deny-everything")
+        plugins.unregister("deny-wipe")
     call, decision = instrumented.one(name="wiper"), instrumented.one(type="decision")
     assert (decision.trace_id, decision.parent_span_id) == (call.trace_id, call.span_id)
     assert (decision.name, decision.error.kind) == ("authorize:wipe", "guardrail")

@@ -13,7 +13,7 @@ from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step
 import sightline
 from sightline.testing import Capture
 from tests.llamaindex.scripted import ScriptedLLM, answer, tool_call, turn_script
-from tests.support.nesting import DenyEverything, db_lookup, wiper
+from tests.support.nesting import DenyWipe, db_lookup, wiper
 
 
 def lookup(x: int) -> int:
@@ -90,11 +90,11 @@ async def test_a_guard_deny_inside_a_tool_is_a_decision_under_its_tool_call(
     traced: Capture,
 ) -> None:
     plugins = traced.client.plugins
-    plugins.register(DenyEverything(), "deny-everything")
+    plugins.register(DenyWipe(), "deny-wipe")
     try:
         await agent_calling(FunctionTool.from_defaults(wiper, name="wiper")).run(user_msg="go")
     finally:
-        plugins.unregister("deny-everything")
+        plugins.unregister("deny-wipe")
     call, decision = traced.one(type="tool_call", name="wiper"), traced.one(type="decision")
     assert (decision.trace_id, decision.parent_span_id) == (call.trace_id, call.span_id)
     assert (decision.name, decision.error.kind) == ("authorize:wipe", "guardrail")

@@ -16,14 +16,15 @@ def db_lookup(x: int) -> int:
         return x * 2
 
 
-class DenyEverything:
-    """A governance plugin that denies every guarded call."""
+class DenyWipe:
+    """A governance plugin that denies the guarded ``wipe`` and lets every other tool run (the
+    framework's tool calling it is asked too, now that the adapters govern their tools)."""
 
     @sightline.hookimpl
     def sightline_authorize_tool(
         self, tool_name: str, arguments: dict[str, Any], context: dict[str, Any]
-    ) -> Decision:
-        return Decision(False, "not today")
+    ) -> Decision | None:
+        return Decision(False, "not today") if tool_name == "wipe" else None
 
 
 @sightline.guard

@@ -67,6 +67,10 @@ _RUN_KINDS = (Kind.AGENT, Kind.WORKFLOW)
 # Timeouts that do not subclass TimeoutError, by class name (importing them would load
 # LlamaIndex's workflows package): a workflow or agent run out of time.
 _TIMEOUT_ERRORS = frozenset(("WorkflowTimeoutError",))
+# What a workflow step raises to suspend itself until an event arrives (``ctx.wait_for_event``):
+# the step is run again, from its start, with that event.
+WAITING = frozenset(("WaitingForEvent",))
+_RUN_CANCELLED = "WorkflowCancelledByUser"
 
 
 class _Call:
@@ -80,6 +84,7 @@ class _Call:
 
     __slots__ = (
         "agent",
+        "cancelled",
         "child_error",
         "container",
         "exited",
@@ -98,6 +103,7 @@ class _Call:
         "stream_keys",
         "stream_ref",
         "wait_own_end",
+        "waiting",
     )
 
     def __init__(
@@ -128,6 +134,11 @@ class _Call:
         self.agent: str | None = None  # a run's: the agent its latest step ran for
         self.inner_error: BaseException | None = None
         self.child_error: tuple[BaseException, str] | None = None
+        # LlamaIndex's ``SpanCancelledEvent`` for its span: the reason it gives
+        self.cancelled: str | None = None
+        # the ``WaitingForEvent`` a span of this call (or of a call inside it) was left with:
+        # the attempt is suspended until the awaited event arrives, then run again
+        self.waiting: BaseException | None = None
         # the streamed response being read when its span started (its work is the stream's)
         self.reading: _ResponseStream | None = None
 
@@ -608,6 +619,23 @@ def _span_parent() -> tuple[str, str, int, Any] | None:
 add_parent_source(_span_parent)
 
 
+def record_tool_arguments(name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+    """A governance policy replaced the arguments of tool ``name``, about to run in the
+    LlamaIndex span active here: its recorded tool call shows those it runs with (the
+    originals are what the policy wanted kept out)."""
+    span_id = active_span_id.get()
+    call = OPEN_SPANS.records.get(span_id) if span_id is not None else None
+    if call is None or not call.owned or call.finished or call.name != name:
+        return
+    span = call.span
+    if span is None:
+        return
+    if call.kind == Kind.TOOL_STEP:
+        span.set_input(dict(kwargs))
+    elif call.kind == Kind.TOOL:
+        span.set_input({"args": list(args), "kwargs": dict(kwargs)} if args else dict(kwargs))
+
+
 class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
     """Records LlamaIndex spans as Sightline events (agent, LLM, tool, retrieval, ...).
 
@@ -714,6 +742,8 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
                 parent_span = parent.span
             else:
                 parent_span = parent.span if parent is not None else current_span()
+            if being_read is None and parent is not None:
+                parent_span = _innermost(parent_span)
             arguments = _arguments(bound_args)
             agent = parent.agent if parent is not None else None
             span = start_event(
@@ -754,6 +784,8 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
             if call.kind == Kind.STEP and span is not None:  # the short path of steps
                 if result is not None:
                     span.set_metadata(output_event=type(result).__name__)
+                elif _unfinished(call):
+                    _end_unfinished(call)
                 call.exited = call.finished = True
                 span.end()
                 return
@@ -767,6 +799,8 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
                     call.response_seen,
                     call.inner_error,
                 )
+                if result is None and _unfinished(call):
+                    _end_unfinished(call)
             call.exited = True
             if stream:
                 OPEN_SPANS.await_stream(call, id_, result, _announces_end(id_))
@@ -794,6 +828,17 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
                 _release_if_drained()
             if call is None or not call.owned or call.finished:
                 return
+            if err is not None and type(err).__name__ in WAITING:
+                # Not a failure: the workflow step running this waits for an event (human in
+                # the loop) and will run again, from the start, when it arrives.
+                call.waiting = err
+                if call.owner_id == id_:
+                    call.exited = True
+                    _end_unfinished(call)
+                    if call.parent is not None:
+                        call.parent.waiting = err
+                    OPEN_SPANS.finish(call)
+                return
             if call.owner_id != id_:
                 if (
                     err is not None
@@ -820,6 +865,60 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
 
 
 _MAX_FRAMES = 512
+
+
+def _innermost(parent_span: Span | None) -> Span | None:
+    """The Sightline parent of a LlamaIndex call whose LlamaIndex parent is ``parent_span``'s:
+    the ambient Sightline span instead when it was opened inside that call (your
+    ``sightline.trace()`` in a tool or a workflow step: same trace, started after the call),
+    else ``parent_span``. Code runs inside the latest of the two: contexts nest."""
+    ambient = current_span()
+    if ambient is None or ambient is parent_span:
+        return parent_span
+    if parent_span is None:  # an unrecorded root that had no ambient span when it started
+        return ambient
+    if (
+        ambient.is_recording
+        and ambient.event.trace_id == parent_span.event.trace_id
+        and ambient.event.start_ns >= parent_span.event.start_ns
+    ):
+        return ambient
+    return parent_span
+
+
+def _end_unfinished(call: _Call) -> None:
+    """Mark a call that returned without finishing its work: cancelled (an error of kind
+    ``orchestration``), or suspended waiting for an event (``ok``, metadata ``waiting``)."""
+    span = call.span
+    if span is None:
+        return
+    if call.cancelled is not None:
+        # The run raises WorkflowCancelledByUser to the caller; a step is cancelled as a task.
+        error_type = _RUN_CANCELLED if call.kind in _RUN_KINDS else "CancelledError"
+        span.set_error(kind="orchestration", type=error_type, message=call.cancelled)
+        return
+    span.set_metadata(waiting=True)
+    awaited = getattr(getattr(call.waiting, "add", None), "event_type", None)
+    name = getattr(awaited, "__name__", None)
+    if isinstance(name, str):
+        span.set_metadata(waiting_for=name)
+
+
+def _unfinished(call: _Call) -> bool:
+    """True when a call that returned ``None`` did not finish: cancelled, or a workflow step
+    suspended until an event arrives (``call.waiting`` is then that ``WaitingForEvent``)."""
+    return call.cancelled is not None or call.waiting is not None
+
+
+def step_waiting(exc: BaseException) -> None:
+    """``ctx.wait_for_event`` raised ``exc`` (a ``WaitingForEvent``) in the LlamaIndex span
+    active here: the step running it is suspended, and LlamaIndex's step runner catches the
+    exception before the step's span ends (as if the step had returned nothing). Called by the
+    wrapper :mod:`sightline_llamaindex.patches` puts on ``Context.wait_for_event``."""
+    span_id = active_span_id.get()
+    call = OPEN_SPANS.records.get(span_id) if span_id is not None else None
+    if call is not None and call.owned and not call.finished:
+        call.waiting = exc
 
 
 def _stream_being_read(readers: list[_Call]) -> _Call | None:
@@ -918,6 +1017,16 @@ def _on_structured_end(call: _Call, event: Any, span_id: str) -> None:
     if call.kind == Kind.LLM and call.span is not None:
         call.response_seen = True
         call.span.set_output(event.output)
+        OPEN_SPANS.stream_done(span_id)  # a structured stream ends with its final object
+
+
+def _structured_stream_read() -> _Call | None:
+    """The streamed structured prediction (``stream_structured_predict``...) whose stream is
+    executing in the caller's frames: its start and end events are sent from inside the stream,
+    under whatever span the reader is in."""
+    with OPEN_SPANS.lock:
+        calls = [call for calls in OPEN_SPANS.streaming.values() for call in calls]
+    return _stream_being_read(calls) if calls else None
 
 
 def _on_exception(call: _Call, event: Any, span_id: str) -> None:
@@ -931,10 +1040,19 @@ def _on_exception(call: _Call, event: Any, span_id: str) -> None:
         call.span.set_error(exc)
         error = call.span.event.error
         parent = call.parent
-        if parent is not None and error is not None and parent.kind in RESPONSE_KINDS:
-            # The engine whose streamed response this stream feeds fails with it: same kind.
+        if parent is not None and error is not None:
+            # Whatever reads the stream (an engine's streamed response, an agent's step) fails
+            # with this same exception when it propagates: it keeps the stream's kind.
             parent.child_error = (exc, error.kind)
     OPEN_SPANS.stream_done(span_id)
+
+
+def _on_cancelled(call: _Call, event: Any, span_id: str) -> None:
+    # A run stopped by ``handler.cancel_run()`` (reason "workflow cancelled by user"), or a step
+    # cancelled with it: LlamaIndex then exits the span normally, with no result.
+    if call.owner_id == span_id:
+        reason = getattr(event, "reason", None)
+        call.cancelled = reason if isinstance(reason, str) and reason else "cancelled"
 
 
 _Route = Callable[[_Call, Any, str], None]
@@ -947,7 +1065,10 @@ _ROUTE_BY_NAME: dict[str, _Route] = {
     "LLMStructuredPredictStartEvent": _on_structured_start,
     "LLMStructuredPredictEndEvent": _on_structured_end,
     "ExceptionEvent": _on_exception,
+    "SpanCancelledEvent": _on_cancelled,
 }
+# Routes of the events a stream sends while it is read (not under its own span).
+_FROM_STREAM = frozenset((_on_structured_start, _on_structured_end))
 _ROUTES: dict[type, _Route | None] = {}
 _UNSEEN: Any = object()
 
@@ -987,10 +1108,15 @@ class SightlineEventHandler(BaseEventHandler):
             if route is None:
                 return
             span_id = event.span_id
-            if span_id is None:
-                return
-            call = OPEN_SPANS.records.get(span_id) or OPEN_SPANS.streams.get(span_id)
-            if call is None or not call.owned or call.finished:
+            call = None
+            if span_id is not None:
+                call = OPEN_SPANS.records.get(span_id) or OPEN_SPANS.streams.get(span_id)
+            if route in _FROM_STREAM and (call is None or call.kind != Kind.LLM):
+                call = _structured_stream_read()
+                if call is None or call.owner_id is None:
+                    return
+                span_id = call.owner_id
+            if call is None or span_id is None or not call.owned or call.finished:
                 return
             route(call, event, span_id)
             if self.draining:

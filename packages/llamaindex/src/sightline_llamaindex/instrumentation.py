@@ -37,11 +37,15 @@ def instrument(client: Client | None = None) -> None:
     Sightline client to report to; by default the global one, looked up when a span starts.
     Calling again only changes the client. Handlers you attached to the root dispatcher yourself
     are used instead of adding new ones (each call looks again: once yours are gone, it adds its
-    own).
+    own). It also wraps the few methods whose work the dispatcher does not report (a tool about
+    to run, for governance; a step suspending itself): see :mod:`sightline_llamaindex.patches`.
     """
     global _span_handler, _event_handler, _active, _told_about_hand_handlers
+    from sightline_llamaindex import patches
     from sightline_llamaindex._framework import get_dispatcher
     from sightline_llamaindex.handlers import SightlineEventHandler, SightlineSpanHandler
+
+    patches.install(client)
 
     with _lock:
         root = get_dispatcher()
@@ -78,14 +82,17 @@ def instrument(client: Client | None = None) -> None:
 
 
 def uninstrument() -> None:
-    """Remove the handlers :func:`instrument` added to the root dispatcher (idempotent).
+    """Remove the handlers :func:`instrument` added to the root dispatcher, and restore the
+    methods it wrapped (idempotent).
 
     Nothing new is recorded afterwards. Spans and streams still open are finished when they end:
     the handlers stay on the dispatcher for them only, and leave when the last one has ended.
     """
     global _active
+    from sightline_llamaindex import patches
     from sightline_llamaindex.handlers import OPEN_SPANS
 
+    patches.remove()
     with _lock:
         _active = False
         if _span_handler is not None:

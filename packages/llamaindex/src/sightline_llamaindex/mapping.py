@@ -102,11 +102,16 @@ _LLM_METHODS = {
     )
 }  # fmt: skip
 _LLM_METHODS.update(predict_and_call=Kind.PROGRAM, apredict_and_call=Kind.PROGRAM)
-# LLM methods whose implementations LlamaIndex's LLM callbacks wrap: they report the end of the
-# stream they return with an ``LLMChatEndEvent`` / ``LLMCompletionEndEvent`` of their own span.
+# LLM methods that report the end of the stream they return with an end event: those LlamaIndex's
+# LLM callbacks wrap, with an ``LLMChatEndEvent`` / ``LLMCompletionEndEvent`` of their own span;
+# the structured ones with an ``LLMStructuredPredictEndEvent`` sent from inside the stream while it
+# is read (under the reader's span: the handlers link it to the stream by its frames).
 STREAM_END_METHODS = frozenset(
-    ("stream_chat", "astream_chat", "stream_complete", "astream_complete")
-)
+    (
+        "stream_chat", "astream_chat", "stream_complete", "astream_complete",
+        "stream_structured_predict", "astream_structured_predict",
+    )
+)  # fmt: skip
 _EMBEDDING_METHODS = {
     name: Kind.EMBEDDING
     for name in (
@@ -400,7 +405,7 @@ def _agent_start(
     if start is not None:
         user_msg = _event_field(start, "user_msg")
         if user_msg is not None:
-            input_value = user_msg if isinstance(user_msg, str) else message_text(user_msg)
+            input_value = user_msg if isinstance(user_msg, str) else message_content(user_msg)
         else:
             history = _event_field(start, "chat_history")
             if history:
@@ -460,9 +465,20 @@ def finish_fields(
         elif kind == Kind.AGENT:
             _apply_agent_output(span, result)
         elif kind == Kind.WORKFLOW:
-            span.set_output(getattr(result, "result", result))
+            span.set_output(_workflow_result(result))
     except Exception as exc:
         logger.debug("sightline: llamaindex could not read the result of %s: %r", span, exc)
+
+
+def _workflow_result(stop_event: Any) -> Any:
+    """What a workflow run returns to its caller: a ``StopEvent``'s ``result``; a custom stop
+    event (a subclass) is the result itself, recorded by its fields."""
+    cls = type(stop_event)
+    if cls.__name__ == "StopEvent":
+        return getattr(stop_event, "result", None)
+    if any(base.__name__ == "StopEvent" for base in cls.__mro__[1:]):
+        return StopEventView(stop_event)
+    return getattr(stop_event, "result", stop_event)
 
 
 def _apply_tool_output(span: Span, output: Any, inner_error: BaseException | None) -> None:
@@ -789,11 +805,12 @@ def _preview(text: Any) -> Any:
 
 
 def message_snapshot(message: Any) -> dict[str, Any]:
-    """``{role, content, tool_calls?, tool_call_id?}`` of a ``ChatMessage``."""
+    """``{role, content, tool_calls?, tool_call_id?}`` of a ``ChatMessage`` (``content``: see
+    :func:`message_content`)."""
     role = getattr(message, "role", None)
     out: dict[str, Any] = {
         "role": getattr(role, "value", role),
-        "content": message_text(message),
+        "content": message_content(message),
     }
     calls = tool_calls_of(message)
     if calls:
@@ -802,6 +819,64 @@ def message_snapshot(message: Any) -> dict[str, Any]:
     if type(extra) is dict and extra.get("tool_call_id"):
         out["tool_call_id"] = extra["tool_call_id"]
     return out
+
+
+# Blocks that are not content of their own: text is the message's text, tool calls are listed
+# under ``tool_calls``, a cache point only marks where a provider's prompt cache ends.
+_TEXT_BLOCKS = frozenset(("TextBlock", "ToolCallBlock", "CachePoint"))
+# Where a media block keeps its MIME type (an audio block: its format).
+_MIMETYPE_FIELDS = ("image_mimetype", "video_mimetype", "document_mimetype", "format")
+
+
+def message_content(message: Any) -> Any:
+    """The content of a ``ChatMessage``: its text; or, when it carries more than text (an
+    image, audio, a document...), the list of its parts, in order: ``{"type": "text", "text"}``
+    and a placeholder per other block, ``{"type": "image", "url"?, "path"?, "mimetype"?}``.
+    Never the bytes or base64 data of a block (nor a ``data:`` URL, which holds them)."""
+    blocks = getattr(message, "blocks", None)
+    if blocks:
+        for block in blocks:
+            if type(block).__name__ not in _TEXT_BLOCKS:
+                return [part for part in map(_block_snapshot, blocks) if part is not None]
+    return message_text(message)
+
+
+def _block_snapshot(block: Any) -> dict[str, Any] | None:
+    name = type(block).__name__
+    if name == "TextBlock":
+        return {"type": "text", "text": getattr(block, "text", None)}
+    if name in _TEXT_BLOCKS:
+        return None
+    kind = getattr(block, "block_type", None)
+    part: dict[str, Any] = {"type": kind if isinstance(kind, str) else name}
+    fields = getattr(type(block), "model_fields", None) or {}
+    try:
+        if name == "ThinkingBlock":
+            part["text"] = block.content
+            return part
+        url = block.url if "url" in fields else None
+        if url is not None:
+            url = str(url)
+            if url.startswith("data:"):  # data:<mimetype>;base64,<the data itself>
+                declared = url[5:].partition(",")[0].partition(";")[0]
+                if declared:
+                    part["mimetype"] = declared
+            else:
+                part["url"] = url
+        path = block.path if "path" in fields else None
+        if path is not None:
+            part["path"] = str(path)
+        for field in _MIMETYPE_FIELDS:
+            mimetype = getattr(block, field, None) if field in fields else None
+            if mimetype:
+                part["mimetype"] = str(mimetype)
+                break
+        title = block.title if "title" in fields else None
+        if isinstance(title, str) and title:
+            part["title"] = title
+    except Exception as exc:
+        logger.debug("sightline: llamaindex could not read a %s: %r", name, exc)
+    return part
 
 
 def messages_snapshot(messages: Any) -> dict[str, Any]:
@@ -864,6 +939,19 @@ class WorkflowEventView(_View):
         data = getattr(event, "_data", None)
         if isinstance(data, Mapping):
             out.update(data)
+        return out
+
+
+class StopEventView(WorkflowEventView):
+    """The fields of a custom stop event, with the ``result`` it may also carry."""
+
+    __slots__ = ()
+
+    def _dump(self) -> dict[str, Any]:
+        out = super()._dump()
+        result = getattr(self.value, "result", None)
+        if result is not None:
+            out["result"] = result
         return out
 
 
