@@ -26,6 +26,7 @@ ALL_PATCHED = [
     "BaseChatAgent.run_stream",
     "BaseGroupChat.run",
     "BaseGroupChat.run_stream",
+    "BaseStreamTool.run_json_stream",
     "BaseTool.run_json",
     "ChatAgentContainer._log_message",
     "ChatAgentContainer.handle_request",

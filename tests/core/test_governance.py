@@ -300,3 +300,18 @@ def test_enforced_says_whether_a_policy_is_registered(sightline_capture, install
     disabled = sightline.Client(exporters=["memory"], enabled=False)
     assert enforced(disabled) is False
     assert enforced(object()) is False  # never raises
+
+
+def test_the_decision_event_names_the_agent_the_policy_was_told(sightline_capture, install):
+    from sightline.governance import authorize
+
+    install(Policy(Decision(False, "no")))
+    delete_account, _ = guarded_tools()
+    with sightline.trace("run", agent="ops-bot"), pytest.raises(ToolDenied):
+        delete_account("u-1")
+    with pytest.raises(ToolDenied):
+        authorize("wipe", {}, agent="framework-agent")  # an integration knowing its agent
+    assert [d.agent for d in sightline_capture.find(type="decision")] == [
+        "ops-bot",
+        "framework-agent",
+    ]

@@ -82,7 +82,7 @@ def test_a_denied_tool_does_not_run_and_raises_tool_denied_in_the_agent(governed
     assert decision.name == "authorize:refund" and decision.status == "error"
     assert decision.error.kind == "guardrail"
     assert decision.output == {"decision": "deny", "reason": "over the refund limit"}
-    assert decision.framework == "langchain"
+    assert (decision.framework, decision.agent) == ("langchain", "support")
     # under the agent's tools node, in the agent's trace; the node fails with kind guardrail
     by_span = {event.span_id: event for event in cap.events}
     tools_node = by_span[decision.parent_span_id]

@@ -30,7 +30,13 @@ from sightline_autogen.mapping import (
     response_fields,
     tool_names,
 )
-from sightline_autogen.scopes import REGISTRY, ScopeRegistry, current_scope, wrapped_llm_span
+from sightline_autogen.scopes import (
+    REGISTRY,
+    ScopeRegistry,
+    current_scope,
+    wrapped_llm_call,
+    wrapped_llm_span,
+)
 
 if TYPE_CHECKING:
     from sightline.client import Client
@@ -142,7 +148,11 @@ class SightlineEventLogHandler(logging.Handler):
         self._record_llm(fields, fields.get("response"), end_ns, None, stream=False)
 
     def _on_stream_start(self, event: Any) -> None:
-        if wrapped_llm_span() is not None:
+        wrapped = wrapped_llm_call()
+        if wrapped is not None:
+            # The client logs this on its first chunk: the wrapper's time to first chunk.
+            if wrapped.stream_started_ns is None:
+                wrapped.stream_started_ns = time.time_ns()
             return
         fields = _kwargs(event)
         self.registry.stream_started(_stream_key(), time.time_ns(), fields.get("messages"))

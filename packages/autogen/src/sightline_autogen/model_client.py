@@ -28,7 +28,7 @@ from sightline_autogen.mapping import (
     tool_names,
     usage_of,
 )
-from sightline_autogen.scopes import current_scope, mark_wrapped_llm
+from sightline_autogen.scopes import WrappedCall, current_scope, mark_wrapped_llm
 
 if TYPE_CHECKING:
     from sightline.client import Client
@@ -59,9 +59,11 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
     Each ``create`` and ``create_stream`` becomes one ``llm_invoke`` event: the model (from the
     client's configuration or model info, else from the response its own log reports), the
     messages, the names of the tools offered, the text or function calls returned, the finish
-    reason, the ``RequestUsage`` tokens and, for streams, the time to the first chunk. Errors
-    of the wrapped client are recorded and re-raised unchanged; the wrapper never raises errors
-    of its own. Every other method and attribute is the wrapped client's.
+    reason, the ``RequestUsage`` tokens and, for streams, the number of text chunks and the
+    time to the first chunk (when the client's own log reports the stream's start, else the
+    first text chunk; none when neither is known). Errors of the wrapped client are recorded
+    and re-raised unchanged; the wrapper never raises errors of its own. Every other method
+    and attribute is the wrapped client's.
     """
 
     component_type = "model"
@@ -84,7 +86,7 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         if span is None:
             return await self._inner.create(messages, *args, **kwargs)
         try:
-            with mark_wrapped_llm(span), use_span(span):
+            with mark_wrapped_llm(WrappedCall(span)), use_span(span):
                 result = await self._inner.create(messages, *args, **kwargs)
         except BaseException as exc:
             self._fail(span, exc)
@@ -110,29 +112,31 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
             finally:
                 await _aclose(stream)
             return
+        call = WrappedCall(span)
         try:
             # A client may check its arguments before it returns a generator: its error is
             # the call's, recorded like an error raised while streaming.
-            with mark_wrapped_llm(span), use_span(span):
+            with mark_wrapped_llm(call), use_span(span):
                 stream = self._inner.create_stream(messages, *args, **kwargs)
         except BaseException as exc:
             self._fail(span, exc)
             raise
-        first_chunk_ns: int | None = None
-        chunks = 0
+        first_text_ns: int | None = None
+        chunks: int | None = None
         result: Any = None
         try:
             while True:
-                with mark_wrapped_llm(span), use_span(span):
+                with mark_wrapped_llm(call), use_span(span):
                     try:
                         item = await stream.__anext__()
                     except StopAsyncIteration:
                         break
-                if first_chunk_ns is None:
-                    first_chunk_ns = time.time_ns()
                 if isinstance(item, str):
-                    chunks += 1
+                    if first_text_ns is None:
+                        first_text_ns = time.time_ns()
+                    chunks = (chunks or 0) + 1
                 else:
+                    chunks = chunks or 0
                     result = item
                 yield item
         except GeneratorExit:
@@ -144,7 +148,11 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         finally:
             await _aclose(stream)
             if not span.ended:
-                self._finish(span, result, first_chunk_ns=first_chunk_ns, chunks=chunks)
+                # The first chunk came when the client's log said its stream began (it logs
+                # that on the first chunk of any kind, tool-call deltas too), else with the
+                # first text chunk; a stream of only the final result has no such time.
+                first = call.stream_started_ns or first_text_ns
+                self._finish(span, result, first_chunk_ns=first, chunks=chunks)
 
     # -- recording (never raises) -------------------------------------------------------------
 
@@ -217,9 +225,10 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
                 span.set_metadata(
                     time_to_first_chunk_ms=round(
                         max(0, first_chunk_ns - span.event.start_ns) / 1_000_000, 3
-                    ),
-                    chunks=chunks,
+                    )
                 )
+            if chunks is not None:
+                span.set_metadata(chunks=chunks)
             end_ns = time.time_ns()
             span.end(end_ns)
             scope = current_scope()

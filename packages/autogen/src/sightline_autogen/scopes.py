@@ -35,10 +35,12 @@ __all__ = [
     "PendingToolCall",
     "Scope",
     "ScopeRegistry",
+    "WrappedCall",
     "activate",
     "current_scope",
     "direct_tool_run",
     "mark_wrapped_llm",
+    "wrapped_llm_call",
     "wrapped_llm_span",
 ]
 
@@ -46,8 +48,10 @@ logger = logging.getLogger("sightline")
 
 _CURRENT_SCOPE: ContextVar[Scope | None] = ContextVar("sightline_autogen_scope", default=None)
 # Set while an instrumented model client runs a call: the event-log handler then leaves the
-# call to the wrapper instead of recording it a second time.
-_WRAPPED_LLM: ContextVar[Span | None] = ContextVar("sightline_autogen_wrapped_llm", default=None)
+# call to the wrapper instead of recording it a second time (telling it when the stream began).
+_WRAPPED_LLM: ContextVar[WrappedCall | None] = ContextVar(
+    "sightline_autogen_wrapped_llm", default=None
+)
 # Set while a tool runs that no agent requested (``tool.run_json(...)`` called directly): its
 # name and start, for the ``tool_call`` its ``ToolCallEvent`` reports when it has ended.
 _DIRECT_TOOL: ContextVar[tuple[Any, int] | None] = ContextVar(
@@ -65,7 +69,25 @@ def current_scope() -> Scope | None:
 
 def wrapped_llm_span() -> Span | None:
     """The span of the instrumented model-client call running in this context, if any."""
+    call = _WRAPPED_LLM.get()
+    return call.span if call is not None else None
+
+
+def wrapped_llm_call() -> WrappedCall | None:
+    """The instrumented model-client call running in this context, if any."""
     return _WRAPPED_LLM.get()
+
+
+class WrappedCall:
+    """A call of an instrumented model client in progress: its span, and when the model
+    client's own log said its stream began (``LLMStreamStartEvent``, logged on the first chunk
+    received, whatever its kind)."""
+
+    __slots__ = ("span", "stream_started_ns")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self.stream_started_ns: int | None = None
 
 
 class Scope:
@@ -133,14 +155,14 @@ class activate:
 class mark_wrapped_llm:
     """Mark the current context as inside an instrumented model-client call."""
 
-    __slots__ = ("_span", "_token")
+    __slots__ = ("_call", "_token")
 
-    def __init__(self, span: Span) -> None:
-        self._span = span
-        self._token: Token[Span | None] | None = None
+    def __init__(self, call: WrappedCall) -> None:
+        self._call = call
+        self._token: Token[WrappedCall | None] | None = None
 
     def __enter__(self) -> None:
-        self._token = _WRAPPED_LLM.set(self._span)
+        self._token = _WRAPPED_LLM.set(self._call)
 
     def __exit__(self, *exc: object) -> None:
         token, self._token = self._token, None
@@ -152,16 +174,19 @@ class mark_wrapped_llm:
 
 
 class direct_tool_run:
-    """Mark the current context as running the tool ``name`` directly, from now."""
+    """Mark the current context as running the tool ``name`` directly, since ``start_ns``
+    (default: now)."""
 
-    __slots__ = ("_name", "_token")
+    __slots__ = ("_name", "_start_ns", "_token")
 
-    def __init__(self, name: Any) -> None:
+    def __init__(self, name: Any, start_ns: int | None = None) -> None:
         self._name = name
+        self._start_ns = start_ns
         self._token: Token[tuple[Any, int] | None] | None = None
 
     def __enter__(self) -> None:
-        self._token = _DIRECT_TOOL.set((self._name, time.time_ns()))
+        start = self._start_ns if self._start_ns is not None else time.time_ns()
+        self._token = _DIRECT_TOOL.set((self._name, start))
 
     def __exit__(self, *exc: object) -> None:
         token, self._token = self._token, None
@@ -175,7 +200,7 @@ class direct_tool_run:
 class PendingToolCall:
     """A tool call an agent's model requested, waiting for its result."""
 
-    __slots__ = ("arguments", "call_id", "end_ns", "ended", "name", "scope", "span")
+    __slots__ = ("arguments", "call_id", "denied", "end_ns", "ended", "name", "scope", "span")
 
     def __init__(
         self, call_id: str | None, name: str, arguments: Any, span: Span, scope: Scope | None
@@ -187,6 +212,7 @@ class PendingToolCall:
         self.scope = scope
         self.ended = False
         self.end_ns: int | None = None
+        self.denied = False  # a governance policy refused it: its error is already set
 
 
 class ScopeRegistry:
@@ -261,7 +287,10 @@ class ScopeRegistry:
         for pending in unrequested:
             pending.span.end(pending.end_ns)
         for pending in leftovers:
-            if not pending.ended:
+            if pending.denied and not pending.ended:
+                pending.ended = True
+                pending.span.end()
+            elif not pending.ended:
                 pending.ended = True
                 pending.span.set_error(
                     kind=ErrorKind.TOOL,
@@ -343,6 +372,13 @@ class ScopeRegistry:
                 self._calls.move_to_end(call_id)
                 while len(self._calls) > _MAX_PENDING_CALLS:
                     self._calls.popitem(last=False)
+
+    def deny(self, pending: PendingToolCall, denied: BaseException) -> None:
+        """A governance policy refused the call: its ``tool_call`` fails with kind
+        ``guardrail`` (AutoGen then reports it as a failed tool call, or the agent fails)."""
+        with self._lock:
+            pending.denied = True
+        pending.span.set_error(denied, kind=ErrorKind.GUARDRAIL)
 
     def pending_call(self, call_id: str | None) -> PendingToolCall | None:
         """The pending call with this id (preferring the current turn's)."""
@@ -459,7 +495,8 @@ class ScopeRegistry:
             if pending.ended:
                 continue
             pending.ended = True
-            _finish_tool_span(pending.span, content, is_error, now_ns)
+            # A denied call keeps its own error (kind guardrail); AutoGen reports it as failed.
+            _finish_tool_span(pending.span, content, is_error and not pending.denied, now_ns)
         if scope is not None:
             scope.mark_ns = now_ns
 

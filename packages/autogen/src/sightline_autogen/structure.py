@@ -16,8 +16,12 @@ in a team)
 ``ChatAgentContainer._log_message``                          none: the turn's output (the last
                                                             chat message the participant gave)
 ``SelectorGroupChatManager.select_speaker``                 ``decision`` ``select_speaker``
-``BaseTool.run_json``                                       none: makes the requested tool
+``BaseTool.run_json`` / ``BaseStreamTool.run_json_stream``  none: asks the governance
+                                                            plugins (when one is registered),
+                                                            then makes the requested tool
                                                             call's span ambient for the tool
+                                                            (an ``AgentTool`` / ``TeamTool``
+                                                            runs its agent or team under it)
 ``FunctionTool.run``                                        none: runs a sync tool in the
                                                             thread pool with the caller's
                                                             context
@@ -40,15 +44,25 @@ import asyncio
 import contextvars
 import functools
 import logging
-from collections.abc import AsyncGenerator, Callable
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sightline.client import AMBIENT, get_client
+from sightline.errors import ToolDenied
 from sightline.event import EventType
+from sightline.governance import authorize, enforced
 from sightline.span import current_span, use_span
-from sightline_autogen.mapping import agent_input, message_view
-from sightline_autogen.scopes import REGISTRY, Scope, activate, current_scope, direct_tool_run
+from sightline_autogen.mapping import FRAMEWORK, agent_input, message_view
+from sightline_autogen.scopes import (
+    REGISTRY,
+    PendingToolCall,
+    Scope,
+    activate,
+    current_scope,
+    direct_tool_run,
+)
 
 if TYPE_CHECKING:
     from sightline.client import Client
@@ -485,29 +499,133 @@ def wrap_select_speaker(original: Any) -> Any:
     return _scoped_coroutine(original, _open_selection, _observe_selection)
 
 
+def _requested_call(
+    patcher: StructurePatcher, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The pending call a ``run_json`` / ``run_json_stream`` call runs (by its ``call_id``)."""
+    call_id = kwargs.get("call_id", args[2] if len(args) > 2 else None)
+    try:
+        return REGISTRY.pending_call(call_id) if isinstance(call_id, str) else None
+    except Exception as exc:
+        patcher.warn_once("tool context", exc)
+        return None
+
+
+def _authorized(
+    patcher: StructurePatcher,
+    tool: Any,
+    pending: PendingToolCall | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments to run ``tool`` with, once the governance plugins allowed it (unchanged,
+    at the cost of one :func:`~sightline.governance.enforced` call, when no policy is
+    registered). A deny raises ToolDenied where the tool would have run, after its ``decision``
+    event; the requested call's ``tool_call`` fails with kind ``guardrail``."""
+    try:
+        client = patcher.resolve_client()
+        if not enforced(client) or _is_handoff(tool):
+            return args, kwargs
+        arguments = args[0] if args else kwargs.get("args")
+        if not isinstance(arguments, Mapping):
+            return args, kwargs
+        given = dict(arguments)
+        name = str(getattr(tool, "name", None) or type(tool).__name__)
+    except Exception as exc:
+        patcher.warn_once("tool governance", exc)
+        return args, kwargs
+    try:
+        allowed = authorize(name, given, client=client, framework=FRAMEWORK)
+    except ToolDenied as denied:
+        if pending is not None:
+            REGISTRY.deny(pending, denied)
+        raise
+    if allowed is given:
+        return args, kwargs
+    if pending is not None:
+        # The tool runs with what the policy gave: that is its input, and what its result
+        # (ToolCallEvent) reports.
+        pending.arguments = allowed
+        pending.span.set_input(allowed)
+    if args:
+        return (allowed, *args[1:]), kwargs
+    return args, {**kwargs, "args": allowed}
+
+
+def _is_handoff(tool: Any) -> bool:
+    """Whether ``tool`` is a handoff (``transfer_to_<agent>``, made by ``Handoff.handoff_tool``).
+
+    Handoffs are not submitted to governance: they only pass the turn on, and AutoGen runs them
+    outside its workbench, where an exception leaves the agent waiting for ever (0.7.5)."""
+    func = getattr(tool, "__dict__", {}).get("_func")
+    return str(getattr(func, "__qualname__", "")).startswith("Handoff.handoff_tool.")
+
+
 def wrap_tool_run_json(original: Any) -> Any:
-    """``BaseTool.run_json``: the requested call's ``tool_call`` span is ambient in the tool;
-    a tool run directly (no requested call) has its start remembered for its ``tool_call``."""
+    """``BaseTool.run_json``: the governance plugins are asked first; the requested call's
+    ``tool_call`` span is ambient in the tool; a tool run directly (no requested call) has
+    its start remembered for its ``tool_call``."""
 
     @functools.wraps(original)
     async def run_json(self: Any, *args: Any, **kwargs: Any) -> Any:
         patcher = _LIVE
         if patcher is None:
             return await original(self, *args, **kwargs)
-        call_id = kwargs.get("call_id", args[2] if len(args) > 2 else None)
-        pending = None
-        try:
-            pending = REGISTRY.pending_call(call_id) if isinstance(call_id, str) else None
-        except Exception as exc:
-            patcher.warn_once("tool context", exc)
+        pending = _requested_call(patcher, args, kwargs)
         if pending is None:
             with direct_tool_run(getattr(self, "name", None)):
+                args, kwargs = _authorized(patcher, self, None, args, kwargs)
                 return await original(self, *args, **kwargs)
         # The tool's own code (and any Sightline span it opens) runs under its tool_call span.
         with use_span(pending.span):
+            args, kwargs = _authorized(patcher, self, pending, args, kwargs)
             return await original(self, *args, **kwargs)
 
     return run_json
+
+
+def wrap_tool_run_json_stream(original: Any) -> Any:
+    """``BaseStreamTool.run_json_stream`` (an agent or a team used as a tool: ``AgentTool``,
+    ``TeamTool``): as ``run_json``, the requested call's ``tool_call`` span ambient on each
+    step, so that the agent's or team's own span nests under it."""
+
+    @functools.wraps(original)
+    def run_json_stream(self: Any, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+        patcher = _LIVE
+        if patcher is None:
+            return original(self, *args, **kwargs)
+        return _tool_stream(patcher, original, self, args, kwargs)
+
+    return run_json_stream
+
+
+async def _tool_stream(
+    patcher: StructurePatcher,
+    original: Any,
+    tool: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> AsyncGenerator[Any, None]:
+    pending = _requested_call(patcher, args, kwargs)
+    name = getattr(tool, "name", None)
+    start_ns = time.time_ns()
+
+    def step() -> Any:
+        return use_span(pending.span) if pending is not None else direct_tool_run(name, start_ns)
+
+    with step():
+        args, kwargs = _authorized(patcher, tool, pending, args, kwargs)
+        stream = original(tool, *args, **kwargs)
+    try:
+        while True:
+            with step():
+                try:
+                    item = await stream.__anext__()
+                except StopAsyncIteration:
+                    break
+            yield item
+    finally:
+        await stream.aclose()
 
 
 def wrap_function_tool_run(original: Any) -> Any:
@@ -588,6 +706,9 @@ PATCHES: tuple[MethodPatch, ...] = (
         wrap_select_speaker,
     ),
     MethodPatch("autogen_core.tools._base", "BaseTool", "run_json", wrap_tool_run_json),
+    MethodPatch(
+        "autogen_core.tools._base", "BaseStreamTool", "run_json_stream", wrap_tool_run_json_stream
+    ),
     MethodPatch("autogen_core.tools._function_tool", "FunctionTool", "run", wrap_function_tool_run),
 )
 """Every method the global instrumentation wraps, by defining module."""

@@ -171,6 +171,7 @@ def authorize(
         output={"decision": outcome, "reason": decision.reason},
         metadata={"governance": True},
         framework=framework,
+        agent=context["agent"],
         status="ok" if decision.allow else "error",
         error=None if decision.allow else f"tool {tool_name!r} denied: {decision.reason}",
         error_kind="guardrail",

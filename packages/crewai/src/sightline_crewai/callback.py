@@ -186,7 +186,8 @@ class SightlineCrewCallback:
         if waiting is not None:
             self._record(place, TOOL_RESULT, waiting[0], None, waiting[1])
         start_ns = _task_started_ns(task_id) or first_step or now
-        span = place.start_task(task_output_name(output), self, start_ns)
+        name = task_output_name(output, capture_content=_captures_content(client))
+        span = place.start_task(name, self, start_ns)
         fill_task_output(span, output, None)
         span.end(now)
 
@@ -289,6 +290,13 @@ def _task_started_ns(task_id: str | None) -> int | None:
         return event_time_ns(node.event) if node is not None else None
     except Exception:
         return None
+
+
+def _captures_content(client: Any) -> bool:
+    try:
+        return bool(client.config.capture_content)
+    except Exception:
+        return False
 
 
 def _listener_for(client: Any) -> Any:

@@ -2,12 +2,14 @@
 
 Importing CrewAI takes seconds, so ``sightline.init()`` does not: when CrewAI is not imported
 yet, :func:`sightline.imports.when_imported` waits for ``import crewai`` to finish and installs
-the listener then. Calling ``sightline.init()`` before or after ``import crewai`` both work.
+the listener (and the tool governance of :mod:`sightline_crewai.governance`) then. Calling
+``sightline.init()`` before or after ``import crewai`` both work.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -61,6 +63,8 @@ def uninstrument() -> None:
             watcher.cancel()
     if listener is not None:
         listener.close()
+    if "sightline_crewai.governance" in sys.modules:
+        sys.modules["sightline_crewai.governance"].remove()
 
 
 def flush(timeout: float = 5.0) -> None:
@@ -86,9 +90,11 @@ def _install() -> None:
     if _listener is not None:
         return
     try:
+        from sightline_crewai import governance
         from sightline_crewai.listener import SightlineEventListener
 
         _listener = SightlineEventListener(client=_client)
+        governance.install(lambda: _client)
     except Exception as exc:
         logger.error(
             "sightline: crewai: could not instrument CrewAI: %s: %s", type(exc).__name__, exc

@@ -251,6 +251,7 @@ class SightlineEventListener(BaseEventListener):
         except Exception:
             logger.debug("sightline: crewai: flushing the event bus failed", exc_info=True)
         self.tree.apply_aborts()
+        self.tree.settle()
 
     def close(self, timeout: float = 5.0) -> None:
         """Wait for handlers already dispatched, unregister from the bus, end what is open.

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sightline import ErrorKind, EventType, Span
+from sightline import ErrorKind, EventType, Span, ToolDenied
 
 __all__ = [
     "AGENT_ACTION",
@@ -55,7 +55,9 @@ class CrewEventRule:
 
     ``phase`` is ``"start"``, ``"end"`` or ``"point"``. ``event_type`` is ``None`` for a scope
     that records nothing of its own. ``name(event, source)`` names the span (start and point
-    rules); ``fill(span, event, source)`` copies what the event knows onto the span.
+    rules); ``private_name``, when set, names it instead with ``capture_content`` off (the name
+    would otherwise carry content: a task's description, a guardrail's prompt).
+    ``fill(span, event, source)`` copies what the event knows onto the span.
     ``agent(event, source)`` names the Sightline agent of the span (children inherit it).
     ``pair`` lists attributes that identify the matching start of an end event that arrives
     without ``started_event_id``. ``choose(event, source)``, when set, picks the rule that
@@ -74,6 +76,7 @@ class CrewEventRule:
     choose: Callable[[Any, Any], CrewEventRule | None] | None = None
     rejection: bool = False
     repeats_rejection: bool = False
+    private_name: Namer | None = None
 
 
 # -- guarded readers ------------------------------------------------------------------------------
@@ -232,14 +235,9 @@ def _crew_started(span: Span, event: Any, source: Any) -> None:
 
 @_guarded
 def _crew_completed(span: Span, event: Any, source: Any) -> None:
-    """Run: the final output and the crew's total token usage."""
+    """Run: the final output. (Its usage is the sum of the kickoff's own LLM calls, added by
+    the tree: CrewAI's ``token_usage`` counts every call its LLM objects ever made.)"""
     span.set_output(_output_of(_get(event, "output")))
-    metrics = _get(source, "token_usage") or _get(source, "usage_metrics")
-    total = _get(event, "total_tokens")
-    prompt = _get(metrics, "prompt_tokens")
-    completion = _get(metrics, "completion_tokens")
-    if total or prompt or completion:
-        span.set_usage(input_tokens=prompt, output_tokens=completion, total_tokens=total)
 
 
 @_guarded
@@ -250,11 +248,28 @@ def _crew_failed(span: Span, event: Any, source: Any) -> None:
 # -- task -----------------------------------------------------------------------------------------
 
 
+_NAME_FROM_TEXT = 80  # characters of a description (a prompt) kept in a span's name
+
+
+def _short(text: Any) -> str:
+    """The start of a text used as a name: one line, at most :data:`_NAME_FROM_TEXT` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= _NAME_FROM_TEXT else line[: _NAME_FROM_TEXT - 1] + "…"
+
+
 def _task_name(event: Any, source: Any) -> str:
+    """The task's name, else the start of its description (CrewAI's own ``task_name`` falls
+    back to the description too)."""
     task = _get(event, "task") or source
-    return str(
-        _get(task, "name") or _get(event, "task_name") or _get(task, "description") or "task"
-    )
+    name = _get(task, "name")
+    if name:
+        return str(name)
+    return _short(_get(event, "task_name") or _get(task, "description") or "task")
+
+
+def _task_private_name(event: Any, source: Any) -> str:
+    """With ``capture_content`` off: the task's name, never its description (a prompt)."""
+    return str(_get(_get(event, "task") or source, "name") or "task")
 
 
 @_guarded
@@ -461,8 +476,11 @@ def _tool_finished(span: Span, event: Any, source: Any) -> None:
 
 @_guarded
 def _tool_error(span: Span, event: Any, source: Any) -> None:
+    """Tool call: the exception the tool raised; a governance deny (``ToolDenied``, raised
+    where the tool would have run) is of kind ``guardrail``."""
     span.set_metadata(run_attempts=_get(event, "run_attempts", default=0))
-    _set_error(span, event, ErrorKind.TOOL)
+    denied = isinstance(_get(event, "error"), ToolDenied)
+    _set_error(span, event, ErrorKind.GUARDRAIL if denied else ErrorKind.TOOL)
 
 
 @_guarded
@@ -597,7 +615,18 @@ def _reasoning_completed(span: Span, event: Any, source: Any) -> None:
 
 
 def _guardrail_name(event: Any, source: Any) -> str:
-    return f"guardrail:{_get(event, 'guardrail_name') or _get(event, 'guardrail_type') or 'task'}"
+    """``guardrail:`` and the function's name, or the start of an LLM guardrail's prompt."""
+    name = _get(event, "guardrail_name") or _get(event, "guardrail_type") or "task"
+    return f"guardrail:{_short(name)}"
+
+
+def _guardrail_private_name(event: Any, source: Any) -> str:
+    """With ``capture_content`` off: an LLM guardrail's name is its prompt, so only its kind
+    (``guardrail:llm``, ``guardrail:hallucination``); a function guardrail keeps its name."""
+    kind = _get(event, "guardrail_type")
+    if kind == "function":
+        return _guardrail_name(event, source)
+    return f"guardrail:{kind or 'task'}"
 
 
 @_guarded
@@ -657,7 +686,9 @@ RULES: dict[str, CrewEventRule] = {
     "CrewKickoffCompletedEvent": _end("CrewKickoffStartedEvent", _crew_completed),
     "CrewKickoffFailedEvent": _end("CrewKickoffStartedEvent", _crew_failed),
     # task -> chain
-    "TaskStartedEvent": _start(EventType.CHAIN, _task_name, _task_started),
+    "TaskStartedEvent": _start(
+        EventType.CHAIN, _task_name, _task_started, private_name=_task_private_name
+    ),
     "TaskCompletedEvent": _end("TaskStartedEvent", _task_completed, "task_id"),
     "TaskFailedEvent": _end("TaskStartedEvent", _task_failed, "task_id"),
     # agent execution -> agent
@@ -722,7 +753,12 @@ RULES: dict[str, CrewEventRule] = {
     "AgentReasoningFailedEvent": _end(
         "AgentReasoningStartedEvent", _failed(ErrorKind.ORCHESTRATION)
     ),
-    "LLMGuardrailStartedEvent": _start(EventType.DECISION, _guardrail_name, _guardrail_started),
+    "LLMGuardrailStartedEvent": _start(
+        EventType.DECISION,
+        _guardrail_name,
+        _guardrail_started,
+        private_name=_guardrail_private_name,
+    ),
     "LLMGuardrailCompletedEvent": _end("LLMGuardrailStartedEvent", _guardrail_completed),
     "LLMGuardrailFailedEvent": _end("LLMGuardrailStartedEvent", _failed(ErrorKind.GUARDRAIL)),
     # scopes that only carry parents (the agent executor runs as a flow)
@@ -782,9 +818,13 @@ def step_rule(step: Any) -> CrewEventRule | None:
     return _STEP_RULES.get(type(step).__name__)
 
 
-def task_output_name(output: Any) -> str:
-    """The name of the chain event of a TaskOutput."""
-    return str(_get(output, "name") or _get(output, "description") or "task")
+def task_output_name(output: Any, *, capture_content: bool = True) -> str:
+    """The name of the chain event of a TaskOutput: the task's name, else the start of its
+    description (never the description with ``capture_content`` off)."""
+    name, description = _get(output, "name"), _get(output, "description")
+    if name and name != description:  # CrewAI names an unnamed task's output by its description
+        return str(name)
+    return _short(description) if description and capture_content else "task"
 
 
 @_guarded

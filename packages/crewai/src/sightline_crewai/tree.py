@@ -14,6 +14,15 @@ A kickoff that ends by an exception CrewAI does not catch (``asyncio`` cancellat
 ends what is still open under its root, as errors. Nothing stays open for ever: spans still open
 at :meth:`SpanTree.close`, or forgotten to keep memory bounded, are ended as errors of type
 ``Incomplete``.
+
+Memory: a span that has ended is forgotten at once (its node keeps only the ids a late child
+needs, :class:`_Anchor`), and the nodes of a finished kickoff are dropped ``wait_seconds`` after
+its root ended (long enough for the handlers CrewAI's pool still runs for it).
+
+Token usage of a ``run``: the sum of the LLM calls made inside the kickoff (nested crews
+included), taken from their own events, so that a crew or LLM object used for several kickoffs,
+even concurrent ones, reports each kickoff's own tokens. The run's end waits (at most
+``wait_seconds``) for the calls still open under it and for events still waiting for a parent.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Any
 
-from sightline import ErrorKind, Span
+from sightline import ErrorKind, EventType, Span
 from sightline.client import get_client
 from sightline_crewai.mapping import END, FRAMEWORK, POINT, RULES, CrewEventRule, event_time_ns
 
@@ -40,6 +49,9 @@ _PAIR_KEYS: dict[str, tuple[str, ...]] = {}
 for _rule in RULES.values():
     if _rule.phase == END and _rule.start and _rule.pair:
         _PAIR_KEYS[_rule.start] = tuple(dict.fromkeys(_PAIR_KEYS.get(_rule.start, ()) + _rule.pair))
+
+# Why an item waits (see SpanTree._waiting).
+_ORPHAN, _EARLY_END, _DEFERRED_END = 0, 1, 2
 
 
 def span_id_of(event_id: Any) -> str | None:
@@ -90,28 +102,87 @@ class _Item:
         return seq if isinstance(seq, int) else 0
 
 
-class _Node:
-    """A CrewAI start event seen: its span (``None`` for a scope) and the span children use."""
+class _Anchor:
+    """What a child needs of the span it nests in: ids, identity fields, start time, client.
 
-    __slots__ = ("aborted", "anchor", "ended", "keys", "kind", "parent", "seq", "span")
+    Nodes keep this rather than the span, so that a span's payload (messages, outputs) is not
+    retained once it has ended."""
+
+    __slots__ = ("agent", "client", "session_id", "span_id", "start_ns", "trace_id")
+
+    def __init__(self, span: Span) -> None:
+        event = span.event
+        self.trace_id: str = event.trace_id
+        self.span_id: str = event.span_id
+        self.agent: str | None = event.agent
+        self.session_id: str | None = event.session_id
+        self.start_ns: int = event.start_ns
+        self.client: Any = span.client
+
+    @classmethod
+    def of(cls, span: Span | None) -> _Anchor | None:
+        return cls(span) if span is not None and span.is_recording else None
+
+
+class _Tally:
+    """The token usage of the LLM calls made inside one kickoff, and how many of its calls (and
+    nested kickoffs) are still open."""
+
+    __slots__ = ("input", "node", "open", "outer", "output", "pending", "total")
+
+    def __init__(self, node: _Node, outer: _Tally | None) -> None:
+        self.node = node
+        self.outer = outer
+        self.open = 0
+        self.input: int | None = None
+        self.output: int | None = None
+        self.total: int | None = None
+        self.pending: _Item | None = None  # the kickoff's end, waiting for its open calls
+
+    def add(self, usage: Any) -> None:
+        if usage is None:
+            return
+        self.input = _plus(self.input, usage.input_tokens)
+        self.output = _plus(self.output, usage.output_tokens)
+        self.total = _plus(self.total, usage.total_tokens)
+
+
+def _plus(total: int | None, count: Any) -> int | None:
+    return total if not isinstance(count, int) else (total or 0) + count
+
+
+class _Node:
+    """A CrewAI start event seen: its span while open (``None`` for a scope, and once ended)
+    and the anchor its children attach to."""
+
+    __slots__ = (
+        "aborted", "anchor", "counts_in", "ended", "event_id", "keys", "kind", "parent", "root",
+        "scope", "seq", "span", "tally",
+    )  # fmt: skip
 
     def __init__(
         self,
+        event_id: str,
         kind: str,
         span: Span | None,
-        anchor: Span | None,
+        anchor: _Anchor | None,
         seq: int,
         keys: tuple[Any, ...],
         parent: str | None,
     ) -> None:
+        self.event_id = event_id
         self.kind = kind
         self.span = span
         self.anchor = anchor
         self.seq = seq
         self.keys = keys
         self.parent = parent  # the CrewAI event id of the enclosing node, if it was seen
+        self.scope = span is None
         self.ended = span is None
         self.aborted = False  # in a kickoff that ended without its end event
+        self.root: str | None = None  # the node whose end lets this one be forgotten
+        self.tally: _Tally | None = None  # the usage of the kickoff this node is in
+        self.counts_in: _Tally | None = None  # the tally waiting for this node to end
 
 
 class SpanTree:
@@ -132,11 +203,19 @@ class SpanTree:
         self._orphans: dict[str, list[_Item]] = {}  # parent event id -> items waiting for it
         # (start event id, start class) -> the end that arrived first
         self._early_ends: dict[tuple[str, str | None], _Item] = {}
-        self._waiting: deque[tuple[float, _Item]] = deque()
+        # id(item) -> (deadline, why, item), oldest first (every deadline is now + wait_seconds)
+        self._waiting: OrderedDict[int, tuple[float, int, _Item]] = OrderedDict()
+        # kickoffs whose end waits for the calls still open in them
+        self._deferred: list[_Tally] = []
+        # root event id -> event ids of the nodes forgotten when it has ended
+        self._members: dict[str, list[str]] = {}
+        self._retiring: deque[tuple[float, str]] = deque()  # (when, root event id)
         # kickoffs that ended without their end event: (root event id, exception, when)
         self._aborts: deque[tuple[str, BaseException, int]] = deque(maxlen=_MAX_REMEMBERED)
         # (parent event id, tool name) -> emission sequence of the latest rejected tool call
         self._rejections: OrderedDict[tuple[Any, Any], int] = OrderedDict()
+        # start event id -> the input its span ran with, told before the start arrived
+        self._inputs: OrderedDict[str, Any] = OrderedDict()
         self._warned_full = False
         self._warned_error = False
 
@@ -172,8 +251,12 @@ class SpanTree:
                     self._end(item)
                 else:
                     self._start(item)
-                if self._waiting:
-                    self._expire(time.monotonic())
+                if self._deferred:
+                    self._settle()
+                if self._waiting or self._retiring:
+                    now = time.monotonic()
+                    self._expire(now)
+                    self._retire(now)
                 if len(self._nodes) > self.max_nodes:
                     self._evict()
         except Exception:
@@ -205,13 +288,51 @@ class SpanTree:
                     if pending is None:
                         return None
                 continue
-            if node.aborted or (node.span is not None and node.ended):
+            if node.aborted or (not node.scope and node.ended):
                 return None  # a stale scope left on the stack by an interrupted kickoff
-            span = node.anchor
-            if span is None or not span.is_recording:
+            anchor = node.anchor
+            if anchor is None:
                 return None
-            event = span.event
-            return event.trace_id, pending or event.span_id, event.start_ns, span.client
+            return anchor.trace_id, pending or anchor.span_id, anchor.start_ns, anchor.client
+        return None
+
+    def settle(self) -> None:
+        """Do what waits for time to pass: record the events that waited ``wait_seconds``, end
+        the kickoffs whose end waited, forget the kickoffs that ended. Never raises."""
+        try:
+            with self._lock:
+                now = time.monotonic()
+                self._expire(now)
+                self._settle()
+                self._retire(now)
+        except Exception:
+            self._report("settling failed")
+
+    def replace_input(self, event_id: str, value: Any) -> None:
+        """The work CrewAI's start event ``event_id`` opened ran with ``value`` (a governance
+        policy replaced a tool's arguments): record that as the span's input, now or when the
+        start arrives. Never raises."""
+        try:
+            with self._lock:
+                node = self._nodes.get(event_id)
+                if node is not None:
+                    if node.span is not None:
+                        node.span.set_input(value)
+                    return
+                self._inputs[event_id] = value
+                while len(self._inputs) > _MAX_REMEMBERED:
+                    self._inputs.popitem(last=False)
+        except Exception:
+            self._report("replaced arguments not recorded")
+
+    def agent_within(self, stack: tuple[tuple[str, str], ...]) -> str | None:
+        """The ``agent`` of the innermost recorded span among CrewAI's scopes ``stack`` (event
+        id and type pairs, outermost first), or ``None``. Reads without the lock."""
+        nodes = self._nodes
+        for event_id, _ in reversed(stack):
+            node = nodes.get(event_id)
+            if node is not None and node.anchor is not None and node.anchor.agent:
+                return node.anchor.agent
         return None
 
     def pending(self) -> int:
@@ -251,7 +372,7 @@ class SpanTree:
     def open_spans(self) -> int:
         """How many spans are open (started, not ended yet)."""
         with self._lock:
-            return sum(1 for node in self._nodes.values() if not node.ended)
+            return sum(1 for node in self._nodes.values() if node.span is not None)
 
     def close(self) -> None:
         """Flush, end what aborted kickoffs left open, then end the spans still open (errors
@@ -260,10 +381,14 @@ class SpanTree:
         self.apply_aborts()
         try:
             with self._lock:
-                for node in self._nodes.values():
+                for node in list(self._nodes.values()):
                     self._end_incomplete(node, "still open when Sightline stopped recording CrewAI")
                 self._nodes.clear()
+                self._members.clear()
+                self._retiring.clear()
+                self._deferred.clear()
                 self._rejections.clear()
+                self._inputs.clear()
         except Exception:
             self._report("close failed")
 
@@ -271,7 +396,7 @@ class SpanTree:
         under = [node for node in self._nodes.values() if self._descends(node, root_id)]
         for node in under:
             node.aborted = True
-        open_under = [node for node in under if not node.ended and node.span is not None]
+        open_under = [node for node in under if node.span is not None]
         if not open_under:
             return
         message = str(error) or f"the kickoff ended by {type(error).__name__}"
@@ -282,12 +407,15 @@ class SpanTree:
         )
         for node in open_under:
             span = node.span
-            if span is None:
+            if span is None:  # ended meanwhile (a deferred kickoff whose last call ended)
                 continue
             node.ended = True
             span.set_error(kind=ErrorKind.ORCHESTRATION, type=type(error).__name__, message=message)
             span.set_metadata(incomplete=True)
             span.end(max(at, span.event.start_ns or 0))
+            # Aborted nodes stay (ids only): CrewAI leaves their scopes on the thread's stack,
+            # and what starts in them later must be told apart as new work.
+            self._released(node, None, retire=False)
 
     def _descends(self, node: _Node, root_id: str) -> bool:
         """Whether ``node`` is the start ``root_id`` or nested in it."""
@@ -303,14 +431,15 @@ class SpanTree:
             parent = above.parent if above is not None else None
         return False
 
-    @staticmethod
-    def _end_incomplete(node: _Node, why: str) -> None:
-        if node.ended or node.span is None:
+    def _end_incomplete(self, node: _Node, why: str) -> None:
+        span = node.span
+        if span is None:
             return
         node.ended = True
-        node.span.set_error(kind=ErrorKind.UNKNOWN, type="Incomplete", message=why)
-        node.span.set_metadata(incomplete=True)
-        node.span.end()
+        span.set_error(kind=ErrorKind.UNKNOWN, type="Incomplete", message=why)
+        span.set_metadata(incomplete=True)
+        span.end()
+        self._released(node, None, retire=False)
 
     def _repeated(self, item: _Item) -> bool:
         """Note a rejected tool call; for a rule that repeats one, whether it did."""
@@ -343,56 +472,85 @@ class SpanTree:
         node = self._nodes.get(parent_id)
         if node is None:
             self._orphans.setdefault(parent_id, []).append(item)
-            self._waiting.append((time.monotonic() + self.wait_seconds, item))
+            self._wait(item, _ORPHAN)
             return
         if node.aborted:
             # CrewAI leaves an interrupted kickoff's scopes on the thread's stack: what starts
             # there later is new work, not part of the kickoff that ended.
             self._open(item, item.ambient)
             return
-        self._open(item, node.anchor, parent_id)
+        self._open(item, node.anchor, node)
 
-    def _open(self, item: _Item, parent: Span | None, parent_id: str | None = None) -> None:
+    def _open(
+        self, item: _Item, parent: Span | _Anchor | None, parent_node: _Node | None = None
+    ) -> None:
         rule, event = item.rule, item.event
         start_ns = event_time_ns(event)
         event_id = item.event_id
+        parent_id = parent_node.event_id if parent_node is not None else None
         if rule.event_type is None:  # a scope: children attach to what it is nested in
-            if event_id is not None:
-                self._nodes[event_id] = _Node(item.kind, None, parent, item.seq, (), parent_id)
+            if event_id is None:
+                return
+            anchor = parent if isinstance(parent, _Anchor) or parent is None else _Anchor.of(parent)
+            node = _Node(event_id, item.kind, None, anchor, item.seq, (), parent_id)
         else:
             span = self._start_span(item, rule, parent, start_ns, span_id=span_id_of(event_id))
-            if rule.phase == POINT:
+            if rule.phase == POINT or event_id is None:
                 span.end(start_ns)
                 return
-            if event_id is None:
-                span.end(start_ns)
-                return
+            if self._inputs and event_id in self._inputs:
+                span.set_input(self._inputs.pop(event_id))
             keys = tuple(getattr(event, key, None) for key in _PAIR_KEYS.get(item.kind, ()))
-            self._nodes[event_id] = _Node(item.kind, span, span, item.seq, keys, parent_id)
-        if event_id is None:
-            return
-        end = self._early_ends.pop((event_id, item.kind), None)
-        if end is not None:
-            self._close(self._nodes[event_id], end)
+            node = _Node(event_id, item.kind, span, _Anchor.of(span), item.seq, keys, parent_id)
+        self._adopt(node, parent_node, rule)
+        self._nodes[event_id] = node
+        # Children first, then this node's own end (if it came early): a kickoff's end then
+        # finds its calls already open, and waits for them.
         children = self._orphans.pop(event_id, None)
         if children:
             children.sort(key=lambda child: child.seq)
             for child in children:
+                self._waiting.pop(id(child), None)
                 self._start(child)
+        end = self._early_ends.pop((event_id, item.kind), None)
+        if end is not None:
+            self._waiting.pop(id(end), None)
+            self._close(node, end)
+
+    def _adopt(self, node: _Node, parent: _Node | None, rule: CrewEventRule) -> None:
+        """Place a new node in its kickoff: what forgets it, which usage it adds to."""
+        outer = parent.tally if parent is not None else None
+        node.tally = outer
+        if rule.event_type is EventType.RUN:
+            node.tally = _Tally(node, outer)
+            node.counts_in = outer
+        elif rule.event_type is EventType.LLM_INVOKE:
+            node.counts_in = outer
+        if node.counts_in is not None:
+            node.counts_in.open += 1
+        root = parent.root if parent is not None else None
+        if root is None and not node.scope:
+            root = node.event_id
+        node.root = root
+        if root is not None:
+            self._members.setdefault(root, []).append(node.event_id)
 
     def _start_span(
         self,
         item: _Item,
         rule: CrewEventRule,
-        parent: Span | None,
+        parent: Span | _Anchor | None,
         start_ns: int | None,
         *,
         fill: bool = True,
         span_id: str | None = None,
     ) -> Span:
         event, source = item.event, item.source
+        namer = rule.name
+        if rule.private_name is not None and not _captures_content(item.client):
+            namer = rule.private_name
         try:
-            name = rule.name(event, source) if rule.name else item.kind
+            name = namer(event, source) if namer else item.kind
         except Exception:
             name = item.kind
         agent = item.agent
@@ -401,16 +559,20 @@ class SpanTree:
                 agent = rule.agent(event, source)
             except Exception:
                 agent = None
-        span: Span = item.client.start_span(
-            name,
-            rule.event_type,
-            parent=parent,
-            framework=FRAMEWORK,
-            agent=agent,
-            session_id=item.session_id,
-            start_ns=start_ns,
-            span_id=span_id,
-        )
+        span: Span
+        if isinstance(parent, _Anchor):
+            span = item.client.start_span(
+                name, rule.event_type, parent=None, trace_id=parent.trace_id,
+                parent_span_id=parent.span_id, framework=FRAMEWORK,
+                agent=agent if agent is not None else parent.agent,
+                session_id=item.session_id if item.session_id is not None else parent.session_id,
+                start_ns=start_ns, span_id=span_id,
+            )  # fmt: skip
+        else:
+            span = item.client.start_span(
+                name, rule.event_type, parent=parent, framework=FRAMEWORK, agent=agent,
+                session_id=item.session_id, start_ns=start_ns, span_id=span_id,
+            )  # fmt: skip
         if fill and rule.fill is not None:
             rule.fill(span, event, source)
         return span
@@ -432,7 +594,7 @@ class SpanTree:
             self._close(node, item)
         elif start_id:
             self._early_ends[(start_id, item.rule.start)] = item
-            self._waiting.append((time.monotonic() + self.wait_seconds, item))
+            self._wait(item, _EARLY_END)
         else:
             self._record_unpaired(item)
 
@@ -440,9 +602,77 @@ class SpanTree:
         if node.ended or node.span is None or node.kind != item.rule.start:
             return
         node.ended = True
+        tally = node.tally
+        if tally is not None and tally.node is node and self._blocked(tally, item):
+            # A kickoff's end before the end of a call made in it (CrewAI's pool runs handlers
+            # concurrently), or while events emitted before it wait: wait for them.
+            tally.pending = item
+            self._deferred.append(tally)
+            self._wait(item, _DEFERRED_END)
+            return
+        self._finish(node, item)
+
+    def _finish(self, node: _Node, item: _Item) -> None:
+        """Fill and end the span of ``node`` with its end event ``item``."""
+        span = node.span
+        if span is None:
+            return
         if item.rule.fill is not None:
-            item.rule.fill(node.span, item.event, item.source)
-        node.span.end(event_time_ns(item.event))
+            item.rule.fill(span, item.event, item.source)
+        tally = node.tally
+        if tally is not None and tally.node is node:
+            tally.pending = None
+            if tally.input is not None or tally.output is not None or tally.total is not None:
+                span.set_usage(tally.input, tally.output, tally.total)
+        usage = span.event.usage
+        span.end(event_time_ns(item.event))
+        self._released(node, usage)
+
+    def _released(self, node: _Node, usage: Any, *, retire: bool = True) -> None:
+        """``node``'s span has ended: forget it (its anchor stays for late children), count its
+        usage in its kickoff, and let the kickoff's own end go once nothing in it is open."""
+        node.span = None
+        counts_in, node.counts_in = node.counts_in, None
+        if retire and node.root == node.event_id:
+            self._retiring.append((time.monotonic() + self.wait_seconds, node.event_id))
+        if counts_in is None:
+            return
+        counts_in.add(usage)
+        counts_in.open -= 1
+
+    def _blocked(self, tally: _Tally, end: _Item) -> bool:
+        """Whether a kickoff's end must wait: a call (or nested kickoff) in it is open, or an
+        event emitted before its end waits for its parent or its start (it may be one of its
+        calls)."""
+        if tally.open > 0:
+            return True
+        seq = end.seq
+        for items in self._orphans.values():
+            for waiting in items:
+                if not seq or waiting.seq < seq:
+                    return True
+        for waiting in self._early_ends.values():
+            if waiting is not end and (not seq or waiting.seq < seq):
+                return True
+        return False
+
+    def _settle(self) -> None:
+        """End the kickoffs whose end waited and need not any more."""
+        while self._deferred:
+            ready = [
+                tally
+                for tally in self._deferred
+                if tally.pending is None or not self._blocked(tally, tally.pending)
+            ]
+            if not ready:
+                return
+            self._deferred = [tally for tally in self._deferred if tally not in ready]
+            for tally in ready:
+                item = tally.pending
+                if item is not None:
+                    self._waiting.pop(id(item), None)
+                    self._finish(tally.node, item)
+            # Ending a nested kickoff may let its outer one go: look again.
 
     def _pair(self, item: _Item) -> str | None:
         """The start an end event closes when CrewAI did not say: the latest open start of the
@@ -475,34 +705,81 @@ class SpanTree:
         span.set_metadata(start_missing=True)
         if item.rule.fill is not None:
             item.rule.fill(span, item.event, item.source)
+        if start_rule.event_type is EventType.LLM_INVOKE and node is not None and node.tally:
+            node.tally.add(span.event.usage)
         span.end(end_ns)
 
     # -- waiting --------------------------------------------------------------------------------
 
+    def _wait(self, item: _Item, why: int) -> None:
+        self._waiting[id(item)] = (time.monotonic() + self.wait_seconds, why, item)
+
     def _expire(self, now: float) -> None:
         """Record the events that waited too long (or all of them, for ``now=inf``)."""
-        while self._waiting and self._waiting[0][0] <= now:
-            _, item = self._waiting.popleft()
-            if item.rule.phase == END:
+        waiting = self._waiting
+        while waiting:
+            key = next(iter(waiting))
+            deadline, why, item = waiting[key]
+            if deadline > now:
+                break
+            del waiting[key]
+            if why == _DEFERRED_END:
+                self._expire_deferred(item)
+            elif why == _EARLY_END:
                 start_id = getattr(item.event, "started_event_id", None)
-                key = (str(start_id), item.rule.start)
-                if start_id and self._early_ends.get(key) is item:
-                    del self._early_ends[key]
+                key2 = (str(start_id), item.rule.start)
+                if start_id and self._early_ends.get(key2) is item:
+                    del self._early_ends[key2]
                     if start_id not in self._nodes:  # else it named a start of another kind
                         self._record_unpaired(item)
+            else:
+                self._expire_orphan(item)
+        if self._deferred:
+            self._settle()
+
+    def _expire_orphan(self, item: _Item) -> None:
+        parent_id: str | None = getattr(item.event, "parent_event_id", None)
+        siblings = self._orphans.get(parent_id) if parent_id else None
+        if parent_id is None or not siblings or item not in siblings:
+            return
+        siblings.remove(item)
+        if not siblings:
+            del self._orphans[parent_id]
+        logger.debug(
+            "sightline: crewai: parent of %s never arrived; recorded under the ambient span",
+            item.kind,
+        )
+        self._open(item, item.ambient)
+
+    def _expire_deferred(self, item: _Item) -> None:
+        """A kickoff's end waited too long for its calls: end it with the usage known."""
+        for tally in self._deferred:
+            if tally.pending is item:
+                self._deferred.remove(tally)
+                self._finish(tally.node, item)
+                return
+
+    def _retire(self, now: float) -> None:
+        """Forget the nodes of the kickoffs that ended ``wait_seconds`` ago (those still open
+        are looked at again later)."""
+        retiring = self._retiring
+        while retiring and retiring[0][0] <= now:
+            _, root = retiring.popleft()
+            members = self._members.pop(root, None)
+            if not members:
                 continue
-            parent_id: str | None = getattr(item.event, "parent_event_id", None)
-            waiting = self._orphans.get(parent_id) if parent_id else None
-            if parent_id is None or not waiting or item not in waiting:
-                continue
-            waiting.remove(item)
-            if not waiting:
-                del self._orphans[parent_id]
-            logger.debug(
-                "sightline: crewai: parent of %s never arrived; recorded under the ambient span",
-                item.kind,
-            )
-            self._open(item, item.ambient)
+            kept = []
+            for event_id in members:
+                node = self._nodes.get(event_id)
+                if node is None:
+                    continue
+                if node.span is None and not node.aborted:
+                    del self._nodes[event_id]
+                else:
+                    kept.append(event_id)
+            if kept:
+                self._members[root] = kept
+                retiring.append((now + self.wait_seconds, root))
 
     def _evict(self) -> None:
         """Forget the oldest finished nodes (late children of them then wait, then attach to
@@ -510,8 +787,8 @@ class SpanTree:
         are ended first, as errors of type ``Incomplete``, so that they are exported."""
         target = self.max_nodes * 3 // 4
         excess = len(self._nodes) - target
-        for event_id in [key for key, node in self._nodes.items() if node.ended][:excess]:
-            del self._nodes[event_id]
+        for event_id in [key for key, node in self._nodes.items() if node.span is None][:excess]:
+            self._forget(event_id)
         excess = len(self._nodes) - target
         if excess > 0:
             if not self._warned_full:
@@ -523,6 +800,19 @@ class SpanTree:
                 )
             for event_id in list(self._nodes)[:excess]:
                 self._end_incomplete(
-                    self._nodes.pop(event_id),
+                    self._forget(event_id),
                     f"forgotten while open: more than {self.max_nodes} CrewAI spans were open",
                 )
+
+    def _forget(self, event_id: str) -> _Node:
+        node = self._nodes.pop(event_id)
+        if node.root == event_id:
+            self._members.pop(event_id, None)
+        return node
+
+
+def _captures_content(client: Any) -> bool:
+    try:
+        return bool(client.config.capture_content)
+    except Exception:
+        return False
