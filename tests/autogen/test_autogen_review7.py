@@ -24,6 +24,7 @@ from sightline import Decision, ToolDenied
 from sightline.testing import Capture
 from sightline_autogen import instrument_model_client
 from tests.autogen.conftest import calls, replay, wire
+from tests.support.governance import Policy, count_enforced
 from tests.support.openai_server import Reply, ScriptedOpenAIServer
 
 
@@ -222,21 +223,6 @@ def refund(order: str) -> str:
     return f"refunded {order}"
 
 
-class Policy:
-    """A governance plugin answering ``answer`` (a value, or a function of the arguments)."""
-
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
-        self.asked: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-
-    @sightline.hookimpl
-    def sightline_authorize_tool(
-        self, tool_name: str, arguments: dict[str, Any], context: dict[str, Any]
-    ) -> Any:
-        self.asked.append((tool_name, dict(arguments), dict(context)))
-        return self.answer(arguments) if callable(self.answer) else self.answer
-
-
 @pytest.fixture
 def policy(recorded: Capture) -> Iterator[Callable[[Any], Policy]]:
     refunded.clear()
@@ -274,7 +260,7 @@ async def test_a_denied_tool_does_not_run_and_autogen_reports_it_failed(recorded
     assert (outcome.call_id, outcome.is_error, outcome.content) == ("c1", True, DENIED)
     agent, call = recorded.one(type="agent"), recorded.one(type="tool_call")
     decision = recorded.one(type="decision")
-    [(_, arguments, context)] = plugin.asked
+    [(_, arguments)], [context] = plugin.asked, plugin.contexts
     assert arguments == {"order": "A1"}
     assert context == {
         "trace_id": call.trace_id, "span_id": call.span_id, "agent": "clerk",
@@ -303,7 +289,7 @@ async def test_a_denied_tool_does_not_run_and_autogen_reports_it_failed(recorded
 
 
 async def test_a_policy_replacing_the_arguments_runs_the_tool_with_them(recorded, policy):
-    policy(lambda arguments: Decision(True, "orders are masked", {"order": "XX"}))
+    policy(lambda _tool, arguments: Decision(True, "orders are masked", {"order": "XX"}))
 
     result = await refund_agent().run(task="refund A1")
 
@@ -324,14 +310,7 @@ async def test_without_a_policy_a_tool_runs_unchanged_after_one_enforced_check(
 ):
     from sightline_autogen import structure
 
-    checks: list[Any] = []
-    real_enforced = structure.enforced
-
-    def counting_enforced(client: Any = None) -> bool:
-        checks.append(client)
-        return real_enforced(client)
-
-    monkeypatch.setattr(structure, "enforced", counting_enforced)
+    checks = count_enforced(monkeypatch, structure)
     monkeypatch.setattr(structure, "authorize", lambda *a, **k: pytest.fail("asked"))
     refunded.clear()
 
@@ -345,7 +324,7 @@ async def test_without_a_policy_a_tool_runs_unchanged_after_one_enforced_check(
 
 
 async def test_a_denied_agent_tool_never_runs_its_agent(recorded, policy):
-    policy(lambda arguments: Decision(False, "no delegation"))
+    policy(lambda _tool, arguments: Decision(False, "no delegation"))
     boss_model = replay(calls(("b1", "helper", '{"task": "find x"}')), "done")
     boss = AssistantAgent(
         "boss",
@@ -401,7 +380,7 @@ async def test_a_handoff_is_not_submitted_while_the_agents_tools_are(recorded, p
     result = await clerk.run(task="refund A1")
 
     assert refunded == []
-    assert [name for name, _, _ in plugin.asked] == ["refund"]
+    assert [name for name, _ in plugin.asked] == ["refund"]
     assert type(result.messages[-1]).__name__ == "HandoffMessage"
     assert result.messages[-1].target == "manager"
     handoff = recorded.one(type="tool_call", name="transfer_to_manager")

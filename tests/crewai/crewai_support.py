@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -140,3 +141,37 @@ def check_event(event: Any, **expected: Any) -> None:
         )
     unexpected = {key: value for key, value in data.items() if _DEFAULTS.get(key) != value}
     assert unexpected == {}, f"{event.type.value} {event.name!r}: unexpected fields {unexpected}"
+
+
+Recorded = tuple[str, Any, Any]  # (event class name, source, event)
+
+
+def record_events(kickoff: Any) -> list[Recorded]:
+    """Run ``kickoff()`` with only a recorder on CrewAI's bus; the real events it emitted, in
+    emission order (to be replayed into a ``SpanTree`` in any order)."""
+    from sightline_crewai.listener import event_classes
+
+    recorded: list[Recorded] = []
+    lock = threading.Lock()
+
+    def recorder(name: str) -> Any:
+        def on_event(source: Any, event: Any) -> None:
+            with lock:
+                recorded.append((name, source, event))
+
+        return on_event
+
+    with crewai_event_bus.scoped_handlers():
+        for cls, name, _rule in event_classes():
+            crewai_event_bus.on(cls)(recorder(name))
+        kickoff()
+        crewai_event_bus.flush(10.0)
+    return sorted(recorded, key=lambda item: item[2].emission_sequence)
+
+
+def replay(events: list[Recorded], tree: Any) -> None:
+    """Hand recorded events to ``tree`` (a ``SpanTree``) as the listener would."""
+    from sightline_crewai.mapping import RULES, SCOPE
+
+    for name, source, event in events:
+        tree.receive(name, RULES.get(name, SCOPE), event, source, None)

@@ -13,49 +13,22 @@ from typing import Any
 
 import pytest
 from crewai import Agent, Crew, Task
-from crewai.events import crewai_event_bus
 
 from sightline.testing import capture
 from sightline_crewai.listener import event_classes
 from sightline_crewai.mapping import RULES
 from sightline_crewai.tree import SpanTree
-from tests.crewai.crewai_support import CREWAI_WARNINGS, calculator_crew, tree_of
+from tests.crewai.crewai_support import (
+    CREWAI_WARNINGS,
+    Recorded,
+    calculator_crew,
+    record_events,
+    replay,
+    tree_of,
+)
 from tests.support.openai_server import Reply
 
 pytestmark = CREWAI_WARNINGS
-
-Recorded = tuple[str, Any, Any]  # (class name, source, event)
-
-
-def record_events(kickoff: Any) -> list[Recorded]:
-    """Run ``kickoff()`` with only a recorder on the bus; the events in emission order."""
-    recorded: list[Recorded] = []
-    lock = threading.Lock()
-
-    def recorder(name: str) -> Any:
-        def on_event(source: Any, event: Any) -> None:
-            with lock:
-                recorded.append((name, source, event))
-
-        return on_event
-
-    with crewai_event_bus.scoped_handlers():
-        for cls, name, _rule in event_classes():
-            crewai_event_bus.on(cls)(recorder(name))
-        kickoff()
-        crewai_event_bus.flush(10.0)
-    return sorted(recorded, key=lambda item: item[2].emission_sequence)
-
-
-def replay(events: list[Recorded], tree: SpanTree) -> None:
-    for name, source, event in events:
-        tree.receive(name, rule_of(name), event, source, None)
-
-
-def rule_of(name: str) -> Any:
-    from sightline_crewai.mapping import SCOPE
-
-    return RULES.get(name, SCOPE)
 
 
 def shape_with_usage(cap: Any) -> list[Any]:

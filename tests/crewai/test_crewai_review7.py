@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,23 +14,25 @@ from crewai import Agent, Crew, Task
 from crewai.events import crewai_event_bus
 from crewai.tools import tool
 
-import sightline
 import sightline_crewai
 from sightline import Decision
 from sightline.testing import capture
 from sightline_crewai import SightlineCrewCallback
 from sightline_crewai.instrumentation import active_listener
-from sightline_crewai.listener import event_classes
-from sightline_crewai.mapping import RULES, SCOPE
+from sightline_crewai.mapping import RULES
 from sightline_crewai.tree import SpanTree
 from tests.crewai.crewai_support import (
     CREWAI_WARNINGS,
     DrainingCapture,
+    Recorded,
     Subset,
     calculator_crew,
     check_event,
+    record_events,
+    replay,
     tree_of,
 )
+from tests.support.governance import Policy, count_enforced
 from tests.support.openai_server import Reply, ScriptedOpenAIServer, tool_then_answer
 
 pytestmark = CREWAI_WARNINGS
@@ -86,34 +87,6 @@ def test_kickoffs_for_each_input_report_their_own_tokens(instrumented, server, l
     assert [run.usage.to_dict() for run in runs] == [RUN_USAGE] * 3
 
 
-Recorded = tuple[str, Any, Any]  # (class name, source, event), in emission order
-
-
-def record(kickoff: Callable[[], Any]) -> list[Recorded]:
-    """Run ``kickoff()`` with only a recorder on the bus."""
-    recorded: list[Recorded] = []
-    lock = threading.Lock()
-
-    def recorder(name: str) -> Any:
-        def on_event(source: Any, event: Any) -> None:
-            with lock:
-                recorded.append((name, source, event))
-
-        return on_event
-
-    with crewai_event_bus.scoped_handlers():
-        for cls, name, _rule in event_classes():
-            crewai_event_bus.on(cls)(recorder(name))
-        kickoff()
-        crewai_event_bus.flush(10.0)
-    return sorted(recorded, key=lambda item: item[2].emission_sequence)
-
-
-def replay(events: list[Recorded], tree: SpanTree) -> None:
-    for name, source, event in events:
-        tree.receive(name, RULES.get(name, SCOPE), event, source, None)
-
-
 @pytest.fixture(scope="module")
 def second_kickoff() -> list[Recorded]:
     """The events of the second kickoff of a crew (its LLM object already counted 94 tokens)."""
@@ -123,7 +96,7 @@ def second_kickoff() -> list[Recorded]:
         srv.set_responder(tool_then_answer("add", {"a": 1, "b": 2}, "3", **ADD_ONCE))
         crew = calculator_crew(LLM(model="gpt-4o-mini", base_url=srv.base_url, api_key="sk-t"))
         crew.kickoff()
-        return record(crew.kickoff)
+        return record_events(crew.kickoff)
 
 
 def test_a_runs_end_handled_before_its_last_call_ends_waits_for_that_call(second_kickoff):
@@ -289,7 +262,7 @@ def first_kickoff() -> list[Recorded]:
 
         srv.set_responder(tool_then_answer("add", {"a": 1, "b": 2}, "3", **ADD_ONCE))
         llm = LLM(model="gpt-4o-mini", base_url=srv.base_url, api_key="sk-t")
-        return record(calculator_crew(llm).kickoff)
+        return record_events(calculator_crew(llm).kickoff)
 
 
 def test_a_tool_call_handled_after_its_kickoff_ended_still_nests_and_nothing_is_kept(
@@ -334,23 +307,6 @@ def counted_add(a: int, b: int) -> int:
     """Add two integers."""
     ran.append((a, b))
     return a + b
-
-
-class Policy:
-    """A governance plugin answering ``answer`` (a value, or a function of the call)."""
-
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
-        self.asked: list[tuple[str, dict[str, Any]]] = []
-        self.contexts: list[dict[str, Any]] = []
-
-    @sightline.hookimpl
-    def sightline_authorize_tool(
-        self, tool_name: str, arguments: dict[str, Any], context: dict[str, Any]
-    ) -> Any:
-        self.asked.append((tool_name, dict(arguments)))
-        self.contexts.append(dict(context))
-        return self.answer(arguments) if callable(self.answer) else self.answer
 
 
 @pytest.fixture
@@ -414,7 +370,7 @@ def test_a_denied_tool_does_not_run_and_the_agent_reads_the_denial(
 def test_a_policy_replacing_the_arguments_runs_the_tool_with_them(
     instrumented, server, llm, policy
 ):
-    policy(lambda arguments: Decision(True, "b is capped", {**arguments, "b": 40}))
+    policy(lambda _tool, arguments: Decision(True, "b is capped", {**arguments, "b": 40}))
     server.set_responder(tool_then_answer("add", {"a": 1, "b": 2}, "41"))
 
     calculator_crew(llm(), tools=[counted_add]).kickoff()
@@ -460,14 +416,7 @@ def test_without_a_policy_a_tool_runs_unchanged_after_one_enforced_check(
 ):
     from sightline_crewai import governance
 
-    checks: list[Any] = []
-    real_enforced = governance.enforced
-
-    def counting_enforced(client: Any = None) -> bool:
-        checks.append(client)
-        return real_enforced(client)
-
-    monkeypatch.setattr(governance, "enforced", counting_enforced)
+    checks = count_enforced(monkeypatch, governance)
     monkeypatch.setattr(governance, "authorize", lambda *a, **k: pytest.fail("asked"))
     ran.clear()
     server.set_responder(tool_then_answer("add", {"a": 1, "b": 2}, "3"))

@@ -39,6 +39,7 @@ from sightline.event import Event
 from sightline.testing import Capture
 from tests.llamaindex.events import VOLATILE, outline
 from tests.llamaindex.scripted import MODEL, ScriptedLLM, answer, tool_call, turn_script
+from tests.support.governance import Policy, count_enforced
 
 
 def fields(event: Event) -> dict[str, Any]:
@@ -510,21 +511,6 @@ def test_an_image_in_a_message_is_recorded_as_a_placeholder_never_its_data(
 # -- 8. tool governance --------------------------------------------------------------------------
 
 
-class Policy:
-    """A governance plugin answering with ``answer`` (a value, or a function of the call)."""
-
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    @sightline.hookimpl
-    def sightline_authorize_tool(
-        self, tool_name: str, arguments: dict[str, Any], context: dict[str, Any]
-    ) -> Any:
-        self.calls.append((tool_name, dict(arguments)))
-        return self.answer(tool_name, arguments) if callable(self.answer) else self.answer
-
-
 @pytest.fixture
 def policy(traced: Capture) -> Any:
     """Register a policy on the capture's client for one test."""
@@ -582,7 +568,7 @@ async def test_a_denied_tool_does_not_run_and_fails_its_tool_call_with_kind_guar
     assert str(await shop(tool).run(user_msg="pay")) == "ok"  # the model is told, and answers
 
     assert ran == []
-    assert rules.calls == [("charge", {"card": CARD, "amount": 30})]
+    assert rules.asked == [("charge", {"card": CARD, "amount": 30})]
     call, decision = traced.one(type="tool_call"), traced.one(type="decision")
     assert (decision.trace_id, decision.parent_span_id) == (call.trace_id, call.span_id)
     denied = "tool 'charge' denied: no charges"
@@ -644,14 +630,7 @@ async def test_without_a_policy_a_tool_runs_unchanged_after_one_enforced_check(
 ) -> None:
     from sightline_llamaindex import governance
 
-    checks: list[Any] = []
-    real_enforced = governance.enforced
-
-    def counting_enforced(client: Any = None) -> bool:
-        checks.append(client)
-        return real_enforced(client)
-
-    monkeypatch.setattr(governance, "enforced", counting_enforced)
+    checks = count_enforced(monkeypatch, governance)
     tool, ran = charging_tool(use_async)
     await shop(tool).run(user_msg="pay")
 

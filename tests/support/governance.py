@@ -1,0 +1,43 @@
+"""What the governance tests of every adapter use: a policy plugin that records what it is asked,
+and a count of the cheap ``enforced()`` checks a tool makes when no policy is registered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import sightline
+
+
+class Policy:
+    """A ``sightline_authorize_tool`` plugin answering ``answer``: a value, or a function of
+    ``(tool_name, arguments)``. ``asked`` holds ``(tool_name, arguments)`` of every question,
+    ``contexts`` the context given with it."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, dict[str, Any]]] = []
+        self.contexts: list[dict[str, Any]] = []
+
+    @sightline.hookimpl
+    def sightline_authorize_tool(
+        self, tool_name: str, arguments: dict[str, Any], context: dict[str, Any]
+    ) -> Any:
+        self.asked.append((tool_name, dict(arguments)))
+        self.contexts.append(dict(context))
+        return self.answer(tool_name, arguments) if callable(self.answer) else self.answer
+
+
+def count_enforced(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[Any]:
+    """Count the ``enforced(client)`` checks ``module`` makes (one list item, the client, each);
+    the real check still answers."""
+    checks: list[Any] = []
+    real_enforced = module.enforced
+
+    def counting_enforced(client: Any = None) -> bool:
+        checks.append(client)
+        return real_enforced(client)
+
+    monkeypatch.setattr(module, "enforced", counting_enforced)
+    return checks
