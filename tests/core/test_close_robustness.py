@@ -513,3 +513,43 @@ def test_spans_open_on_sigterm_are_recorded_as_incomplete(tmp_path: Path) -> Non
     by_name = {event["name"]: event for event in events}
     assert by_name["agent-loop"]["error"] == "Incomplete"
     assert by_name["step"]["parent"] == by_name["agent-loop"]["span_id"]
+
+
+def test_a_raising_log_handler_never_breaks_an_import_an_adapter_watches(
+    raising_log_handler, tmp_path, monkeypatch
+):
+    import sys
+
+    from sightline.imports import when_imported
+
+    (tmp_path / "watched_framework.py").write_text("OK = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def broken_adapter(name: str, module: Any) -> None:
+        raise RuntimeError("adapter bug")
+
+    watch = when_imported(["watched_framework"], broken_adapter)
+    try:
+        import watched_framework  # type: ignore[import-not-found]
+
+        assert watched_framework.OK is True
+    finally:
+        watch.cancel()
+        sys.modules.pop("watched_framework", None)
+
+
+def test_a_raising_log_handler_never_turns_a_written_batch_into_a_failure(
+    raising_log_handler, tmp_path
+):
+    from sightline.exporters.jsonl import JsonlExporter
+
+    path = tmp_path / "events.jsonl"
+    exporter = JsonlExporter(str(path))
+    bad = Event("custom", "unencodable", metadata={"n": 10**5000})  # bypassed redaction
+    try:
+        result = exporter.export([Event("custom", "kept"), bad])  # the rejection is logged
+    finally:
+        exporter.shutdown()
+    assert result is ExportResult.SUCCESS
+    assert ['"kept"' in line for line in path.read_text().splitlines()] == [True]
+    assert exporter.stats()["rejected"] == 1

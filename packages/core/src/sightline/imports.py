@@ -23,9 +23,10 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
+from sightline.logs import log_safely
+
 __all__ = ["PostImportHook", "when_imported"]
 
-logger = logging.getLogger("sightline")
 
 Callback = Callable[[str, ModuleType], None]
 
@@ -45,7 +46,8 @@ class _CallbackLoader(importlib.abc.Loader):
         try:
             self._callback(module.__name__, module)
         except Exception as exc:
-            logger.error(
+            log_safely(
+                logging.ERROR,
                 "sightline: post-import hook for %s failed: %s: %s",
                 module.__name__,
                 type(exc).__name__,

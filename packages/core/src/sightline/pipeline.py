@@ -20,6 +20,7 @@ from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 from sightline.event import Event
+from sightline.logs import log_safely
 from sightline.threads import start_background_thread
 
 
@@ -30,18 +31,6 @@ class ProcessingFailed(Exception):
 
 
 __all__ = ["ExportResult", "Exporter", "Pipeline"]
-
-logger = logging.getLogger("sightline")
-
-
-def log_safely(level: int, message: str, *args: object, exc_info: bool = False) -> None:
-    """Log on the ``sightline`` logger, swallowing what the application's logging handlers
-    raise: Sightline logs on the application's threads and on its own, and a failing handler
-    must neither raise into the caller nor end a background thread."""
-    try:
-        logger.log(level, message, *args, exc_info=exc_info)
-    except Exception:
-        pass
 
 
 class ExportResult(Enum):

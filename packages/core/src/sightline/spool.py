@@ -38,6 +38,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sightline.logs import log_safely
+
 try:  # POSIX
     import fcntl
 except ImportError:  # pragma: no cover - Windows: single-process spool
@@ -53,7 +55,6 @@ __all__ = [
     "spool_path_for",
 ]
 
-logger = logging.getLogger("sightline")
 
 MAGIC = b"SLSPOOL1\n"
 SUFFIX = ".batch"
@@ -164,10 +165,16 @@ def adopt_legacy_spool(base_dir: str, endpoint: str) -> int:
             except OSError:
                 pass
         if moved:
-            logger.info("sightline: %d spooled batch(es) moved to the spool's new directory", moved)
+            log_safely(
+                logging.INFO,
+                "sightline: %d spooled batch(es) moved to the spool's new directory",
+                moved,
+            )
         return moved
     except Exception:
-        logger.debug("sightline: could not look for an older spool directory", exc_info=True)
+        log_safely(
+            logging.DEBUG, "sightline: could not look for an older spool directory", exc_info=True
+        )
         return 0
 
 
@@ -283,7 +290,8 @@ class SpoolDirectory:
                 self.evicted_events += events
                 self.evicted_batches += 1
                 if self.enabled:
-                    logger.warning(
+                    log_safely(
+                        logging.WARNING,
                         "sightline: a batch of %d events (%d bytes) is larger than the whole "
                         "spool (%d bytes) and was not kept",
                         events,
@@ -368,7 +376,8 @@ class SpoolDirectory:
         self.evicted_events += entry.events
         self.evicted_batches += 1
         if self.evicted_batches in (1, 10, 100) or self.evicted_batches % 1000 == 0:
-            logger.warning(
+            log_safely(
+                logging.WARNING,
                 "sightline: spool %s is full (%d bytes); evicted its oldest batches "
                 "(%d events so far)",
                 self.path,
@@ -539,8 +548,11 @@ class SpoolDirectory:
 
     def _quarantine(self, entry: SpoolEntry, problem: Exception) -> None:
         self.corrupt_files += 1
-        logger.error(
-            "sightline: spool file %s is corrupt (%s); moved to corrupt/", entry.path, problem
+        log_safely(
+            logging.ERROR,
+            "sightline: spool file %s is corrupt (%s); moved to corrupt/",
+            entry.path,
+            problem,
         )
         try:
             os.replace(entry.path, os.path.join(self.path, "corrupt", entry.name))

@@ -52,6 +52,7 @@ from sightline.config import endpoint_url, redact_url
 from sightline.errors import ConfigError, SightlineError
 from sightline.event import Event
 from sightline.jsonwire import dumps_bytes
+from sightline.logs import log_safely
 from sightline.pipeline import ExportResult
 from sightline.spool import SpoolDirectory, adopt_legacy_spool, decode_body, spool_path_for
 from sightline.threads import start_background_thread
@@ -65,7 +66,6 @@ __all__ = [
     "encode_batch",
 ]
 
-logger = logging.getLogger("sightline")
 
 DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
 GZIP_THRESHOLD = 1024
@@ -769,7 +769,7 @@ class HttpExporter:
             self._retry_after_until = 0.0
         if recovered and self._outage_logged:
             self._outage_logged = False
-            logger.info("sightline: the collector at %s answers again", self.shown_url)
+            log_safely(logging.INFO, "sightline: the collector at %s answers again", self.shown_url)
 
     def _schedule_retry(self, outcome: _Outcome) -> None:
         with self._progress:
@@ -786,7 +786,8 @@ class HttpExporter:
         self._wake.set()
         if not self._outage_logged:
             self._outage_logged = True
-            logger.warning(
+            log_safely(
+                logging.WARNING,
                 "sightline: %s; batches are kept in the spool %s and retried with backoff",
                 outcome.error,
                 self.spool.path,
@@ -807,7 +808,8 @@ class HttpExporter:
             self._halted = error
             self._spooling = True
             self._progress.notify_all()
-        logger.error(
+        log_safely(
+            logging.ERROR,
             "sightline: the collector at %s rejected the API key (%s). Nothing more is sent by "
             "this process; undelivered events are kept in the spool %s for a process started "
             "with a valid key (check it with `sightline doctor`).",
@@ -828,10 +830,10 @@ class HttpExporter:
 
     def _log_once(self, key: tuple[Any, ...], message: str, *args: Any) -> None:
         if key in self._logged:
-            logger.debug(message, *args)
+            log_safely(logging.DEBUG, message, *args)
             return
         self._logged.add(key)
-        logger.error(message, *args)
+        log_safely(logging.ERROR, message, *args)
 
     def _call_on_error(self, error: BaseException, events: Sequence[Any]) -> None:
         callback = self.on_error
@@ -844,7 +846,7 @@ class HttpExporter:
         try:
             callback(error, list(events))
         except Exception:
-            logger.exception("sightline: the on_error callback raised")
+            log_safely(logging.ERROR, "sightline: the on_error callback raised", exc_info=True)
 
     # -- the drainer --------------------------------------------------------------------------
 
@@ -861,7 +863,7 @@ class HttpExporter:
             self._http()
             self.spool.remove_stale_temp_files()
         except Exception:
-            logger.debug("sightline: http exporter warm-up failed", exc_info=True)
+            log_safely(logging.DEBUG, "sightline: http exporter warm-up failed", exc_info=True)
         while not self._stop.is_set():
             wait = self._drain_wait()
             if wait > 0:
@@ -871,7 +873,11 @@ class HttpExporter:
             try:
                 self._drain()
             except Exception:
-                logger.exception("sightline: the http exporter's drainer failed; retrying")
+                log_safely(
+                    logging.ERROR,
+                    "sightline: the http exporter's drainer failed; retrying",
+                    exc_info=True,
+                )
                 with self._progress:
                     self._failure_total += 1
                     self._next_attempt = time.monotonic() + self.retry.backoff(self._failures)

@@ -10,11 +10,10 @@ from typing import Any, TextIO
 
 from sightline.event import Event
 from sightline.jsonwire import dumps
+from sightline.logs import log_safely
 from sightline.pipeline import ExportResult
 
 __all__ = ["JsonlExporter"]
-
-logger = logging.getLogger("sightline")
 
 
 class JsonlExporter:
@@ -62,7 +61,8 @@ class JsonlExporter:
         self.rejected += len(errors)
         if errors and not self._logged_rejection:
             self._logged_rejection = True
-            logger.error(
+            log_safely(
+                logging.ERROR,
                 "sightline: %d event(s) of a batch cannot be written as JSON to %s (%s: %s); "
                 "they were dropped, the rest of the batch was written (further ones are counted "
                 "as 'rejected' in client.stats()['exporters']['jsonl'])",

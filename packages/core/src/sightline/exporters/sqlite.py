@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from sightline.event import Event
+from sightline.logs import log_safely
 from sightline.pipeline import ExportResult
 
 __all__ = ["SqliteExporter"]
 
-logger = logging.getLogger("sightline")
 
 _T = TypeVar("_T")
 
@@ -85,7 +85,8 @@ class SqliteExporter:
             return
         self._logged_rejection = True
         error = rejected[0]
-        logger.error(
+        log_safely(
+            logging.ERROR,
             "sightline: the sqlite store at %s cannot hold %d event(s) of a batch (%s: %s); "
             "they were dropped, the rest of the batch was stored (further ones are counted as "
             "'rejected' in client.stats()['exporters']['sqlite'])",
