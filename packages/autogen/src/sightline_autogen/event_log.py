@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from sightline.client import AMBIENT, get_client
 from sightline.event import ErrorKind, EventType
+from sightline.logs import log_safely
 from sightline_autogen.mapping import (
     FRAMEWORK,
     bounded_text,
@@ -126,7 +127,8 @@ class SightlineEventLogHandler(logging.Handler):
         except Exception as exc:  # never raise into AutoGen
             if not self._warned:
                 self._warned = True
-                logger.warning(
+                log_safely(
+                    logging.WARNING,
                     "sightline: could not record AutoGen %s: %s: %s",
                     type(message).__name__,
                     type(exc).__name__,

@@ -18,6 +18,7 @@ from autogen_core import DefaultInterventionHandler
 
 from sightline.client import AMBIENT, get_client
 from sightline.event import EventType
+from sightline.logs import log_safely
 from sightline_autogen.mapping import FRAMEWORK, message_preview
 from sightline_autogen.scopes import REGISTRY
 
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from sightline.client import Client
 
 __all__ = ["SightlineInterventionHandler"]
-
-logger = logging.getLogger("sightline")
 
 
 class SightlineInterventionHandler(DefaultInterventionHandler):
@@ -100,7 +99,8 @@ class SightlineInterventionHandler(DefaultInterventionHandler):
         except Exception as exc:  # never raise into the runtime
             if not self._warned:
                 self._warned = True
-                logger.warning(
+                log_safely(
+                    logging.WARNING,
                     "sightline: could not record an AutoGen message hop: %s: %s",
                     type(exc).__name__,
                     exc,

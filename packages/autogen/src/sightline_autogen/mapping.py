@@ -13,7 +13,6 @@ copied here, and only shallowly.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,7 +35,6 @@ __all__ = [
 FRAMEWORK = "autogen"
 """The ``framework`` of every event this adapter emits."""
 
-logger = logging.getLogger("sightline")
 
 _MISSING = object()
 

@@ -19,6 +19,7 @@ from autogen_core.models import ChatCompletionClient
 
 from sightline.client import get_client
 from sightline.event import EventType
+from sightline.logs import log_safely
 from sightline.span import use_span
 from sightline_autogen.mapping import (
     FRAMEWORK,
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
     from sightline.span import Span
 
 __all__ = ["InstrumentedChatCompletionClient", "instrument_model_client"]
-
-logger = logging.getLogger("sightline")
 
 
 def instrument_model_client(
@@ -305,6 +304,9 @@ def _log_failure(exc: Exception) -> None:
     global _warned
     if not _warned:
         _warned = True
-        logger.warning(
-            "sightline: could not record an AutoGen model call: %s: %s", type(exc).__name__, exc
+        log_safely(
+            logging.WARNING,
+            "sightline: could not record an AutoGen model call: %s: %s",
+            type(exc).__name__,
+            exc,
         )

@@ -14,7 +14,6 @@ Every piece of state is guarded by one lock and bounded, so that turns AutoGen a
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import OrderedDict
@@ -44,7 +43,6 @@ __all__ = [
     "wrapped_llm_span",
 ]
 
-logger = logging.getLogger("sightline")
 
 _CURRENT_SCOPE: ContextVar[Scope | None] = ContextVar("sightline_autogen_scope", default=None)
 # Set while an instrumented model client runs a call: the event-log handler then leaves the

@@ -53,6 +53,7 @@ from sightline.client import AMBIENT, get_client
 from sightline.errors import ToolDenied
 from sightline.event import EventType
 from sightline.governance import authorize, enforced
+from sightline.logs import log_safely
 from sightline.span import current_span, use_span
 from sightline_autogen.mapping import FRAMEWORK, agent_input, message_view
 from sightline_autogen.scopes import (
@@ -69,7 +70,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PATCHES", "MethodPatch", "StructurePatcher", "live_patcher"]
 
-logger = logging.getLogger("sightline")
 
 # The patcher of the instrumentation that is on, or None: read by every wrapper at each call.
 _LIVE: StructurePatcher | None = None
@@ -123,7 +123,8 @@ class StructurePatcher:
             wrapper = patch.wrap(original)
             setattr(owner, patch.attribute, wrapper)
         except Exception as exc:  # a changed AutoGen layout loses one span kind, nothing else
-            logger.debug(
+            log_safely(
+                logging.DEBUG,
                 "sightline: AutoGen %s.%s.%s not instrumented: %s",
                 patch.module,
                 patch.owner,
@@ -153,8 +154,12 @@ class StructurePatcher:
         """Report a recording failure once (logger ``sightline``); AutoGen goes on."""
         if not self._warned:
             self._warned = True
-            logger.warning(
-                "sightline: AutoGen %s not recorded: %s: %s", what, type(exc).__name__, exc
+            log_safely(
+                logging.WARNING,
+                "sightline: AutoGen %s not recorded: %s: %s",
+                what,
+                type(exc).__name__,
+                exc,
             )
 
 

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from typing import Any
 
 from sightline import EventType
+from sightline.logs import log_safely
 from sightline.span import Span, current_span
 from sightline_crewai.mapping import (
     FRAMEWORK,
@@ -29,7 +30,6 @@ from sightline_crewai.mapping import (
 
 __all__ = ["SightlineCrewCallback"]
 
-logger = logging.getLogger("sightline")
 
 _MAX_TRACKED_TASKS = 1024
 
@@ -108,7 +108,7 @@ class SightlineCrewCallback:
         """Log a failure of Sightline's own: the first as a warning, the others quietly."""
         level = logging.DEBUG if self._warned else logging.WARNING
         self._warned = True
-        logger.log(level, "sightline: crewai: %s", what, exc_info=True)
+        log_safely(level, "sightline: crewai: %s", what, exc_info=True)
 
     # -- steps ----------------------------------------------------------------------------------
 

@@ -37,11 +37,11 @@ from typing import Any
 from sightline import ToolDenied
 from sightline.client import get_client
 from sightline.governance import authorize, enforced
+from sightline.logs import log_safely
 from sightline_crewai.mapping import FRAMEWORK
 
 __all__ = ["install", "installed", "remove"]
 
-logger = logging.getLogger("sightline")
 
 _ORIGINAL = "__sightline_original__"
 
@@ -82,7 +82,9 @@ def install(client_of: Callable[[], Any]) -> None:
             try:
                 cls = getattr(importlib.import_module(module_name), class_name)
             except Exception:
-                logger.debug("sightline: crewai: no %s.%s to govern", module_name, class_name)
+                log_safely(
+                    logging.DEBUG, "sightline: crewai: no %s.%s to govern", module_name, class_name
+                )
                 continue
             for name in (*keyword_methods, *input_methods):
                 original = cls.__dict__.get(name)
@@ -92,7 +94,9 @@ def install(client_of: Callable[[], Any]) -> None:
                 try:
                     setattr(cls, name, wrap(original))
                 except Exception:
-                    logger.debug("sightline: crewai: cannot govern %s.%s", class_name, name)
+                    log_safely(
+                        logging.DEBUG, "sightline: crewai: cannot govern %s.%s", class_name, name
+                    )
                     continue
                 _patched.append((cls, name, original))
 
@@ -106,7 +110,9 @@ def remove() -> None:
                 try:
                     setattr(cls, name, original)
                 except Exception:
-                    logger.debug("sightline: crewai: cannot restore %s.%s", cls.__name__, name)
+                    log_safely(
+                        logging.DEBUG, "sightline: crewai: cannot restore %s.%s", cls.__name__, name
+                    )
 
 
 def installed() -> list[str]:
@@ -163,7 +169,7 @@ def _scopes() -> tuple[tuple[str, str], ...]:
     try:
         return tuple(_event_id_stack.get() or ()) if _event_id_stack is not None else ()
     except Exception:
-        logger.debug("sightline: crewai: cannot read CrewAI's scopes", exc_info=True)
+        log_safely(logging.DEBUG, "sightline: crewai: cannot read CrewAI's scopes", exc_info=True)
         return ()
 
 
@@ -186,7 +192,7 @@ def _agent_of(stack: tuple[tuple[str, str], ...]) -> str | None:
             if agent is not None:
                 return str(agent)
     except Exception:
-        logger.debug("sightline: crewai: cannot tell the tool's agent", exc_info=True)
+        log_safely(logging.DEBUG, "sightline: crewai: cannot tell the tool's agent", exc_info=True)
     return None
 
 

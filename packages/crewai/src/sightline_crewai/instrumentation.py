@@ -15,13 +15,13 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from sightline.imports import PostImportHook, when_imported
+from sightline.logs import log_safely
 
 if TYPE_CHECKING:
     from sightline_crewai.listener import SightlineEventListener
 
 __all__ = ["active_listener", "instrument", "is_instrumented", "uninstrument"]
 
-logger = logging.getLogger("sightline")
 
 _lock = threading.RLock()
 _wanted = False
@@ -96,8 +96,11 @@ def _install() -> None:
         _listener = SightlineEventListener(client=_client)
         governance.install(lambda: _client)
     except Exception as exc:
-        logger.error(
-            "sightline: crewai: could not instrument CrewAI: %s: %s", type(exc).__name__, exc
+        log_safely(
+            logging.ERROR,
+            "sightline: crewai: could not instrument CrewAI: %s: %s",
+            type(exc).__name__,
+            exc,
         )
 
 

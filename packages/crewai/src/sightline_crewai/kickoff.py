@@ -21,9 +21,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from sightline.logs import log_safely
+
 __all__ = ["unwatch", "watch"]
 
-logger = logging.getLogger("sightline")
 
 OnAbort = Callable[[str, BaseException], None]
 
@@ -50,7 +51,9 @@ def watch(on_abort: OnAbort) -> None:
             try:
                 cls = getattr(importlib.import_module(module_name), class_name)
             except Exception:
-                logger.debug("sightline: crewai: no %s.%s to watch", module_name, class_name)
+                log_safely(
+                    logging.DEBUG, "sightline: crewai: no %s.%s to watch", module_name, class_name
+                )
                 continue
             for name in names:
                 original = cls.__dict__.get(name)
@@ -59,7 +62,9 @@ def watch(on_abort: OnAbort) -> None:
                 try:
                     setattr(cls, name, _watched(original))
                 except Exception:
-                    logger.debug("sightline: crewai: cannot watch %s.%s", class_name, name)
+                    log_safely(
+                        logging.DEBUG, "sightline: crewai: cannot watch %s.%s", class_name, name
+                    )
                     continue
                 _patched.append((cls, name, original))
 
@@ -76,7 +81,9 @@ def unwatch() -> None:
                 try:
                     setattr(cls, name, original)
                 except Exception:
-                    logger.debug("sightline: crewai: cannot restore %s.%s", cls.__name__, name)
+                    log_safely(
+                        logging.DEBUG, "sightline: crewai: cannot restore %s.%s", cls.__name__, name
+                    )
 
 
 def _watched(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -116,4 +123,8 @@ def _ended_abruptly(owner: Any, error: BaseException) -> None:
         if on_abort is not None and root_id:
             on_abort(str(root_id), error)
     except Exception:
-        logger.debug("sightline: crewai: could not report an interrupted kickoff", exc_info=True)
+        log_safely(
+            logging.DEBUG,
+            "sightline: crewai: could not report an interrupted kickoff",
+            exc_info=True,
+        )

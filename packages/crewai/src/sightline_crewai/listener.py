@@ -21,6 +21,7 @@ from crewai.events import BaseEventListener, crewai_event_bus
 from crewai.events.event_bus import CrewAIEventsBus
 
 from sightline.client import get_client
+from sightline.logs import log_safely
 from sightline.span import add_parent_source, current_span, remove_parent_source
 from sightline.threads import start_background_thread
 from sightline_crewai import kickoff
@@ -29,7 +30,6 @@ from sightline_crewai.tree import SpanTree
 
 __all__ = ["SightlineEventListener", "event_classes", "live_listeners"]
 
-logger = logging.getLogger("sightline")
 
 try:
     from crewai.events.event_bus import is_replaying as _is_replaying
@@ -115,7 +115,7 @@ def _end_aborted(listeners: list[SightlineEventListener]) -> None:
     try:
         crewai_event_bus.flush(5.0)
     except Exception:
-        logger.debug("sightline: crewai: flushing the event bus failed", exc_info=True)
+        log_safely(logging.DEBUG, "sightline: crewai: flushing the event bus failed", exc_info=True)
     for listener in listeners:
         listener.tree.apply_aborts()
 
@@ -133,7 +133,9 @@ def event_classes() -> list[tuple[type, str, CrewEventRule]]:
         try:
             cls = getattr(events, name)
         except Exception:
-            logger.debug("sightline: crewai: this CrewAI has no %s; not listened to", name)
+            log_safely(
+                logging.DEBUG, "sightline: crewai: this CrewAI has no %s; not listened to", name
+            )
             continue
         if isinstance(cls, type):
             found.append((cls, name, rule))
@@ -151,7 +153,9 @@ def event_classes() -> list[tuple[type, str, CrewEventRule]]:
                 found.append((cls, cls.__name__, SCOPE))
                 known.add(cls)
     except Exception:
-        logger.debug("sightline: crewai: could not list CrewAI's scope events", exc_info=True)
+        log_safely(
+            logging.DEBUG, "sightline: crewai: could not list CrewAI's scope events", exc_info=True
+        )
     return found
 
 
@@ -249,7 +253,9 @@ class SightlineEventListener(BaseEventListener):
         try:
             crewai_event_bus.flush(timeout)
         except Exception:
-            logger.debug("sightline: crewai: flushing the event bus failed", exc_info=True)
+            log_safely(
+                logging.DEBUG, "sightline: crewai: flushing the event bus failed", exc_info=True
+            )
         self.tree.apply_aborts()
         self.tree.settle()
 
@@ -267,6 +273,8 @@ class SightlineEventListener(BaseEventListener):
             try:
                 crewai_event_bus.off(cls, handler)
             except Exception:
-                logger.debug("sightline: crewai: could not unregister %s", cls, exc_info=True)
+                log_safely(
+                    logging.DEBUG, "sightline: crewai: could not unregister %s", cls, exc_info=True
+                )
         self._handlers.clear()
         self.tree.close()

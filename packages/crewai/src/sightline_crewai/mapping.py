@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from sightline import ErrorKind, EventType, Span, ToolDenied
+from sightline.logs import log_safely
 
 __all__ = [
     "AGENT_ACTION",
@@ -39,7 +40,6 @@ __all__ = [
     "tool_arguments",
 ]
 
-logger = logging.getLogger("sightline")
 
 FRAMEWORK = "crewai"
 
@@ -103,8 +103,11 @@ def _guarded(fill: Filler) -> Filler:
         try:
             fill(span, event, source)
         except Exception:
-            logger.debug(
-                "sightline: crewai: could not read %s", type(event).__name__, exc_info=True
+            log_safely(
+                logging.DEBUG,
+                "sightline: crewai: could not read %s",
+                type(event).__name__,
+                exc_info=True,
             )
 
     run.__name__ = fill.__name__

@@ -35,11 +35,11 @@ from typing import Any
 
 from sightline import ErrorKind, EventType, Span
 from sightline.client import get_client
+from sightline.logs import log_safely
 from sightline_crewai.mapping import END, FRAMEWORK, POINT, RULES, CrewEventRule, event_time_ns
 
 __all__ = ["SpanTree", "span_id_of"]
 
-logger = logging.getLogger("sightline")
 
 _MAX_REMEMBERED = 1024  # aborted kickoffs waiting to be applied, tool rejections seen
 _MAX_DEPTH = 256  # a parent chain longer than this is not followed (it would be a cycle)
@@ -400,7 +400,8 @@ class SpanTree:
         if not open_under:
             return
         message = str(error) or f"the kickoff ended by {type(error).__name__}"
-        logger.debug(
+        log_safely(
+            logging.DEBUG,
             "sightline: crewai: a kickoff ended by %s; %d spans ended as errors",
             type(error).__name__,
             len(open_under),
@@ -460,7 +461,7 @@ class SpanTree:
         """Log a failure of Sightline's own: the first as a warning, the others quietly."""
         level = logging.DEBUG if self._warned_error else logging.WARNING
         self._warned_error = True
-        logger.log(level, "sightline: crewai: %s", what, exc_info=True)
+        log_safely(level, "sightline: crewai: %s", what, exc_info=True)
 
     # -- starts and points --------------------------------------------------------------------
 
@@ -588,7 +589,9 @@ class SpanTree:
             start_id = self._pair(item)
             node = self._nodes.get(start_id) if start_id else None
             if node is None:
-                logger.debug("sightline: crewai: %s closes nothing open; ignored", item.kind)
+                log_safely(
+                    logging.DEBUG, "sightline: crewai: %s closes nothing open; ignored", item.kind
+                )
                 return
         if node is not None:
             self._close(node, item)
@@ -745,7 +748,8 @@ class SpanTree:
         siblings.remove(item)
         if not siblings:
             del self._orphans[parent_id]
-        logger.debug(
+        log_safely(
+            logging.DEBUG,
             "sightline: crewai: parent of %s never arrived; recorded under the ambient span",
             item.kind,
         )
@@ -793,7 +797,8 @@ class SpanTree:
         if excess > 0:
             if not self._warned_full:
                 self._warned_full = True
-                logger.warning(
+                log_safely(
+                    logging.WARNING,
                     "sightline: crewai: more than %d spans open; the oldest are ended as "
                     "incomplete and forgotten",
                     self.max_nodes,

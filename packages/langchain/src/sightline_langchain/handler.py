@@ -33,13 +33,13 @@ from langchain_core.runnables.config import var_child_runnable_config
 from sightline.capture import KEPT_ITEMS, bounded_copy
 from sightline.client import Client, get_client
 from sightline.event import ErrorKind, EventType, Usage
+from sightline.logs import log_safely
 from sightline.span import Span, add_parent_source, current_span
 from sightline_langchain import mapping
 from sightline_langchain.mapping import AGENT_NAMES, INTERNAL_TAG_PREFIXES
 
 __all__ = ["FRAMEWORK", "SightlineCallbackHandler"]
 
-logger = logging.getLogger("sightline")
 
 FRAMEWORK = "langchain"
 """The ``framework`` field of every event this package emits."""
@@ -1438,12 +1438,16 @@ _failed_callbacks: set[str] = set()
 def _callback_failed(callback: str) -> None:
     """Log a failure inside a callback (once per callback at warning level), never raise."""
     if callback in _failed_callbacks:
-        logger.debug(
-            "sightline: LangChain %s failed; the event may be incomplete", callback, exc_info=True
+        log_safely(
+            logging.DEBUG,
+            "sightline: LangChain %s failed; the event may be incomplete",
+            callback,
+            exc_info=True,
         )
         return
     _failed_callbacks.add(callback)
-    logger.warning(
+    log_safely(
+        logging.WARNING,
         "sightline: LangChain %s failed; the event may be incomplete (further failures of this "
         "callback are logged at debug level)",
         callback,

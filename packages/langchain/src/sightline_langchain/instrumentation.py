@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from sightline.imports import PostImportHook, when_imported
+from sightline.logs import log_safely
 
 if TYPE_CHECKING:
     from sightline.client import Client
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["global_handler", "instrument", "is_instrumented", "uninstrument"]
 
-logger = logging.getLogger("sightline")
 
 _lock = threading.RLock()
 _wanted = False
@@ -84,7 +84,8 @@ def uninstrument() -> None:
         hooks = lc_context._configure_hooks
         hooks[:] = [hook for hook in hooks if hook[0] is not variable]
     except Exception as exc:  # a LangChain without the list: leave the handler inert
-        logger.warning(
+        log_safely(
+            logging.WARNING,
             "sightline: could not remove the LangChain configure hook (%s); the global "
             "handler stays registered but records nothing",
             exc,
@@ -102,7 +103,9 @@ def _remove_governance() -> None:
 
         governance.remove()
     except Exception as exc:
-        logger.warning("sightline: could not remove LangChain tool governance: %s", exc)
+        log_safely(
+            logging.WARNING, "sightline: could not remove LangChain tool governance: %s", exc
+        )
 
 
 def _client_of() -> Client | None:
@@ -146,6 +149,9 @@ def _install() -> None:
 
         governance.install(_client_of)  # sightline_authorize_tool policies, before each tool
     except Exception as exc:
-        logger.error(
-            "sightline: langchain: could not instrument LangChain: %s: %s", type(exc).__name__, exc
+        log_safely(
+            logging.ERROR,
+            "sightline: langchain: could not instrument LangChain: %s: %s",
+            type(exc).__name__,
+            exc,
         )

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from sightline.client import get_client
+from sightline.logs import log_safely
 from sightline.span import add_parent_source, current_span
 from sightline_llamaindex._framework import (
     BaseEventHandler,
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SightlineEventHandler", "SightlineSpanHandler"]
 
-logger = logging.getLogger("sightline")
 
 _RUN_KINDS = (Kind.AGENT, Kind.WORKFLOW)
 # Timeouts that do not subclass TimeoutError, by class name (importing them would load
@@ -291,7 +291,9 @@ class _OpenSpans:
             if shape == ResponseShape.CHAT:
                 return self._await_writer(call, result)
         except Exception as exc:  # unreadable: the call ends now, as if not streamed
-            logger.debug("sightline: llamaindex could not follow a streamed response: %r", exc)
+            log_safely(
+                logging.DEBUG, "sightline: llamaindex could not follow a streamed response: %r", exc
+            )
         return False
 
     def _watch_tokens(self, call: _Call, result: Any) -> bool:
@@ -411,7 +413,9 @@ class _OpenSpans:
             if release or try_release:
                 _release_if_drained(wait=release)
         except Exception as exc:  # called from the reader's code: never raise into it
-            logger.debug("sightline: llamaindex could not end a streamed response: %r", exc)
+            log_safely(
+                logging.DEBUG, "sightline: llamaindex could not end a streamed response: %r", exc
+            )
 
     def response_written(self, instance: Any, error: BaseException | None) -> None:
         """The span of a method of ``instance`` ended: if it is the writer of a chat response
@@ -502,7 +506,9 @@ class _OpenSpans:
     def _warn_once(self, what: str) -> None:
         if not self._warned:
             self._warned = True
-            logger.warning("sightline: too many %s; closing the oldest as incomplete", what)
+            log_safely(
+                logging.WARNING, "sightline: too many %s; closing the oldest as incomplete", what
+            )
 
 
 OPEN_SPANS = _OpenSpans()
@@ -532,7 +538,9 @@ def _end_open_at_exit() -> None:
     try:
         OPEN_SPANS.end_all_at_exit()
     except Exception as exc:  # never raise at exit
-        logger.debug("sightline: llamaindex could not end open streams at exit: %r", exc)
+        log_safely(
+            logging.DEBUG, "sightline: llamaindex could not end open streams at exit: %r", exc
+        )
 
 
 def _watch(tokens: Iterator[Any], record: _ResponseStream) -> Iterator[Any]:
@@ -754,7 +762,9 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
             call.reading = being_read
             OPEN_SPANS.add(id_, call)
         except Exception as exc:
-            logger.debug("sightline: llamaindex span_enter failed for %s: %r", id_, exc)
+            log_safely(
+                logging.DEBUG, "sightline: llamaindex span_enter failed for %s: %r", id_, exc
+            )
 
     def span_exit(
         self,
@@ -809,7 +819,7 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
             elif call.kind not in RESPONSE_KINDS or not OPEN_SPANS.await_response(call, result):
                 OPEN_SPANS.finish(call)
         except Exception as exc:
-            logger.debug("sightline: llamaindex span_exit failed for %s: %r", id_, exc)
+            log_safely(logging.DEBUG, "sightline: llamaindex span_exit failed for %s: %r", id_, exc)
 
     def span_drop(
         self,
@@ -851,7 +861,7 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
             OPEN_SPANS.fail(call, err)
             OPEN_SPANS.finish(call)
         except Exception as exc:
-            logger.debug("sightline: llamaindex span_drop failed for %s: %r", id_, exc)
+            log_safely(logging.DEBUG, "sightline: llamaindex span_drop failed for %s: %r", id_, exc)
 
     # The base class routes span_enter/exit/drop through these; ours are overridden above.
     def new_span(self, *args: Any, **kwargs: Any) -> None:
@@ -1122,7 +1132,7 @@ class SightlineEventHandler(BaseEventHandler):
             if self.draining:
                 _release_if_drained()
         except Exception as exc:
-            logger.debug("sightline: llamaindex event handler failed: %r", exc)
+            log_safely(logging.DEBUG, "sightline: llamaindex event handler failed: %r", exc)
 
 
 def _release_if_drained(wait: bool = True) -> None:

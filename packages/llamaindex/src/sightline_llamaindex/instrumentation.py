@@ -11,13 +11,14 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from sightline.logs import log_safely
+
 if TYPE_CHECKING:
     from sightline import Client
     from sightline_llamaindex.handlers import SightlineEventHandler, SightlineSpanHandler
 
 __all__ = ["installed_handlers", "instrument", "uninstrument"]
 
-logger = logging.getLogger("sightline")
 
 _lock = threading.Lock()
 # The handlers this module put on the root dispatcher. After uninstrument() they may stay there,
@@ -75,9 +76,10 @@ def instrument(client: Client | None = None) -> None:
         _active = _span_handler is not None or _event_handler is not None
         if by_hand and not _told_about_hand_handlers:
             _told_about_hand_handlers = True
-            logger.info(
+            log_safely(
+                logging.INFO,
                 "sightline: LlamaIndex's root dispatcher already has Sightline handlers attached "
-                "by hand; instrument() uses them (they report to their own client) and adds none"
+                "by hand; instrument() uses them (they report to their own client) and adds none",
             )
 
 

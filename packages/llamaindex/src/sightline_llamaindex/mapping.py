@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sightline import EventType
+from sightline.logs import log_safely
 
 if TYPE_CHECKING:
     from sightline import Client, Span
@@ -46,7 +47,6 @@ __all__ = [
     "streamed_text",
 ]
 
-logger = logging.getLogger("sightline")
 
 FRAMEWORK = "llamaindex"
 PREVIEW_CHARS = 200
@@ -335,7 +335,9 @@ def start_event(
             start = arguments.get("start_event")
             input_value = WorkflowEventView(start) if start is not None else None
     except Exception as exc:
-        logger.debug("sightline: llamaindex could not read the start of %s: %r", prefix, exc)
+        log_safely(
+            logging.DEBUG, "sightline: llamaindex could not read the start of %s: %r", prefix, exc
+        )
     return client.start_span(
         name,
         EVENT_TYPES[kind],
@@ -370,7 +372,9 @@ def start_step(
             metadata["input_event"] = type(event).__name__
             agent = _declared_field(event, "current_agent_name") or agent
     except Exception as exc:
-        logger.debug("sightline: llamaindex could not read the step %s: %r", method, exc)
+        log_safely(
+            logging.DEBUG, "sightline: llamaindex could not read the step %s: %r", method, exc
+        )
     return client.start_span(
         method,
         EventType.CHAIN,
@@ -467,7 +471,9 @@ def finish_fields(
         elif kind == Kind.WORKFLOW:
             span.set_output(_workflow_result(result))
     except Exception as exc:
-        logger.debug("sightline: llamaindex could not read the result of %s: %r", span, exc)
+        log_safely(
+            logging.DEBUG, "sightline: llamaindex could not read the result of %s: %r", span, exc
+        )
 
 
 def _workflow_result(stop_event: Any) -> Any:
@@ -532,7 +538,7 @@ def apply_llm_start(span: Span, messages: Any, additional_kwargs: Any, model_dic
         if span.event.model is None and type(model_dict) is dict:
             span.set_model(_model_of(model_dict))
     except Exception as exc:
-        logger.debug("sightline: llamaindex could not read an LLM start: %r", exc)
+        log_safely(logging.DEBUG, "sightline: llamaindex could not read an LLM start: %r", exc)
 
 
 def apply_llm_prompt(span: Span, prompt: Any, model_dict: Any) -> None:
@@ -543,7 +549,7 @@ def apply_llm_prompt(span: Span, prompt: Any, model_dict: Any) -> None:
         if span.event.model is None and type(model_dict) is dict:
             span.set_model(_model_of(model_dict))
     except Exception as exc:
-        logger.debug("sightline: llamaindex could not read an LLM prompt: %r", exc)
+        log_safely(logging.DEBUG, "sightline: llamaindex could not read an LLM prompt: %r", exc)
 
 
 def apply_llm_response(span: Span, response: Any) -> None:
@@ -566,7 +572,7 @@ def apply_llm_response(span: Span, response: Any) -> None:
             if isinstance(raw_model, str) and raw_model:
                 span.set_model(raw_model)
     except Exception as exc:
-        logger.debug("sightline: llamaindex could not read an LLM response: %r", exc)
+        log_safely(logging.DEBUG, "sightline: llamaindex could not read an LLM response: %r", exc)
 
 
 def _model_of(model_dict: dict[str, Any]) -> str | None:
@@ -875,7 +881,7 @@ def _block_snapshot(block: Any) -> dict[str, Any] | None:
         if isinstance(title, str) and title:
             part["title"] = title
     except Exception as exc:
-        logger.debug("sightline: llamaindex could not read a %s: %r", name, exc)
+        log_safely(logging.DEBUG, "sightline: llamaindex could not read a %s: %r", name, exc)
     return part
 
 

@@ -25,11 +25,11 @@ from types import ModuleType
 from typing import Any
 
 from sightline.imports import PostImportHook, when_imported
+from sightline.logs import log_safely
 from sightline_llamaindex import governance
 
 __all__ = ["client", "install", "patched_methods", "remove"]
 
-logger = logging.getLogger("sightline")
 
 _lock = threading.RLock()  # re-entrant: when_imported() calls back at once for loaded modules
 _wanted = False
@@ -98,7 +98,13 @@ def _patch(owner: type, attribute: str, wrap: Callable[[Any], Any]) -> None:
         wrapper = wrap(original)
         setattr(owner, attribute, wrapper)
     except Exception as exc:  # a changed LlamaIndex: this one method stays as it is
-        logger.debug("sightline: llamaindex %s.%s not wrapped: %r", owner.__name__, attribute, exc)
+        log_safely(
+            logging.DEBUG,
+            "sightline: llamaindex %s.%s not wrapped: %r",
+            owner.__name__,
+            attribute,
+            exc,
+        )
         return
     _applied[(owner, attribute)] = (original, wrapper)
 
