@@ -192,6 +192,29 @@ def test_with_content_capture_off_no_task_or_guardrail_prompt_leaves_as_a_name(
     )  # fmt: skip
 
 
+def test_with_content_capture_off_no_goal_and_no_made_up_tool_name_leaves(private, server, llm):
+    made_up = "wire_money_to_account_4242"  # the model's invention: model output, not a name
+    server.set_responder(tool_then_answer(made_up, {"amount": 5}, "41"))
+
+    calculator_crew(llm(), tools=[counted_add]).kickoff()
+
+    wire = json.dumps([event.to_dict() for event in private.events])
+    assert "4242" not in wire.lower() and "wire_money" not in wire.lower()
+    [agent] = private.find(type="agent")
+    assert "goal" not in agent.metadata and agent.metadata["role"] == "Calculator"
+    calls = private.find(type="tool_call")
+    assert calls and {call.name for call in calls} == {"unknown_tool"}
+
+
+def test_with_content_capture_off_real_tools_keep_their_names(private, server, llm):
+    server.set_responder(tool_then_answer("add", {"a": 1, "b": 2}, "3"))
+
+    calculator_crew(llm(), tools=[counted_add]).kickoff()
+
+    [call] = private.find(type="tool_call")
+    assert (call.name, call.status.value) == ("add", "ok")
+
+
 def test_with_content_capture_off_a_named_task_keeps_its_name(private, server, llm):
     server.set_responder(guarded_answers)
 

@@ -33,6 +33,8 @@ from sightline.hookspecs import hookimpl
 
 __all__ = ["RedactionProcessor", "SamplingProcessor"]
 
+_IDENTITY_MEMO = 4096  # names and identity values remembered as masked (see _identity_text)
+
 
 class RedactionProcessor:
     """Safe capture and secret scrubbing; always on, runs before any other processor."""
@@ -41,6 +43,9 @@ class RedactionProcessor:
         self.capture_content = config.capture_content
         self.sanitize = Sanitizer(max_string=config.max_string, redact_keys=config.redact_keys)
         self.small = Sanitizer(max_string=1024, redact_keys=config.redact_keys)
+        # Names and identity values (agent, session, model) already masked: text → the text
+        # to export. Bounded: emptied when full.
+        self._identity: dict[str, str] = {}
         # Stacks are cut to their last _STACK_LIMIT characters (the exception is at the end),
         # then masked like any text.
         self.stack_text = Sanitizer(max_string=2 * _STACK_LIMIT, redact_keys=config.redact_keys)
@@ -54,6 +59,19 @@ class RedactionProcessor:
         application's own objects.
         """
         self.sanitize.share_clean = share
+
+    def _identity_text(self, text: str) -> str:
+        """``text`` (a name, an agent, a session id, a model) cut to 1,024 characters and with
+        secrets masked; remembered for the next event."""
+        clean = text[:1000] + "…" if len(text) > 1024 else text
+        clean = self.small(clean)
+        if clean == text:
+            clean = text  # the same object: nothing to set on the event
+        identity = self._identity
+        if len(identity) >= _IDENTITY_MEMO:
+            identity.clear()
+        identity[text] = clean
+        return clean
 
     @hookimpl(tryfirst=True)
     def sightline_process_event(self, event: Event) -> None:
@@ -91,22 +109,30 @@ class RedactionProcessor:
             tags = event.tags = _tag_list(tags)
         if tags:
             event.tags = [self.small(t) if type(t) is str else self.small(_text(t)) for t in tags]
-        if not isinstance(event.name, str):
-            event.name = self.small(_text(event.name))
-        elif len(event.name) > 1024:
-            event.name = event.name[:1000] + "…"
+        # Names and identity fields are text like any other: a secret in them (a task named
+        # after a prompt holding an API key, a bearer token as a session id) is masked too.
+        # The same few values come back in every event: each is masked once (memo).
+        identity = self._identity
+        name = event.name
+        if type(name) is str:
+            clean = identity.get(name)
+            event.name = clean if clean is not None else self._identity_text(name)
+        else:
+            event.name = self.small(_text(name))
         # Identity fields are strings on the wire: a session id given as a UUID (or an agent as
         # an enum...) must not make the whole batch fail to serialize in an exporter.
-        if not (
-            (event.agent is None or type(event.agent) is str)
-            and (event.session_id is None or type(event.session_id) is str)
-            and (event.framework is None or type(event.framework) is str)
-            and (event.model is None or type(event.model) is str)
-        ):
-            for key in ("agent", "session_id", "framework", "model"):
-                value = getattr(event, key)
-                if value is not None and type(value) is not str:
-                    setattr(event, key, self.small(_text(value)))
+        for key in ("agent", "session_id", "framework", "model"):
+            value = getattr(event, key)
+            if value is None:
+                continue
+            if type(value) is str:
+                clean = identity.get(value)
+                if clean is None:
+                    clean = self._identity_text(value)
+                if clean is not value:
+                    setattr(event, key, clean)
+            else:
+                setattr(event, key, self.small(_text(value)))
         error = event.error
         if error is not None:
             if not isinstance(error, ErrorInfo):

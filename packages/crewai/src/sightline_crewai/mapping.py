@@ -335,6 +335,14 @@ def _model_name(llm: Any) -> str | None:
     return str(model) if model else None
 
 
+def _captures_content(span: Span) -> bool:
+    """Whether the span's client records content (an agent's goal is part of its prompt)."""
+    try:
+        return bool(span.client.config.capture_content)
+    except Exception:
+        return False
+
+
 @_guarded
 def _agent_started(span: Span, event: Any, source: Any) -> None:
     """Agent: the prompt it works on, its goal, its tools and its model."""
@@ -344,7 +352,7 @@ def _agent_started(span: Span, event: Any, source: Any) -> None:
         _drop_none(
             {
                 "role": _get(agent, "role"),
-                "goal": _get(agent, "goal"),
+                "goal": _get(agent, "goal") if _captures_content(span) else None,
                 "tools": _names(_get(event, "tools")),
                 "model": _model_name(_get(agent, "llm")),
                 "task_id": _text(_get(event, "task", "id")),
@@ -362,7 +370,7 @@ def _lite_agent_started(span: Span, event: Any, source: Any) -> None:
         _drop_none(
             {
                 "role": _get(info, "role"),
-                "goal": _get(info, "goal"),
+                "goal": _get(info, "goal") if _captures_content(span) else None,
                 "tools": _names(_get(event, "tools")),
                 "model": _model_name(_get(source, "llm")),
             }
@@ -441,6 +449,14 @@ def _llm_failed(span: Span, event: Any, source: Any) -> None:
 
 def _tool_name(event: Any, source: Any) -> str:
     return str(_get(event, "tool_name") or "tool")
+
+
+def _known_tool_private_name(event: Any, source: Any) -> str:
+    """With ``capture_content`` off, for a tool call CrewAI refused: the tool's name when the
+    agent has such a tool, else ``unknown_tool`` (a name the model made up is model output)."""
+    name = _get(event, "tool_name")
+    tools = _names(_get(event, "agent", "tools")) or _names(_get(source, "tools"))
+    return str(name) if name and str(name) in tools else "unknown_tool"
 
 
 @_guarded
@@ -676,7 +692,11 @@ def _point(event_type: EventType, name: Namer, fill: Filler, **kw: Any) -> CrewE
 # A call whose arguments CrewAI could not parse: on the ReAct path the same refusal was
 # reported just before as ToolSelectionError / ToolValidateInputError, on the native path not.
 _INVALID_TOOL_CALL = _point(
-    EventType.TOOL_CALL, _tool_name, _tool_failure_detected, repeats_rejection=True
+    EventType.TOOL_CALL,
+    _tool_name,
+    _tool_failure_detected,
+    repeats_rejection=True,
+    private_name=_known_tool_private_name,
 )
 _REPEATED_CALL = _point(EventType.DECISION, _fixed("repeated_call"), _repeated_call)
 
@@ -710,14 +730,24 @@ RULES: dict[str, CrewEventRule] = {
     "LLMCallCompletedEvent": _end("LLMCallStartedEvent", _llm_completed, "call_id"),
     "LLMCallFailedEvent": _end("LLMCallStartedEvent", _llm_failed, "call_id"),
     # tool usage -> tool_call
-    "ToolUsageStartedEvent": _start(EventType.TOOL_CALL, _tool_name, _tool_started),
+    "ToolUsageStartedEvent": _start(
+        EventType.TOOL_CALL, _tool_name, _tool_started, private_name=_known_tool_private_name
+    ),
     "ToolUsageFinishedEvent": _end("ToolUsageStartedEvent", _tool_finished, "tool_name"),
     "ToolUsageErrorEvent": _end("ToolUsageStartedEvent", _tool_error, "tool_name"),
     "ToolSelectionErrorEvent": _point(
-        EventType.TOOL_CALL, _tool_name, _tool_rejected, rejection=True
+        EventType.TOOL_CALL,
+        _tool_name,
+        _tool_rejected,
+        rejection=True,
+        private_name=_known_tool_private_name,
     ),
     "ToolValidateInputErrorEvent": _point(
-        EventType.TOOL_CALL, _tool_name, _tool_rejected, rejection=True
+        EventType.TOOL_CALL,
+        _tool_name,
+        _tool_rejected,
+        rejection=True,
+        private_name=_known_tool_private_name,
     ),
     # a call refused before it ran (unparsable arguments), or an agent stopped for repeating
     # itself; other failures it reports are already on the events above
