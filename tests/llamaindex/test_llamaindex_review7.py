@@ -569,6 +569,7 @@ async def test_a_denied_tool_does_not_run_and_fails_its_tool_call_with_kind_guar
 
     assert ran == []
     assert rules.asked == [("charge", {"card": CARD, "amount": 30})]
+    assert rules.contexts[0]["agent"] == "shop" and rules.contexts[0]["framework"] == "llamaindex"
     call, decision = traced.one(type="tool_call"), traced.one(type="decision")
     assert (decision.trace_id, decision.parent_span_id) == (call.trace_id, call.span_id)
     denied = "tool 'charge' denied: no charges"
@@ -582,9 +583,8 @@ async def test_a_denied_tool_does_not_run_and_fails_its_tool_call_with_kind_guar
     }  # fmt: skip
     decided = fields(decision)
     assert decided == {
-        # agent: the core's authorize() takes the ambient Sightline span's (none here), not
-        # the one of the tool call it nests under
-        "type": "decision", "name": "authorize:charge", "status": "error", "agent": None,
+        # agent: the tool call's, as the policy was told
+        "type": "decision", "name": "authorize:charge", "status": "error", "agent": "shop",
         "session_id": None, "framework": "llamaindex",
         "input": {"tool": "charge", "arguments": {"card": CARD, "amount": 30}},
         "output": {"decision": "deny", "reason": "no charges"},

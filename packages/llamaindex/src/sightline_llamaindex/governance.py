@@ -34,14 +34,14 @@ def authorized(
     after the function's parameters (``input`` for another tool's single argument). What it
     returns goes back the same way; the tool call's recorded input becomes those arguments.
     """
-    from sightline_llamaindex.handlers import record_tool_arguments
+    from sightline_llamaindex.handlers import record_tool_arguments, running_agent
 
     name = tool_name(tool) or type(tool).__name__
     context = {key: value for key, value in kwargs.items() if type(value).__name__ == "Context"}
     arguments = {key: value for key, value in kwargs.items() if key not in context}
     names = _positional_names(tool, len(args)) if args else []
     arguments.update(zip(names, args, strict=True))
-    allowed = authorize(name, arguments, client=client, framework=FRAMEWORK)
+    allowed = authorize(name, arguments, client=client, framework=FRAMEWORK, agent=running_agent())
     if allowed is arguments:
         return args, kwargs
     keywords = dict(allowed)

@@ -627,6 +627,15 @@ def _span_parent() -> tuple[str, str, int, Any] | None:
 add_parent_source(_span_parent)
 
 
+def running_agent() -> str | None:
+    """The agent of the recorded call whose LlamaIndex span is running here (the policies'
+    context, and the decision event, name it)."""
+    span_id = active_span_id.get()
+    call = OPEN_SPANS.records.get(span_id) if span_id is not None else None
+    span = call.span if call is not None else None
+    return span.event.agent if span is not None else None
+
+
 def record_tool_arguments(name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
     """A governance policy replaced the arguments of tool ``name``, about to run in the
     LlamaIndex span active here: its recorded tool call shows those it runs with (the
