@@ -115,24 +115,41 @@ class RedactionProcessor:
         identity = self._identity
         name = event.name
         if type(name) is str:
-            clean = identity.get(name)
-            event.name = clean if clean is not None else self._identity_text(name)
+            clean = identity.get(name) or self._identity_text(name)
+            if clean is not name:
+                event.name = clean
         else:
             event.name = self.small(_text(name))
         # Identity fields are strings on the wire: a session id given as a UUID (or an agent as
-        # an enum...) must not make the whole batch fail to serialize in an exporter.
-        for key in ("agent", "session_id", "framework", "model"):
-            value = getattr(event, key)
-            if value is None:
-                continue
+        # an enum...) must not make the whole batch fail to serialize in an exporter. Written
+        # out field by field: this runs for every event.
+        value = event.agent
+        if value is not None:
             if type(value) is str:
-                clean = identity.get(value)
-                if clean is None:
-                    clean = self._identity_text(value)
+                clean = identity.get(value) or self._identity_text(value)
                 if clean is not value:
-                    setattr(event, key, clean)
+                    event.agent = clean
             else:
-                setattr(event, key, self.small(_text(value)))
+                event.agent = self.small(_text(value))
+        value = event.session_id
+        if value is not None:
+            if type(value) is str:
+                clean = identity.get(value) or self._identity_text(value)
+                if clean is not value:
+                    event.session_id = clean
+            else:
+                event.session_id = self.small(_text(value))
+        value = event.model
+        if value is not None:
+            if type(value) is str:
+                clean = identity.get(value) or self._identity_text(value)
+                if clean is not value:
+                    event.model = clean
+            else:
+                event.model = self.small(_text(value))
+        value = event.framework  # ours, set by the adapters: only its type is checked
+        if value is not None and type(value) is not str:
+            event.framework = self.small(_text(value))
         error = event.error
         if error is not None:
             if not isinstance(error, ErrorInfo):
