@@ -23,7 +23,6 @@ asking twice.
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import json
 import logging
@@ -39,11 +38,10 @@ from sightline.client import get_client
 from sightline.governance import authorize, enforced
 from sightline.logs import log_safely
 from sightline_crewai.mapping import FRAMEWORK
+from sightline_crewai.patching import ORIGINAL, MethodPatches
 
 __all__ = ["install", "installed", "remove"]
 
-
-_ORIGINAL = "__sightline_original__"
 
 # (module, class, methods taking keyword arguments, methods taking one ``input``)
 _TARGETS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
@@ -58,7 +56,7 @@ _RUNNING: ContextVar[str | None] = ContextVar("sightline_crewai_governed_tool", 
 
 _lock = threading.Lock()
 _client_of: Callable[[], Any] = lambda: None  # noqa: E731
-_patched: list[tuple[type, str, Any]] = []  # (class, method name, original)
+_patches = MethodPatches("govern")
 
 # CrewAI tool scope (event id) -> (tool, arguments, reason) of the deny given in it
 _MAX_DENIALS = 256
@@ -76,48 +74,22 @@ def install(client_of: Callable[[], Any]) -> None:
     global _client_of
     with _lock:
         _client_of = client_of
-        if _patched:
+        if _patches:
             return
         for module_name, class_name, keyword_methods, input_methods in _TARGETS:
-            try:
-                cls = getattr(importlib.import_module(module_name), class_name)
-            except Exception:
-                log_safely(
-                    logging.DEBUG, "sightline: crewai: no %s.%s to govern", module_name, class_name
-                )
-                continue
-            for name in (*keyword_methods, *input_methods):
-                original = cls.__dict__.get(name)
-                if original is None or not callable(original) or hasattr(original, _ORIGINAL):
-                    continue
-                wrap = _with_keywords if name in keyword_methods else _with_input
-                try:
-                    setattr(cls, name, wrap(original))
-                except Exception:
-                    log_safely(
-                        logging.DEBUG, "sightline: crewai: cannot govern %s.%s", class_name, name
-                    )
-                    continue
-                _patched.append((cls, name, original))
+            _patches.wrap(module_name, class_name, keyword_methods, _with_keywords)
+            _patches.wrap(module_name, class_name, input_methods, _with_input)
 
 
 def remove() -> None:
     """Put the original methods back (those nobody replaced since). Idempotent."""
     with _lock:
-        while _patched:
-            cls, name, original = _patched.pop()
-            if getattr(cls.__dict__.get(name), _ORIGINAL, None) is original:
-                try:
-                    setattr(cls, name, original)
-                except Exception:
-                    log_safely(
-                        logging.DEBUG, "sightline: crewai: cannot restore %s.%s", cls.__name__, name
-                    )
+        _patches.restore()
 
 
 def installed() -> list[str]:
     """``Class.method`` of each method wrapped now."""
-    return sorted(f"{cls.__name__}.{name}" for cls, name, _ in _patched)
+    return _patches.names()
 
 
 # -- the wrappers ----------------------------------------------------------------------------
@@ -231,7 +203,7 @@ def _with_keywords(original: Callable[..., Any]) -> Callable[..., Any]:
             finally:
                 _RUNNING.reset(token)
 
-        setattr(governed_async, _ORIGINAL, original)
+        setattr(governed_async, ORIGINAL, original)
         return governed_async
 
     @functools.wraps(original)
@@ -246,7 +218,7 @@ def _with_keywords(original: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             _RUNNING.reset(token)
 
-    setattr(governed, _ORIGINAL, original)
+    setattr(governed, ORIGINAL, original)
     return governed
 
 
@@ -282,7 +254,7 @@ def _with_input(original: Callable[..., Any]) -> Callable[..., Any]:
             finally:
                 _RUNNING.reset(token)
 
-        setattr(governed_async, _ORIGINAL, original)
+        setattr(governed_async, ORIGINAL, original)
         return governed_async
 
     @functools.wraps(original)
@@ -298,5 +270,5 @@ def _with_input(original: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             _RUNNING.reset(token)
 
-    setattr(governed, _ORIGINAL, original)
+    setattr(governed, ORIGINAL, original)
     return governed

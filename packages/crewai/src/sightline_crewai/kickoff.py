@@ -14,7 +14,6 @@ the common path is one function call.
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import logging
 import threading
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sightline.logs import log_safely
+from sightline_crewai.patching import ORIGINAL, MethodPatches
 
 __all__ = ["unwatch", "watch"]
 
@@ -32,11 +32,10 @@ _ENTRY_POINTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("crewai", "Crew", ("kickoff", "akickoff")),
     ("crewai", "Agent", ("kickoff", "kickoff_async", "akickoff")),
 )
-_ORIGINAL = "__sightline_original__"
 
 _lock = threading.Lock()
 _on_abort: OnAbort | None = None
-_patched: list[tuple[type, str, Any]] = []  # (class, method name, original)
+_patches = MethodPatches("watch")
 
 
 def watch(on_abort: OnAbort) -> None:
@@ -45,28 +44,10 @@ def watch(on_abort: OnAbort) -> None:
     global _on_abort
     with _lock:
         _on_abort = on_abort
-        if _patched:
+        if _patches:
             return
         for module_name, class_name, names in _ENTRY_POINTS:
-            try:
-                cls = getattr(importlib.import_module(module_name), class_name)
-            except Exception:
-                log_safely(
-                    logging.DEBUG, "sightline: crewai: no %s.%s to watch", module_name, class_name
-                )
-                continue
-            for name in names:
-                original = cls.__dict__.get(name)
-                if original is None or not callable(original) or hasattr(original, _ORIGINAL):
-                    continue
-                try:
-                    setattr(cls, name, _watched(original))
-                except Exception:
-                    log_safely(
-                        logging.DEBUG, "sightline: crewai: cannot watch %s.%s", class_name, name
-                    )
-                    continue
-                _patched.append((cls, name, original))
+            _patches.wrap(module_name, class_name, names, _watched)
 
 
 def unwatch() -> None:
@@ -74,16 +55,7 @@ def unwatch() -> None:
     global _on_abort
     with _lock:
         _on_abort = None
-        while _patched:
-            cls, name, original = _patched.pop()
-            current = cls.__dict__.get(name)
-            if getattr(current, _ORIGINAL, None) is original:
-                try:
-                    setattr(cls, name, original)
-                except Exception:
-                    log_safely(
-                        logging.DEBUG, "sightline: crewai: cannot restore %s.%s", cls.__name__, name
-                    )
+        _patches.restore()
 
 
 def _watched(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -99,7 +71,7 @@ def _watched(original: Callable[..., Any]) -> Callable[..., Any]:
                 _ended_abruptly(self, exc)
                 raise
 
-        setattr(watched_async, _ORIGINAL, original)
+        setattr(watched_async, ORIGINAL, original)
         return watched_async
 
     @functools.wraps(original)
@@ -112,7 +84,7 @@ def _watched(original: Callable[..., Any]) -> Callable[..., Any]:
             _ended_abruptly(self, exc)
             raise
 
-    setattr(watched, _ORIGINAL, original)
+    setattr(watched, ORIGINAL, original)
     return watched
 
 
