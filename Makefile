@@ -35,6 +35,9 @@ demo: setup
 	done
 	@echo; echo "== writing a plugin: a processor that tags and redacts"
 	SIGHTLINE_DB=$(DEMO_DB) $(PYTHON) examples/plugin_example.py
+	@echo; echo "== governance: a policy plugin decides before each LangChain tool runs"
+	SIGHTLINE_DB=$(DEMO_DB) $(PYTHON) examples/governance_example.py
+	SIGHTLINE_DB=$(DEMO_DB) .venv/bin/sightline show latest
 	@echo; echo "== every run of the demo"
 	SIGHTLINE_DB=$(DEMO_DB) .venv/bin/sightline runs
 	SIGHTLINE_DB=$(DEMO_DB) .venv/bin/sightline stats

@@ -133,3 +133,33 @@ def test_without_a_policy_or_after_uninstrument_tools_run_as_before(global_cap: 
     assert not getattr(BaseTool.run, "__sightline_governed__", False)
     assert not getattr(BaseTool.arun, "__sightline_governed__", False)
     assert global_cap.find(type="decision") == []
+
+
+def test_the_governance_example_allows_caps_and_denies(tmp_path) -> None:
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    database = tmp_path / "example.db"
+    result = subprocess.run(
+        [sys.executable, str(root / "examples" / "governance_example.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SIGHTLINE_DB": str(database), "SIGHTLINE_HANDLE_SIGNALS": "false"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "     42.50 EUR → refund of 42.50 EUR for A-1001 issued",
+        "    250.00 EUR → refund of 100.00 EUR for A-1001 issued",
+        "    900.00 EUR → denied, escalated to a supervisor (refunds above 500 EUR need a "
+        "supervisor (900.00))",
+    ]
+    with sqlite3.connect(database) as store:
+        decisions = store.execute(
+            "SELECT name, status FROM events WHERE type = 'decision' ORDER BY id"
+        ).fetchall()
+    assert decisions == [("authorize:issue_refund", "ok"), ("authorize:issue_refund", "error")]
