@@ -113,9 +113,9 @@ def test_runs_prints_a_table_with_aligned_columns_newest_first(db, tmp_path):
     starts = [header.index(c) for c in columns]
     assert starts == sorted(starts)
     expected = [
-        [QUICK[:12], "quick-check", "support-bot", "ok", format_time(NOW - 5 * MINUTE).replace("T", " ")[:19], "50ms", "2", "-", "-", "-"],
-        [SUPPORT[:12], "support-ticket", "support-bot", "ok", None, "1.50s", "6", "1", "876", "$0.0040"],
-        [NIGHTLY[:12], "nightly-report", "reporter", "error", None, "3.00s", "1", "1", "-", "-"],
+        [QUICK[:16], "quick-check", "support-bot", "ok", format_time(NOW - 5 * MINUTE).replace("T", " ")[:19], "50ms", "2", "-", "-", "-"],
+        [SUPPORT[:16], "support-ticket", "support-bot", "ok", None, "1.50s", "6", "1", "876", "$0.0040"],
+        [NIGHTLY[:16], "nightly-report", "reporter", "error", None, "3.00s", "1", "1", "-", "-"],
     ]  # fmt: skip
     assert len(rows) == 3
     for row, cells in zip(rows, expected, strict=True):
@@ -286,16 +286,17 @@ def test_tail_prints_events_written_while_it_runs(db, tmp_path):
     lines = out.splitlines()
     assert len(lines) == 2
     assert lines[0].split()[2:] == [
-        live[:12],
+        live[:16],
         "tool_call",
         "live-tool",
         "error",
         "12ms",
         "✗",
-        "tool:",
+        "tool",
+        "KeyError:",
         "'sku'",
     ]
-    assert lines[1].split()[2:] == [live[:12], "run", "live-run", "ok", "30ms"]
+    assert lines[1].split()[2:] == [live[:16], "run", "live-run", "ok", "30ms"]
 
 
 def test_tail_last_prints_the_most_recent_events_as_json(db, tmp_path):

@@ -110,6 +110,19 @@ def parse_cursor(value: str) -> str:
 
 _USE_COLOR = False
 
+ID_CHARS = 16
+"""Characters of a trace id that ``runs`` and ``tail`` print. Ids begin with their start time in
+milliseconds (12 characters): runs started in the same millisecond share those, not 16."""
+
+# Control characters (C0, DEL, C1) in recorded text are printed escaped: an event name holding
+# ESC [ 2 J must not clear the terminal, nor a newline break a tree line.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160))}
+
+
+def _safe(value: object) -> str:
+    """Recorded text as it may be printed: control characters escaped (``\\x1b``)."""
+    return str(value).translate(_CONTROL)
+
 
 def _color(text: str, code: str) -> str:
     return f"\033[{code}m{text}\033[0m" if _USE_COLOR else text
@@ -120,18 +133,24 @@ def _status(status: str) -> str:
 
 
 def format_duration(ms: float | None) -> str:
-    """``850µs``, ``12ms``, ``1.23s``, ``2m05s``."""
+    """``850µs``, ``12ms``, ``1.23s``, ``2m05s``, ``5h00m``: a unit's text never shows the next
+    unit's first value (no ``1000µs``, ``60.00s``)."""
     if ms is None:
         return "-"
-    if ms < 1:
+    if round(ms * 1000) < 1000:
         return f"{ms * 1000:.0f}µs"
-    if ms < 1000:
-        return f"{ms:.0f}ms" if ms >= 10 else f"{ms:.1f}ms"
+    if ms < 9.95:
+        return f"{ms:.1f}ms"
+    if round(ms) < 1000:
+        return f"{ms:.0f}ms"
     seconds = ms / 1000
-    if seconds < 60:
+    if round(seconds, 2) < 60:
         return f"{seconds:.2f}s"
-    minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes}m{rest:02d}s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 def _cost(value: float | None) -> str:
@@ -161,7 +180,47 @@ _ANSI = re.compile(r"\033\[[0-9;]*m")
 
 
 def _visible_len(text: str) -> int:
-    return len(_ANSI.sub("", text))
+    """Columns ``text`` takes in a terminal: colour codes take none, wide characters (CJK,
+    most emoji) two, combining marks none."""
+    import unicodedata
+
+    plain = _ANSI.sub("", text)
+    if plain.isascii():
+        return len(plain)
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in plain
+    )
+
+
+def _count(low: int, high: int) -> Any:
+    """An argparse type: an integer from ``low`` to ``high``, or a usage error saying so."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = low - 1
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{value!r}: give a whole number from {low} to {high}")
+        return number
+
+    return parse
+
+
+def _seconds(low: float) -> Any:
+    """An argparse type: a finite number of seconds, at least ``low``."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not (number >= low and number != float("inf")):
+            raise argparse.ArgumentTypeError(f"{value!r}: give a number of seconds, at least {low}")
+        return number
+
+    return parse
 
 
 def parse_since(value: str) -> int:
@@ -209,9 +268,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     rows = [
         [
-            t["trace_id"][:12],
+            t["trace_id"][:ID_CHARS],
             _clip(t["name"], 40),
-            t["agent"] or "-",
+            _clip(t["agent"], 30) if t["agent"] else "-",
             _status(t["status"]),
             _local_time(t["start_time"]),
             format_duration(t["duration_ms"]),
@@ -234,7 +293,9 @@ def _filtered(args: argparse.Namespace) -> bool:
     return any(getattr(args, k, None) for k in ("agent", "status", "type", "since"))
 
 
-def _clip(text: str, width: int) -> str:
+def _clip(text: object, width: int) -> str:
+    """Recorded text made safe to print (:func:`_safe`) and cut to ``width`` characters."""
+    text = _safe(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -246,7 +307,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         trace_id = latest[0]["trace_id"] if latest else ""
     trace = store.get_trace(trace_id)
     if trace is None:
-        raise CommandError(f"no trace {args.trace_id!r} in {store.path}")
+        matches = store.matching_traces(trace_id) if trace_id else []
+        if len(matches) > 1:
+            shown = ", ".join(f"{m['trace_id']} ({_clip(m['name'], 30)})" for m in matches[:5])
+            more = " and more" if len(matches) > 5 else ""
+            raise CommandError(
+                f"{_safe(args.trace_id)!r} matches {len(matches)} traces: {shown}{more}; give "
+                "more of the id"
+            )
+        raise CommandError(f"no trace {_safe(args.trace_id)!r} in {store.path}")
     if args.json:
         print(json.dumps(trace, indent=2))
         return 0
@@ -260,8 +329,8 @@ def render_trace(trace: dict[str, Any]) -> str:
     usage = trace.get("usage") or {}
     parts = [
         f"trace {trace['trace_id']}",
-        trace["name"],
-        f"agent {trace['agent']}" if trace.get("agent") else None,
+        _clip(trace["name"], 200),
+        f"agent {_clip(trace['agent'], 100)}" if trace.get("agent") else None,
         _status(trace["status"]),
         format_duration(trace["duration_ms"]),
         f"{trace['event_count']} events",
@@ -276,13 +345,13 @@ def render_trace(trace: dict[str, Any]) -> str:
         parent = event.get("parent_span_id")
         children.setdefault(parent if parent in ids else None, []).append(event)
 
-    def describe(event: dict[str, Any]) -> str:
+    def describe(event: dict[str, Any], note: str = "") -> str:
         bits = [
-            f"{event['type']} {_color(event['name'], '1')}",
+            f"{_safe(event['type'])} {_color(_clip(event['name'], 200), '1')}{note}",
             format_duration(event.get("duration_ms")),
         ]
         if event.get("model"):
-            bits.append(event["model"])
+            bits.append(_clip(event["model"], 80))
         usage = event.get("usage") or {}
         if usage.get("input_tokens") is not None or usage.get("output_tokens") is not None:
             bits.append(
@@ -292,25 +361,33 @@ def render_trace(trace: dict[str, Any]) -> str:
             bits.append(_cost(event["cost_usd"]))
         if event.get("status") == "error":
             error = event.get("error") or {}
-            message = _clip(str(error.get("message") or "").replace("\n", " "), 80)
-            bits.append(
-                _color(
-                    f"✗ {error.get('kind', 'unknown')} {error.get('type', 'Error')}: {message}",
-                    "31",
-                )
-            )
+            bits.append(_color("✗ " + _error_text(error, 80), "31"))
         return "  ".join(bits)
 
-    def walk(parent: str | None, prefix: str) -> None:
-        kids = children.get(parent, [])
-        for index, event in enumerate(kids):
-            last = index == len(kids) - 1
-            branch = "" if parent is None else ("└─ " if last else "├─ ")
-            lines.append(prefix + branch + describe(event))
-            deeper = prefix + ("" if parent is None else ("   " if last else "│  "))
-            walk(event["span_id"], deeper)
+    shown: set[int] = set()
 
-    walk(None, "")
+    def emit(root: dict[str, Any], note: str = "") -> None:
+        # Iterative (a trace may nest thousands of levels); each event is printed once, so
+        # that parent cycles and shared span ids in a damaged store cannot loop.
+        stack: list[tuple[dict[str, Any], str, bool | None, str]] = [(root, "", None, note)]
+        while stack:
+            event, prefix, last, mark = stack.pop()
+            if id(event) in shown:
+                continue
+            shown.add(id(event))
+            branch = "" if last is None else ("└─ " if last else "├─ ")
+            lines.append(prefix + branch + describe(event, mark))
+            deeper = prefix + ("" if last is None else ("   " if last else "│  "))
+            kids = [k for k in children.get(event["span_id"], []) if id(k) not in shown]
+            for index in range(len(kids) - 1, -1, -1):
+                stack.append((kids[index], deeper, index == len(kids) - 1, ""))
+
+    for root in children.get(None, []):
+        parent = root.get("parent_span_id")
+        emit(root, "  (parent not recorded)" if parent else "")
+    for event in events:  # not reached from a root: a parent cycle
+        if id(event) not in shown:
+            emit(event, "  (in a parent cycle)")
     return "\n".join(lines) + "\n"
 
 
@@ -319,7 +396,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     position = store.last_position()
     if args.last:
         position = max(0, position - args.last)
-    deadline = time.monotonic() + args.timeout if args.timeout else None
+    deadline = time.monotonic() + args.timeout if args.timeout is not None else None
     if not args.json:
         print(f"Following {store.path} (Ctrl-C to stop)", file=sys.stderr)
     try:
@@ -344,15 +421,24 @@ def _tail_line(event: dict[str, Any]) -> str:
     if usage.get("total_tokens"):
         extra += f"  {usage['total_tokens']} tokens"
     if event.get("status") == "error":
-        error = event.get("error") or {}
-        extra += "  " + _color(
-            f"✗ {error.get('kind')}: {_clip(error.get('message') or '', 60)}", "31"
-        )
+        extra += "  " + _color("✗ " + _error_text(event.get("error") or {}, 60), "31")
     return (
-        f"{_local_time(event['end_time'])}  {event['trace_id'][:12]}  {event['type']:<11}  "
-        f"{_clip(event['name'], 40)}  {_status(event['status'])}  "
-        f"{format_duration(event.get('duration_ms'))}{extra}"
+        f"{_local_time(event['end_time'])}  {event['trace_id'][:ID_CHARS]}  "
+        f"{_safe(event['type']):<11}  {_pad(_clip(event['name'], 40), 40)}  "
+        f"{_status(event['status']):<5}  {format_duration(event.get('duration_ms')):>7}{extra}"
     )
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - _visible_len(text))
+
+
+def _error_text(error: dict[str, Any], width: int) -> str:
+    """``kind Type: message`` of a recorded error, without a dangling colon when it has no
+    message, control characters escaped."""
+    head = f"{_safe(error.get('kind') or 'unknown')} {_safe(error.get('type') or 'Error')}"
+    message = _clip(str(error.get("message") or "").replace("\n", " "), width)
+    return f"{head}: {message}" if message else head
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -378,7 +464,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         _table(
             [
                 [
-                    a["agent"],
+                    _clip(a["agent"], 40),
                     str(a["traces"]),
                     str(a["failed"]),
                     _tokens(a["total_tokens"]),
@@ -394,7 +480,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         _table(
             [
                 [
-                    m["model"],
+                    _clip(m["model"], 40),
                     str(m["calls"]),
                     str(m["failed"]),
                     _tokens(m["input_tokens"]),
@@ -450,7 +536,9 @@ def build() -> CommandLine:
     runs.add_argument("--status", choices=["ok", "error"], help="only runs with this status")
     runs.add_argument("--type", help="only runs containing an event of this type (e.g. tool_call)")
     runs.add_argument("--since", type=parse_since, help="30m, 2h, 7d or an ISO timestamp")
-    runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    runs.add_argument(
+        "--limit", type=_count(1, 1000), default=20, help="how many runs, 1 to 1000 (default 20)"
+    )
     runs.add_argument("--cursor", type=parse_cursor, help="continue a previous listing")
 
     show = cli.command("show", "print the tree of one run", cmd_show)
@@ -461,9 +549,18 @@ def build() -> CommandLine:
 
     tail = cli.command("tail", "follow new events as they are recorded", cmd_tail)
     _db_arguments(tail)
-    tail.add_argument("--last", type=int, default=0, help="start with the last N events")
-    tail.add_argument("--interval", type=float, default=0.5, help="poll interval in seconds")
-    tail.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    tail.add_argument(
+        "--last", type=_count(0, 10**9), default=0, help="start with the last N events"
+    )
+    tail.add_argument(
+        "--interval", type=_seconds(0.01), default=0.5, help="poll interval in seconds"
+    )
+    tail.add_argument(
+        "--timeout",
+        type=_seconds(0.0),
+        default=None,
+        help="stop after this many seconds (0: print what is there and stop)",
+    )
 
     stats = cli.command("stats", "counts, error rate, latency, tokens and cost", cmd_stats)
     _db_arguments(stats)

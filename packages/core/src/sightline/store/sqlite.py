@@ -481,8 +481,24 @@ class SqliteStore:
             cursor = f"{last['start_ns']}:{last['trace_id']}"
         return traces, cursor
 
+    def matching_traces(self, prefix: str, limit: int = 6) -> list[dict[str, Any]]:
+        """Summaries of the traces whose id begins with ``prefix`` (any case), at most
+        ``limit``: what a prefix that is not unique stands for."""
+        prefix = prefix.strip().lower()
+        if not prefix:
+            return []
+        with self._locked():
+            rows = self._conn.execute(
+                f"SELECT {_TRACE_COLUMNS} FROM traces WHERE trace_id >= ? AND trace_id < ? "
+                "ORDER BY trace_id LIMIT ?",
+                (prefix, prefix + "g", limit),
+            ).fetchall()
+        return [_trace_row(row) for row in rows]
+
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
-        """The summary and every event of one trace (a unique id prefix is accepted)."""
+        """The summary and every event of one trace (a unique id prefix is accepted, in any
+        case)."""
+        trace_id = trace_id.strip().lower()
         with self._locked():
             row = self._conn.execute(
                 f"SELECT {_TRACE_COLUMNS} FROM traces WHERE trace_id = ?", (trace_id,)
