@@ -24,7 +24,7 @@ from sightline import Decision, ToolDenied
 from sightline.testing import Capture
 from sightline_autogen import instrument_model_client
 from tests.autogen.conftest import calls, replay, wire
-from tests.support.governance import Policy, count_enforced
+from tests.support.governance import Policy, count_enforced, policies
 from tests.support.openai_server import Reply, ScriptedOpenAIServer
 
 
@@ -226,19 +226,8 @@ def refund(order: str) -> str:
 @pytest.fixture
 def policy(recorded: Capture) -> Iterator[Callable[[Any], Policy]]:
     refunded.clear()
-    installed: list[str] = []
-
-    def install(answer: Any) -> Policy:
-        plugin = Policy(answer)
-        recorded.client.plugins.register(plugin, "test-policy")
-        installed.append("test-policy")
-        return plugin
-
-    try:
+    with policies(recorded.client) as install:
         yield install
-    finally:
-        for name in installed:
-            recorded.client.plugins.unregister(name)
 
 
 def refund_agent() -> AssistantAgent:

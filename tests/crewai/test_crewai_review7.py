@@ -32,7 +32,7 @@ from tests.crewai.crewai_support import (
     replay,
     tree_of,
 )
-from tests.support.governance import Policy, count_enforced
+from tests.support.governance import Policy, count_enforced, policies
 from tests.support.openai_server import Reply, ScriptedOpenAIServer, tool_then_answer
 
 pytestmark = CREWAI_WARNINGS
@@ -334,20 +334,9 @@ def counted_add(a: int, b: int) -> int:
 
 @pytest.fixture
 def policy(instrumented: DrainingCapture) -> Iterator[Callable[[Any], Policy]]:
-    registered: list[str] = []
     ran.clear()
-
-    def install(answer: Any) -> Policy:
-        plugin = Policy(answer)
-        instrumented.client.plugins.register(plugin, "test-policy")
-        registered.append("test-policy")
-        return plugin
-
-    try:
+    with policies(instrumented.client) as install:
         yield install
-    finally:
-        for name in registered:
-            instrumented.client.plugins.unregister(name)
 
 
 DENIED = "tool 'add' denied: no tools today"

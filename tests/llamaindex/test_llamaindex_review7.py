@@ -39,7 +39,7 @@ from sightline.event import Event
 from sightline.testing import Capture
 from tests.llamaindex.events import VOLATILE, outline
 from tests.llamaindex.scripted import MODEL, ScriptedLLM, answer, tool_call, turn_script
-from tests.support.governance import Policy, count_enforced
+from tests.support.governance import count_enforced, policies
 
 
 def fields(event: Event) -> dict[str, Any]:
@@ -514,17 +514,8 @@ def test_an_image_in_a_message_is_recorded_as_a_placeholder_never_its_data(
 @pytest.fixture
 def policy(traced: Capture) -> Any:
     """Register a policy on the capture's client for one test."""
-    registered: list[str] = []
-
-    def register(answer: Any) -> Policy:
-        plugin = Policy(answer)
-        traced.client.plugins.register(plugin, "review7-policy")
-        registered.append("review7-policy")
-        return plugin
-
-    yield register
-    for name in registered:
-        traced.client.plugins.unregister(name)
+    with policies(traced.client) as install:
+        yield install
 
 
 CARD = "4111111111114242"

@@ -3,6 +3,8 @@ and a count of the cheap ``enforced()`` checks a tool makes when no policy is re
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -41,3 +43,23 @@ def count_enforced(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[Any]:
 
     monkeypatch.setattr(module, "enforced", counting_enforced)
     return checks
+
+
+@contextlib.contextmanager
+def policies(client: Any) -> Iterator[Callable[[Any], Policy]]:
+    """``install(answer)`` registers a :class:`Policy` on ``client`` for the block (unregistered
+    after it, even when the block fails); for a test fixture to yield."""
+    installed: list[str] = []
+
+    def install(answer: Any) -> Policy:
+        plugin = Policy(answer)
+        name = f"test-policy-{len(installed)}"
+        client.plugins.register(plugin, name)
+        installed.append(name)
+        return plugin
+
+    try:
+        yield install
+    finally:
+        for name in installed:
+            client.plugins.unregister(name)
