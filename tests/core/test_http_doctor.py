@@ -201,3 +201,32 @@ def test_an_endpoint_with_a_query_keeps_it_after_the_path(
     assert checks["endpoint"].status == "ok", checks["endpoint"].message
     assert checks["api key"].status == "ok", checks["api key"].message
     assert "gw-secret" not in json.dumps([(c.message, c.details) for c in checks.values()])
+
+
+def test_the_embedded_store_is_checked_when_events_go_there(tmp_path: Path) -> None:
+    import sqlite3
+
+    from sightline.store import SqliteStore
+    from sightline.store.sqlite import SCHEMA_VERSION
+
+    def store_check(path: Path) -> Any:
+        return _by_name(run_checks(db=str(path), environ={}))["store"]
+
+    missing = store_check(tmp_path / "new" / "s.db")
+    assert missing.status == "ok" and "will be created" in missing.message
+    SqliteStore(str(tmp_path / "good.db")).close()
+    good = store_check(tmp_path / "good.db")
+    assert good.status == "ok" and "can write" in good.message
+    (tmp_path / "notes.db").write_text("not a database, just notes\n" * 100)
+    broken = store_check(tmp_path / "notes.db")
+    assert broken.status == "fail" and "cannot be read" in broken.message
+    newer = tmp_path / "newer.db"
+    SqliteStore(str(newer)).close()
+    with sqlite3.connect(newer) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    ahead = store_check(newer)
+    assert ahead.status == "fail" and "newer than this" in ahead.message
+    # with an endpoint (and no sqlite exporter) the store is not the destination: no check
+    assert "store" not in _by_name(
+        run_checks(endpoint="http://127.0.0.1:9", api_key=KEY, db=str(newer), environ={}, timeout=1)
+    )

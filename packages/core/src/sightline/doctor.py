@@ -118,8 +118,52 @@ def run_checks(
     checks: list[Check] = []
     reachable = _check_endpoint(config, timeout, checks)
     _check_key(config, timeout, reachable, checks)
+    if not config.endpoint or "sqlite" in config.exporter_names:
+        _check_store(config, checks)
     _check_spool(config, checks)
     return checks
+
+
+def _check_store(config: Any, checks: list[Check]) -> None:
+    """The embedded store: a SQLite file of a schema this Sightline writes, that this user can
+    write (SQLite also writes ``-wal`` / ``-shm`` files beside it), or a folder to create it in."""
+    from sightline.store.sqlite import SchemaVersionError, SqliteStore
+
+    path = os.path.abspath(config.db)
+    folder = os.path.dirname(path)
+    if not os.path.exists(path):
+        parent = folder
+        while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+        if os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK):
+            checks.append(Check("store", OK, f"{path} will be created when events are recorded"))
+        else:
+            checks.append(
+                Check("store", FAIL, f"{path} cannot be created: {parent} is not writable")
+            )
+        return
+    try:
+        store = SqliteStore(path, readonly=True)
+        store.close()
+    except SchemaVersionError as exc:
+        if exc.found > exc.supported:
+            checks.append(Check("store", FAIL, str(exc)))
+            return
+        checks.append(
+            Check("store", WARN, f"{path}: {exc}; the next program that records upgrades it")
+        )
+        return
+    except Exception as exc:
+        checks.append(Check("store", FAIL, f"{path} cannot be read: {type(exc).__name__}: {exc}"))
+        return
+    if not (os.access(path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK)):
+        checks.append(
+            Check(
+                "store", FAIL, f"{path} is readable but this user cannot write it (or its folder)"
+            )
+        )
+        return
+    checks.append(Check("store", OK, f"{path} is a Sightline store this user can write"))
 
 
 def _check_endpoint(config: Any, timeout: float, checks: list[Check]) -> bool:
