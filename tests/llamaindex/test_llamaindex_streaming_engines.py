@@ -83,22 +83,27 @@ def query_tree(a: str = "") -> list[Any]:
 # -- chat engines ---------------------------------------------------------------------------------
 
 
-def test_stream_chat_of_a_chat_engine_ends_with_the_streamed_text(streamed):
-    engine = SimpleChatEngine.from_defaults(llm=MockLLM(max_tokens=4))
-    response = engine.stream_chat("hello")
-    assert "".join(response.response_gen) == TEXT
-
+def assert_chat_ended_with_the_stream(streamed, method: str) -> None:
+    """A SimpleChatEngine ``method`` call read to its end: one chain with the streamed text as
+    output, ended no sooner than the LLM call under it."""
     assert outline(streamed.events) == [
-        ("chain", "SimpleChatEngine.stream_chat", "ok", [
-            ("llm_invoke", "MockLLM.stream_chat", "ok", []),
+        ("chain", f"SimpleChatEngine.{method}", "ok", [
+            ("llm_invoke", f"MockLLM.{method}", "ok", []),
         ]),
     ]  # fmt: skip
     chat = streamed.one(type="chain")
     assert wire(chat) == {
-        **COMMON, "type": "chain", "name": "SimpleChatEngine.stream_chat",
+        **COMMON, "type": "chain", "name": f"SimpleChatEngine.{method}",
         "input": {"message": "hello"}, "output": TEXT, "metadata": {"source_count": 0},
     }  # fmt: skip
     assert chat.end_ns >= streamed.one(type="llm_invoke").end_ns
+
+
+def test_stream_chat_of_a_chat_engine_ends_with_the_streamed_text(streamed):
+    engine = SimpleChatEngine.from_defaults(llm=MockLLM(max_tokens=4))
+    response = engine.stream_chat("hello")
+    assert "".join(response.response_gen) == TEXT
+    assert_chat_ended_with_the_stream(streamed, "stream_chat")
 
 
 async def test_astream_chat_of_a_chat_engine_ends_when_its_writer_has_read_the_stream(streamed):
@@ -106,18 +111,7 @@ async def test_astream_chat_of_a_chat_engine_ends_when_its_writer_has_read_the_s
     response = await engine.astream_chat("hello")
     assert streamed.find(type="chain") == []  # not over until the stream is
     assert "".join([token async for token in response.async_response_gen()]) == TEXT
-
-    assert outline(streamed.events) == [
-        ("chain", "SimpleChatEngine.astream_chat", "ok", [
-            ("llm_invoke", "MockLLM.astream_chat", "ok", []),
-        ]),
-    ]  # fmt: skip
-    chat = streamed.one(type="chain")
-    assert wire(chat) == {
-        **COMMON, "type": "chain", "name": "SimpleChatEngine.astream_chat",
-        "input": {"message": "hello"}, "output": TEXT, "metadata": {"source_count": 0},
-    }  # fmt: skip
-    assert chat.end_ns >= streamed.one(type="llm_invoke").end_ns
+    assert_chat_ended_with_the_stream(streamed, "astream_chat")
 
 
 # -- streaming query engines ------------------------------------------------------------------

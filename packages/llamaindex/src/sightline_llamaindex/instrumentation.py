@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sightline.logs import log_safely
 
@@ -50,29 +50,15 @@ def instrument(client: Client | None = None) -> None:
 
     with _lock:
         root = get_dispatcher()
-        by_hand = False
-        span_handlers = root.span_handlers
-        if _span_handler is None or not any(h is _span_handler for h in span_handlers):
-            _span_handler = None
-            if any(isinstance(h, SightlineSpanHandler) for h in span_handlers):
-                by_hand = True
-            else:
-                _span_handler = SightlineSpanHandler(client=client)
-                # A new list rather than an append: a thread iterating the old one is undisturbed.
-                root.span_handlers = [*span_handlers, _span_handler]
+        _span_handler, span_by_hand = _attach(
+            root, "span_handlers", _span_handler, SightlineSpanHandler, client=client
+        )
         if _span_handler is not None:
             _span_handler.client = client
-            _span_handler.draining = False
-        event_handlers = root.event_handlers
-        if _event_handler is None or not any(h is _event_handler for h in event_handlers):
-            _event_handler = None
-            if any(isinstance(h, SightlineEventHandler) for h in event_handlers):
-                by_hand = True
-            else:
-                _event_handler = SightlineEventHandler()
-                root.event_handlers = [*event_handlers, _event_handler]
-        if _event_handler is not None:
-            _event_handler.draining = False
+        _event_handler, event_by_hand = _attach(
+            root, "event_handlers", _event_handler, SightlineEventHandler
+        )
+        by_hand = span_by_hand or event_by_hand
         _active = _span_handler is not None or _event_handler is not None
         if by_hand and not _told_about_hand_handlers:
             _told_about_hand_handlers = True
@@ -81,6 +67,21 @@ def instrument(client: Client | None = None) -> None:
                 "sightline: LlamaIndex's root dispatcher already has Sightline handlers attached "
                 "by hand; instrument() uses them (they report to their own client) and adds none",
             )
+
+
+def _attach(root: Any, attribute: str, ours: Any, cls: type, **options: Any) -> tuple[Any, bool]:
+    """Our handler of ``cls`` on the dispatcher's ``attribute`` list: ``ours`` if it is still
+    there, else a new one added (``cls(**options)``), switched back on from draining; or
+    ``(None, True)`` when a handler of ``cls`` was attached by hand (it is used instead)."""
+    handlers = getattr(root, attribute)
+    if ours is None or not any(h is ours for h in handlers):
+        if any(isinstance(h, cls) for h in handlers):
+            return None, True
+        ours = cls(**options)
+        # A new list rather than an append: a thread iterating the old one is undisturbed.
+        setattr(root, attribute, [*handlers, ours])
+    ours.draining = False
+    return ours, False
 
 
 def uninstrument() -> None:
