@@ -387,7 +387,8 @@ def test_a_root_runs_trace_id_is_its_run_id_and_each_span_id_its_run_ids_low_hal
 
 
 class _DenyRefunds:
-    """A governance plugin denying every call, remembering the context it was given."""
+    """A governance plugin denying the guarded ``_issue_refund`` (and allowing the LangChain tool
+    around it, which the handler asks about too), remembering the context it was given."""
 
     def __init__(self) -> None:
         self.contexts: list[dict[str, Any]] = []
@@ -396,6 +397,8 @@ class _DenyRefunds:
     def sightline_authorize_tool(
         self, tool_name: str, arguments: dict[str, Any], context: dict[str, Any]
     ) -> Any:
+        if tool_name != "_issue_refund":
+            return None
         self.contexts.append(dict(context))
         return sightline.Decision(False, "refunds need a human")
 

@@ -114,11 +114,16 @@ def authorize(
     client: Any = None,
     framework: str | None = None,
     agent: str | None = None,
+    cannot_replace: str | None = None,
 ) -> dict[str, Any]:
     """Consult the governance plugins; return the arguments to run with or raise ToolDenied.
 
     ``agent`` is the agent running the tool when the integration knows it (the policies' context
     has it; by default the ambient span's agent, or the client's).
+
+    ``cannot_replace``: for an integration that can stop a tool but not change its arguments,
+    why not. A policy's replacement then denies the call (running the tool with the arguments
+    the policy replaced would defeat it), with this added to the policy's reason.
 
     A deny (or a redaction) is recorded as a ``decision`` event under the ambient span. A
     plugin that raises or answers outside the hook's contract is logged once and disabled,
@@ -160,6 +165,11 @@ def authorize(
     )
     if decision.allow and decision.arguments is None:
         return arguments
+    if decision.allow and cannot_replace is not None:
+        reason = f"{decision.reason}; " if decision.reason else ""
+        decision = Decision(
+            False, f"{reason}replaced arguments cannot be applied: {cannot_replace}"
+        )
     outcome = "allow_redacted" if decision.allow else "deny"
     # After a redaction only the redacted arguments are recorded: the originals are exactly
     # what the plugin wanted kept out.

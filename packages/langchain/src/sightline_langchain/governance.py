@@ -12,19 +12,25 @@ graph's state or runtime, which are the application's and not the model's):
   agent (LangChain starts no tool run, so the ``decision`` event recording the deny is a child of
   the run that called the tool, such as the agent's ``tools`` node).
 
-Callbacks cannot do this: LangChain swallows what a callback handler raises (unless it sets
-``raise_error``) and a callback cannot change a tool's input.
+Without instrumentation, a :class:`~sightline_langchain.SightlineCallbackHandler` passed
+explicitly governs through its ``on_tool_start`` callback (:func:`check_tool_start`): it can
+deny (LangChain re-raises what that callback raises, see the handler's ``raise_error``), but not
+replace arguments, since LangChain hands callbacks a copy of them: a replacement there denies the
+call, saying why.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
+from sightline.errors import ToolDenied
 from sightline.governance import authorize, enforced
+from sightline.logs import log_safely
 
-__all__ = ["install", "is_installed", "remove"]
+__all__ = ["check_tool_start", "install", "is_installed", "remove"]
 
 FRAMEWORK = "langchain"
 
@@ -75,6 +81,81 @@ def remove() -> None:
 
 def is_installed() -> bool:
     return _originals is not None
+
+
+CALLBACK_CANNOT_REPLACE = (
+    "a LangChain callback handler cannot change a tool's input; instrument LangChain "
+    "(sightline.init()) to apply replacements"
+)
+
+# The run whose start a callback handler governed last: a tool run seen by two explicit
+# handlers (one in ``config``, one on the tool) asks the policies once. Keyed by run id, so a
+# race between threads can only ask twice, never skip a run.
+_last_checked: Any = None
+
+
+def check_tool_start(
+    client: Any, serialized: Any, input_str: Any, run_id: Any, kwargs: dict[str, Any]
+) -> None:
+    """From an explicit handler's ``on_tool_start``: ask the policies, raise ToolDenied on a deny.
+
+    Skipped when :func:`install` governs every tool already, or no policy is registered.
+    Never raises anything but ToolDenied.
+    """
+    global _last_checked
+    try:
+        if _originals is not None or run_id == _last_checked or not enforced(client):
+            return
+        _last_checked = run_id
+        name = serialized.get("name") if isinstance(serialized, dict) else None
+        if not isinstance(name, str) or not name:
+            name = str(kwargs.get("name") or "tool")
+        inputs = kwargs.get("inputs")
+        # ``inputs``: the arguments without those LangChain injects (None for a string input).
+        arguments = dict(inputs) if isinstance(inputs, dict) else {"input": input_str}
+        authorize(
+            name,
+            arguments,
+            client=client,
+            framework=FRAMEWORK,
+            agent=_agent_running(),
+            cannot_replace=CALLBACK_CANNOT_REPLACE,
+        )
+    except ToolDenied:
+        _quiet_langchain_warning()
+        raise
+    except Exception:
+        log_safely(
+            logging.WARNING,
+            "sightline: LangChain tool governance failed in on_tool_start; the tool runs",
+            exc_info=True,
+        )
+
+
+class _DenialWarnings(logging.Filter):
+    """Drops LangChain's warning about the ToolDenied our ``on_tool_start`` raised on purpose
+    ("Error in SightlineCallbackHandler.on_tool_start callback: ToolDenied(...)"): the deny is
+    recorded as a ``decision`` event and raised in the agent, not a callback failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (
+            isinstance(args, tuple)
+            and len(args) == 3
+            and args[1] == "on_tool_start"
+            and isinstance(args[2], str)
+            and args[2].startswith("ToolDenied(")
+        )
+
+
+_denial_filter: _DenialWarnings | None = None
+
+
+def _quiet_langchain_warning() -> None:
+    global _denial_filter
+    if _denial_filter is None:
+        _denial_filter = _DenialWarnings()
+        logging.getLogger("langchain_core.callbacks.manager").addFilter(_denial_filter)
 
 
 def _authorized(tool: Any, tool_input: Any, client: Any) -> Any:

@@ -21,6 +21,7 @@ it, any other one only joins it.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,10 +33,11 @@ from langchain_core.runnables.config import var_child_runnable_config
 
 from sightline.capture import KEPT_ITEMS, bounded_copy
 from sightline.client import Client, get_client
+from sightline.errors import ToolDenied
 from sightline.event import ErrorKind, EventType, Usage
 from sightline.logs import log_safely
 from sightline.span import Span, add_parent_source, current_span
-from sightline_langchain import mapping
+from sightline_langchain import governance, mapping
 from sightline_langchain.mapping import AGENT_NAMES, INTERNAL_TAG_PREFIXES
 
 __all__ = ["FRAMEWORK", "SightlineCallbackHandler"]
@@ -284,7 +286,21 @@ class SightlineCallbackHandler(BaseCallbackHandler):
     """
 
     run_inline = True  # the callbacks never block: let async LangChain call them in place
-    raise_error = False
+    _raise_errors = False
+
+    @property  # type: ignore[override]
+    def raise_error(self) -> bool:
+        """Whether LangChain re-raises what a callback raised: only a governance deny.
+
+        LangChain reads this while it handles the exception a callback raised, so the exception
+        is at hand: a :class:`sightline.ToolDenied` from ``on_tool_start`` is raised in the
+        agent; anything else (the callbacks catch their own failures) is not, unless set True.
+        """
+        return self._raise_errors or isinstance(sys.exc_info()[1], ToolDenied)
+
+    @raise_error.setter
+    def raise_error(self, value: bool) -> None:
+        self._raise_errors = bool(value)
 
     def __init__(
         self,
@@ -377,6 +393,38 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             )
         except Exception:
             _callback_failed("on" + method.__name__)
+
+    def on_tool_start(
+        self,
+        serialized: Any,
+        input_str: Any,
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = None,
+        tags: Any = None,
+        metadata: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        # Without instrumentation, the policies are asked here (see governance.check_tool_start):
+        # a deny raises ToolDenied before the tool runs, and records no tool run.
+        governance.check_tool_start(
+            self.client if self.client is not None else get_client(),
+            serialized,
+            input_str,
+            run_id,
+            kwargs,
+        )
+        self._defer(
+            SightlineCallbackHandler._tool_start,
+            run_id,
+            parent_run_id,
+            tags,
+            metadata,
+            _STARTS,
+            kwargs,
+            serialized,
+            _own(input_str),
+        )
 
     def on_llm_new_token(self, token: Any, *, run_id: Any = None, **kwargs: Any) -> None:
         # Only whether the token had content counts: the chunk is not kept.
@@ -1221,7 +1269,6 @@ class SightlineCallbackHandler(BaseCallbackHandler):
     on_agent_action = _queues(_agent_action, _OTHER)
     on_chat_model_start = _queues_start(_chat_model_start)
     on_llm_start = _queues_start(_llm_start)
-    on_tool_start = _queues_start(_tool_start)
     on_tool_end = _queues(_tool_end)
     on_tool_error = _queues(_tool_error)
     on_retriever_start = _queues_start(_retriever_start)

@@ -1,0 +1,201 @@
+"""Tool governance through an explicit ``SightlineCallbackHandler`` alone (no instrumentation):
+``on_tool_start`` asks the policies; a deny raises ToolDenied in the agent before the tool runs,
+a replacement (which a callback cannot apply) denies, and no call is asked about twice."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import tool
+
+import sightline_langchain
+from sightline import Decision, ToolDenied
+from sightline.testing import Capture
+from sightline_langchain import SightlineCallbackHandler, governance
+from tests.langchain.langchain_scripted import chat_model, reply
+from tests.support.governance import Policy, policies
+
+RAN: list[Any] = []
+
+
+@tool
+def refund(order_id: str, amount: float) -> str:
+    """Refund an order."""
+    RAN.append(("refund", order_id, amount))
+    return f"refunded {amount} on {order_id}"
+
+
+@tool
+def lookup(query: str) -> str:
+    """Look an order up."""
+    RAN.append(("lookup", query))
+    return "order found"
+
+
+def refund_limit(tool_name: str, arguments: dict[str, Any]) -> Any:
+    if tool_name == "refund" and arguments.get("amount", 0) > 100:
+        return Decision(False, "over the refund limit")
+    return None
+
+
+@pytest.fixture
+def install(cap: Capture) -> Iterator[Any]:
+    RAN.clear()
+    assert not governance.is_installed()
+    with policies(cap.client) as install_policy:
+        yield install_policy
+
+
+def test_a_deny_raises_in_the_agent_and_records_the_decision_under_the_calling_node(
+    cap: Capture, install: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy: Policy = install(refund_limit)
+    agent = create_agent(
+        chat_model(
+            reply(tool_calls=[("refund", {"order_id": "A-1", "amount": 500}, "call-1")]),
+            reply("done"),
+        ),
+        tools=[refund],
+        name="support",
+    )
+    handler = SightlineCallbackHandler()
+    with caplog.at_level(logging.WARNING), pytest.raises(ToolDenied, match="refund limit"):
+        agent.invoke({"messages": [("user", "refund A-1")]}, config={"callbacks": [handler]})
+    assert RAN == []
+    assert policy.asked == [("refund", {"order_id": "A-1", "amount": 500})]
+    [context] = policy.contexts
+    assert (context["framework"], context["agent"]) == ("langchain", "support")
+    [decision] = cap.find(type="decision")
+    assert (decision.name, decision.status, decision.error.kind) == (
+        "authorize:refund",
+        "error",
+        "guardrail",
+    )
+    assert decision.output == {"decision": "deny", "reason": "over the refund limit"}
+    assert (decision.framework, decision.agent) == ("langchain", "support")
+    by_span = {event.span_id: event for event in cap.events}
+    tools_node = by_span[decision.parent_span_id]
+    assert (tools_node.type, tools_node.name, tools_node.status) == ("agent", "tools", "error")
+    assert (tools_node.error.kind, tools_node.error.type) == ("guardrail", "ToolDenied")
+    assert (context["trace_id"], context["span_id"]) == (tools_node.trace_id, tools_node.span_id)
+    [root] = [event for event in cap.events if event.parent_span_id is None]
+    assert (root.name, root.status, root.error.type) == ("support", "error", "ToolDenied")
+    assert cap.find(type="tool_call") == []  # the tool never started
+    # LangChain's "Error in ... callback" warning is not shown for a deliberate deny
+    assert not [r for r in caplog.records if "on_tool_start" in r.getMessage()]
+
+
+def test_an_allowed_call_runs_and_is_recorded_as_before(cap: Capture, install: Any) -> None:
+    policy: Policy = install(refund_limit)
+    handler = SightlineCallbackHandler(agent="desk")
+    answer = refund.invoke({"order_id": "A-2", "amount": 20}, config={"callbacks": [handler]})
+    assert answer == "refunded 20.0 on A-2"
+    assert RAN == [("refund", "A-2", 20.0)]
+    assert policy.asked == [("refund", {"order_id": "A-2", "amount": 20})]
+    assert cap.find(type="decision") == []
+    [call] = cap.find(type="tool_call")
+    assert (call.name, call.status, call.agent) == ("refund", "ok", "desk")
+    assert call.input == {"order_id": "A-2", "amount": 20}
+
+
+async def test_async_tools_are_governed_by_the_explicit_handler(cap: Capture, install: Any) -> None:
+    policy: Policy = install(refund_limit)
+    chain = RunnableLambda(lambda _: {"order_id": "A-3", "amount": 101}, name="prepare") | refund
+    with pytest.raises(ToolDenied):
+        await chain.ainvoke("go", config={"callbacks": [SightlineCallbackHandler()]})
+    assert RAN == [] and len(policy.asked) == 1
+    [decision] = cap.find(type="decision")
+    [sequence] = cap.find(name="RunnableSequence")
+    assert decision.parent_span_id == sequence.span_id
+    assert (sequence.status, sequence.error.kind) == ("error", "guardrail")
+
+
+def test_a_replacement_cannot_be_applied_by_a_callback_so_it_denies(
+    cap: Capture, install: Any
+) -> None:
+    install(lambda name, arguments: Decision(True, "capped", {**arguments, "amount": 100}))
+    with pytest.raises(ToolDenied) as raised:
+        refund.invoke(
+            {"order_id": "A-4", "amount": 250}, config={"callbacks": [SightlineCallbackHandler()]}
+        )
+    assert RAN == []  # never with the original arguments the policy replaced
+    assert "capped; replaced arguments cannot be applied" in str(raised.value)
+    [decision] = cap.find(type="decision")
+    assert decision.output["decision"] == "deny"
+    assert decision.output["reason"] == (
+        "capped; replaced arguments cannot be applied: " + governance.CALLBACK_CANNOT_REPLACE
+    )
+    assert decision.input == {"tool": "refund", "arguments": {"order_id": "A-4", "amount": 250}}
+
+
+def test_a_string_input_tool_is_asked_with_its_input(cap: Capture, install: Any) -> None:
+    policy: Policy = install(lambda name, arguments: False)
+    with pytest.raises(ToolDenied):
+        lookup.invoke("A-5", config={"callbacks": [SightlineCallbackHandler()]})
+    assert policy.asked == [("lookup", {"input": "A-5"})]
+    assert RAN == []
+
+
+def test_two_explicit_handlers_on_one_call_ask_once(cap: Capture, install: Any) -> None:
+    policy: Policy = install(None)
+    governed_tool = refund.with_config(callbacks=[SightlineCallbackHandler(agent="tool-level")])
+    governed_tool.invoke(
+        {"order_id": "A-6", "amount": 1}, config={"callbacks": [SightlineCallbackHandler()]}
+    )
+    assert [asked[0] for asked in policy.asked] == ["refund"]
+    assert [e.name for e in cap.find(type="tool_call")] == ["refund"]
+
+
+def test_with_instrumentation_the_handler_leaves_the_question_to_it(
+    global_cap: Capture,
+) -> None:
+    RAN.clear()
+    with policies(global_cap.client) as install_policy:
+        policy = install_policy(refund_limit)
+        with pytest.raises(ToolDenied):
+            refund.invoke(
+                {"order_id": "A-7", "amount": 900},
+                config={"callbacks": [SightlineCallbackHandler()]},
+            )
+        refund.invoke(
+            {"order_id": "A-8", "amount": 9}, config={"callbacks": [SightlineCallbackHandler()]}
+        )
+    assert [args["order_id"] for _, args in policy.asked] == ["A-7", "A-8"]
+    assert RAN == [("refund", "A-8", 9.0)]
+    assert len(global_cap.find(type="decision")) == 1
+
+
+def test_other_callback_failures_are_still_swallowed(cap: Capture, install: Any) -> None:
+    handler = SightlineCallbackHandler()
+    assert handler.raise_error is False
+    try:
+        raise RuntimeError("a callback's own failure")
+    except RuntimeError:
+        assert handler.raise_error is False  # what LangChain reads while handling it
+    try:
+        raise ToolDenied("refund", "no")
+    except ToolDenied:
+        assert handler.raise_error is True
+    handler.raise_error = True  # a user asking for every error keeps that choice
+    assert handler.raise_error is True
+
+
+def test_without_a_policy_nothing_is_asked_and_uninstrument_keeps_explicit_governance(
+    cap: Capture,
+) -> None:
+    RAN.clear()
+    handler = SightlineCallbackHandler()
+    assert refund.invoke({"order_id": "A-9", "amount": 999}, config={"callbacks": [handler]})
+    sightline_langchain.instrument()
+    sightline_langchain.uninstrument()
+    with policies(cap.client) as install_policy:
+        install_policy(refund_limit)
+        with pytest.raises(ToolDenied):
+            refund.invoke({"order_id": "A-10", "amount": 999}, config={"callbacks": [handler]})
+    assert RAN == [("refund", "A-9", 999.0)]
+    assert [d.name for d in cap.find(type="decision")] == ["authorize:refund"]
