@@ -20,6 +20,9 @@ from tests.autogen.conftest import replay
 ROOT = Path(__file__).resolve().parents[2]
 
 ALL_PATCHED = [
+    "AssistantAgent._check_and_handle_handoff",
+    "AssistantAgent._execute_tool_call",
+    "AssistantAgent._summarize_tool_use",
     "AssistantAgent.on_messages",
     "AssistantAgent.on_messages_stream",
     "BaseChatAgent.run",

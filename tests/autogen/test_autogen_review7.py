@@ -351,10 +351,9 @@ async def test_a_tool_run_directly_and_denied_raises_tool_denied_to_its_caller(r
     assert recorded.find(type="tool_call") == []
 
 
-async def test_a_handoff_is_not_submitted_while_the_agents_tools_are(recorded, policy):
-    # AutoGen runs a handoff outside its workbench, where an exception would leave the agent
-    # waiting for ever: only real tools are asked.
-    plugin = policy(Decision(False, "no refunds"))
+async def test_a_handoff_is_submitted_as_a_tool_named_after_it(recorded, policy):
+    # A handoff is asked once, before AutoGen runs it (see test_autogen_handoff_governance).
+    plugin = policy(lambda tool, _args: Decision(False, "no refunds") if tool == "refund" else None)
     model = replay(
         calls(("c1", "refund", '{"order": "A1"}')), calls(("c2", "transfer_to_manager", "{}"))
     )
@@ -369,7 +368,7 @@ async def test_a_handoff_is_not_submitted_while_the_agents_tools_are(recorded, p
     result = await clerk.run(task="refund A1")
 
     assert refunded == []
-    assert [name for name, _ in plugin.asked] == ["refund"]
+    assert [name for name, _ in plugin.asked] == ["refund", "transfer_to_manager"]
     assert type(result.messages[-1]).__name__ == "HandoffMessage"
     assert result.messages[-1].target == "manager"
     handoff = recorded.one(type="tool_call", name="transfer_to_manager")

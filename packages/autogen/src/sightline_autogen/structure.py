@@ -25,6 +25,10 @@ in a team)
 ``FunctionTool.run``                                        none: runs a sync tool in the
                                                             thread pool with the caller's
                                                             context
+``AssistantAgent._execute_tool_call`` /                     none: asks the governance plugins
+``_check_and_handle_handoff`` / ``_summarize_tool_use``     about a handoff; a denied one fails
+                                                            instead of transferring (see
+                                                            :mod:`~sightline_autogen.handoffs`)
 ==========================================================  ===================================
 
 Inside each span the model and tool events of that turn nest. A turn is entered and left one
@@ -43,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import inspect
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -55,6 +60,13 @@ from sightline.event import EventType
 from sightline.governance import authorize, enforced
 from sightline.logs import log_safely
 from sightline.span import current_span, use_span
+from sightline_autogen.handoffs import (
+    DeniedHandoff,
+    authorize_handoff,
+    denied_calls,
+    handoffs_not_denied,
+    without_denied_calls,
+)
 from sightline_autogen.mapping import FRAMEWORK, agent_input, message_view
 from sightline_autogen.scopes import (
     REGISTRY,
@@ -529,7 +541,7 @@ def _authorized(
     event; the requested call's ``tool_call`` fails with kind ``guardrail``."""
     try:
         client = patcher.resolve_client()
-        if not enforced(client) or _is_handoff(tool):
+        if _is_handoff(tool) or not enforced(client):  # handoffs: asked before they run
             return args, kwargs
         arguments = args[0] if args else kwargs.get("args")
         if not isinstance(arguments, Mapping):
@@ -560,8 +572,9 @@ def _authorized(
 def _is_handoff(tool: Any) -> bool:
     """Whether ``tool`` is a handoff (``transfer_to_<agent>``, made by ``Handoff.handoff_tool``).
 
-    Handoffs are not submitted to governance: they only pass the turn on, and AutoGen runs them
-    outside its workbench, where an exception leaves the agent waiting for ever (0.7.5)."""
+    A handoff is not submitted here: AutoGen runs it outside its workbench, where an exception
+    leaves the agent waiting for ever (0.7.5). The agent's handoffs are submitted before they
+    run instead, by :func:`wrap_execute_tool_call`, which can refuse one without raising."""
     func = getattr(tool, "__dict__", {}).get("_func")
     return str(getattr(func, "__qualname__", "")).startswith("Handoff.handoff_tool.")
 
@@ -662,6 +675,98 @@ def wrap_function_tool_run(original: Any) -> Any:
     return run
 
 
+def _static_function(original: Any) -> tuple[Any, inspect.Signature]:
+    """The function of the staticmethod ``original``, and its signature (TypeError when it is
+    not one: that AutoGen layout is not patched)."""
+    if not isinstance(original, staticmethod):
+        raise TypeError(f"expected a staticmethod, got {type(original).__name__}")
+    function = original.__func__
+    return function, inspect.signature(function)
+
+
+def _warn_handoff(exc: Exception) -> None:
+    patcher = _LIVE
+    if patcher is not None:
+        patcher.warn_once("handoff governance", exc)
+
+
+def wrap_execute_tool_call(original: Any) -> Any:
+    """``AssistantAgent._execute_tool_call``: the governance plugins are asked about a handoff
+    before it runs (other tools are asked by ``run_json``); a denied handoff does not run, and
+    its failed result is returned instead, marked so that the turn does not transfer."""
+    function, signature = _static_function(original)
+
+    @functools.wraps(function)
+    async def execute_tool_call(*args: Any, **kwargs: Any) -> Any:
+        patcher = _LIVE
+        if patcher is None:
+            return await function(*args, **kwargs)
+        try:
+            bound = signature.bind(*args, **kwargs)
+            call = bound.arguments["tool_call"]
+            handoff_tools = bound.arguments["handoff_tools"]
+            agent_name = bound.arguments["agent_name"]
+        except Exception as exc:  # another signature: the handoff runs ungoverned
+            patcher.warn_once("handoff governance", exc)
+            return await function(*args, **kwargs)
+        verdict = authorize_handoff(patcher, call, handoff_tools, agent_name)
+        if verdict is None:
+            return await function(*args, **kwargs)
+        if isinstance(verdict, DeniedHandoff):
+            return verdict
+        # Run with the policy's arguments; AutoGen pairs the result with the model's own call.
+        bound.arguments["tool_call"] = verdict
+        _, result = await function(*bound.args, **bound.kwargs)
+        return (call, result)
+
+    return staticmethod(execute_tool_call)
+
+
+def wrap_check_and_handle_handoff(original: Any) -> Any:
+    """``AssistantAgent._check_and_handle_handoff``: the handoffs a policy refused are not
+    among the calls it looks through, so a turn whose handoffs were all refused transfers to
+    no one. Unchanged when none was refused (and, on purpose, whether or not the
+    instrumentation is still on: a refusal already answered stays one)."""
+    function, signature = _static_function(original)
+
+    @functools.wraps(function)
+    def check_and_handle_handoff(*args: Any, **kwargs: Any) -> Any:
+        try:
+            bound = signature.bind(*args, **kwargs)
+            denied = denied_calls(bound.arguments["executed_calls_and_results"])
+            if denied:
+                model_result = bound.arguments["model_result"]
+                bound.arguments["model_result"] = without_denied_calls(model_result, denied)
+                args, kwargs = bound.args, bound.kwargs
+        except Exception as exc:
+            _warn_handoff(exc)
+        return function(*args, **kwargs)
+
+    return staticmethod(check_and_handle_handoff)
+
+
+def wrap_summarize_tool_use(original: Any) -> Any:
+    """``AssistantAgent._summarize_tool_use``: a refused handoff is summarized as the failed
+    call it is (AutoGen leaves handoffs out, as they transfer instead)."""
+    function, signature = _static_function(original)
+
+    @functools.wraps(function)
+    def summarize_tool_use(*args: Any, **kwargs: Any) -> Any:
+        try:
+            bound = signature.bind(*args, **kwargs)
+            denied = denied_calls(bound.arguments["executed_calls_and_results"])
+            if denied:
+                bound.arguments["handoffs"] = handoffs_not_denied(
+                    bound.arguments["handoffs"], denied
+                )
+                args, kwargs = bound.args, bound.kwargs
+        except Exception as exc:
+            _warn_handoff(exc)
+        return function(*args, **kwargs)
+
+    return staticmethod(summarize_tool_use)
+
+
 def _agent_key(routed_agent: Any) -> str | None:
     """The key of a runtime agent's id: the team id for the agents of a group chat."""
     try:
@@ -687,6 +792,24 @@ PATCHES: tuple[MethodPatch, ...] = (
         "AssistantAgent",
         "on_messages_stream",
         wrap_agent_on_messages_stream,
+    ),
+    MethodPatch(
+        f"{_AGENTS}._assistant_agent",
+        "AssistantAgent",
+        "_execute_tool_call",
+        wrap_execute_tool_call,
+    ),
+    MethodPatch(
+        f"{_AGENTS}._assistant_agent",
+        "AssistantAgent",
+        "_check_and_handle_handoff",
+        wrap_check_and_handle_handoff,
+    ),
+    MethodPatch(
+        f"{_AGENTS}._assistant_agent",
+        "AssistantAgent",
+        "_summarize_tool_use",
+        wrap_summarize_tool_use,
     ),
     MethodPatch(f"{_GROUP_CHAT}._base_group_chat", "BaseGroupChat", "run", wrap_team_run),
     MethodPatch(

@@ -1,0 +1,181 @@
+"""Handoff governance: a policy may refuse an ``AssistantAgent``'s handoff without hanging it.
+
+AutoGen 0.7.5 runs a handoff (``transfer_to_<agent>``) outside the agent's workbench, in
+``AssistantAgent._execute_tool_call``, and hands the turn over in ``_check_and_handle_handoff``
+whenever the model asked for one, whatever the handoff's result said. An exception cannot carry
+a refusal there: the agent's tool calls run in a task whose end the agent awaits on a queue,
+and a task that fails never closes that queue, so the agent (and its team) waits for ever.
+
+So a denied handoff is answered instead of raised. The policy is asked (as for any tool: the
+tool name ``transfer_to_<agent>``, its arguments, the agent in the context) before the handoff
+runs; a deny returns, in place of running it, a failed result the model reads
+(``handoff to <agent> denied: <reason>``), marked as a :class:`DeniedHandoff`; the structure
+patches then leave the marked call out when AutoGen looks for the handoff to perform, and keep
+its result in the summary of the turn's tool calls. The turn ends as a turn that asked for no
+handoff: no ``HandoffMessage``, the team does not transfer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sightline.errors import ToolDenied
+from sightline.governance import authorize, enforced
+from sightline.span import use_span
+from sightline_autogen.mapping import FRAMEWORK
+from sightline_autogen.scopes import REGISTRY
+
+if TYPE_CHECKING:
+    from sightline_autogen.structure import StructurePatcher
+
+__all__ = [
+    "DeniedHandoff",
+    "authorize_handoff",
+    "denied_calls",
+    "handoffs_not_denied",
+    "without_denied_calls",
+]
+
+
+class DeniedHandoff(tuple):
+    """The ``(call, result)`` pair ``_execute_tool_call`` returns for a handoff a policy refused:
+    ``result`` is a failed ``FunctionExecutionResult`` saying why.
+
+    A pair like any other to AutoGen, which only unpacks it. Only AutoGen's own list of the
+    turn's executed calls holds it, so the mark never reaches a message or the model context.
+    """
+
+    __slots__ = ()
+
+
+def authorize_handoff(
+    patcher: StructurePatcher, call: Any, handoff_tools: Any, agent_name: Any
+) -> Any:
+    """Ask the governance plugins about the model's call ``call`` when it is one of the
+    agent's ``handoff_tools``.
+
+    Returns ``None`` when AutoGen is to run ``call`` as asked (not a handoff, no policy, an
+    allow, or governance that failed: it fails open), a copy of ``call`` carrying the
+    arguments a policy replaced them with, or the :class:`DeniedHandoff` to return instead of
+    running it. Never raises.
+    """
+    try:
+        name = getattr(call, "name", None)
+        tool = next((t for t in handoff_tools or () if getattr(t, "name", None) == name), None)
+        if tool is None or not isinstance(name, str):
+            return None
+        client = patcher.resolve_client()
+        if not enforced(client):  # a handoff's one check when no policy is registered
+            return None
+        # AutoGen transfers whatever the arguments (even when they do not decode), so the
+        # policy is asked every time; a handoff takes none.
+        try:
+            decoded = json.loads(call.arguments)
+        except (TypeError, ValueError):
+            decoded = None
+        arguments = dict(decoded) if isinstance(decoded, Mapping) else {}
+        pending = REGISTRY.pending_call(getattr(call, "id", None))
+        agent = agent_name if isinstance(agent_name, str) else None
+    except Exception as exc:
+        patcher.warn_once("handoff governance", exc)
+        return None
+    try:
+        # Inside the handoff's tool_call span, as the decision on any other tool.
+        with use_span(pending.span) if pending is not None else contextlib.nullcontext():
+            allowed = authorize(name, arguments, client=client, framework=FRAMEWORK, agent=agent)
+    except ToolDenied as denied:
+        try:
+            return _denied(patcher, call, name, tool, pending, denied)
+        except Exception as exc:  # raising here would hang the agent: the handoff runs
+            patcher.warn_once("handoff governance", exc)
+            return None
+    except Exception as exc:
+        patcher.warn_once("handoff governance", exc)
+        return None
+    if allowed is arguments:
+        return None
+    try:
+        # A handoff ignores its arguments (its message is fixed by its Handoff): with the
+        # policy's arguments it runs as any tool would, and transfers as allowed.
+        replaced = dataclasses.replace(call, arguments=json.dumps(allowed))
+        if pending is not None:
+            pending.arguments = allowed
+            pending.span.set_input(allowed)
+        return replaced
+    except Exception as exc:
+        patcher.warn_once("handoff governance", exc)
+        return None
+
+
+def _denied(
+    patcher: StructurePatcher, call: Any, name: str, tool: Any, pending: Any, denied: ToolDenied
+) -> DeniedHandoff:
+    """The failed result of the refused handoff ``call``, marked; its ``tool_call`` fails with
+    kind ``guardrail``."""
+    from autogen_core.models import FunctionExecutionResult
+
+    if pending is not None:
+        try:
+            REGISTRY.deny(pending, denied)
+        except Exception as exc:
+            patcher.warn_once("handoff governance", exc)
+    content = f"handoff to {_target_of(tool, name)} denied"
+    if denied.reason:
+        content += f": {denied.reason}"
+    call_id = getattr(call, "id", None)
+    result = FunctionExecutionResult(
+        content=content,
+        call_id=call_id if isinstance(call_id, str) else "",
+        is_error=True,
+        name=name,
+    )
+    return DeniedHandoff((call, result))
+
+
+def _target_of(tool: Any, default: str) -> str:
+    """The agent a handoff tool transfers to: the ``target`` of the ``Handoff`` its function
+    closes over (``Handoff.handoff_tool``), else ``default``."""
+    try:
+        function = tool.__dict__["_func"]
+        for free, cell in zip(
+            function.__code__.co_freevars, function.__closure__ or (), strict=True
+        ):
+            if free == "self":
+                target = getattr(cell.cell_contents, "target", None)
+                if isinstance(target, str) and target:
+                    return target
+    except Exception:
+        pass
+    return default
+
+
+def denied_calls(executed: Any) -> list[Any]:
+    """The calls of ``executed`` (AutoGen's ``(call, result)`` pairs of a turn's tool calls)
+    that a policy refused; empty (and cheap) when there are none."""
+    if not isinstance(executed, Sequence):
+        return []
+    return [pair[0] for pair in executed if isinstance(pair, DeniedHandoff)]
+
+
+def without_denied_calls(model_result: Any, denied: list[Any]) -> Any:
+    """``model_result`` (a ``CreateResult``) without the ``denied`` calls among its contents:
+    what AutoGen looks through for the handoff to perform."""
+    content = model_result.content
+    if not isinstance(content, list):
+        return model_result
+    kept = [item for item in content if not any(item is call for call in denied)]
+    return model_result.model_copy(update={"content": kept})
+
+
+def handoffs_not_denied(handoffs: Any, denied: list[Any]) -> Any:
+    """``handoffs`` (name → ``Handoff``) without the names of the ``denied`` calls: AutoGen
+    leaves handoffs out of a turn's summary, and a refused one belongs in it, as its failed
+    result."""
+    if not isinstance(handoffs, Mapping):
+        return handoffs
+    names = {getattr(call, "name", None) for call in denied}
+    return {name: handoff for name, handoff in handoffs.items() if name not in names}
