@@ -1,16 +1,17 @@
 """Tool governance: LlamaIndex tools ask the ``sightline_authorize_tool`` plugins before they run.
 
-LlamaIndex runs a tool through its ``call`` / ``acall`` method: an agent's ``call_tool`` step
-(``FunctionAgent``, ``ReActAgent``, ``AgentWorkflow``), ``LLM.predict_and_call``, ``tool(...)``
-(which calls ``call``) and your own workflow steps all do. ``instrument()`` wraps those two
-methods of LlamaIndex's tool classes (``FunctionTool``, ``QueryEngineTool``, ``RetrieverTool``,
-and so their subclasses that do not replace them; see :mod:`sightline_llamaindex.patches`).
+LlamaIndex runs a tool through its ``call`` / ``acall`` method (``__call__`` for a ``BaseTool``
+that is no ``AsyncBaseTool``): an agent's ``call_tool`` step (``FunctionAgent``,
+``ReActAgent``, ``AgentWorkflow``), ``LLM.predict_and_call``, ``tool(...)`` and your own code
+all do. ``instrument()`` wraps those methods of every ``BaseTool`` subclass, LlamaIndex's and
+yours, including the ones defined later (see :mod:`sightline_llamaindex.patches`).
 
 Without a policy the wrapper costs one :func:`sightline.governance.enforced` call. With one, the
-tool's arguments go to :func:`sightline.governance.authorize` first: a deny raises
-``ToolDenied`` from the tool call (an agent hands it back to the model as a failed tool call)
-and records a ``decision`` event under the tool call; an allow runs the tool with the arguments
-the policy returned.
+tool's arguments go to :func:`sightline.governance.authorize` first, inside the tool's own
+LlamaIndex span: a deny raises ``ToolDenied`` from the tool call (an agent hands it back to the
+model as a failed tool call), which fails that ``tool_call`` with kind ``guardrail``, and
+records a ``decision`` event under it; an allow runs the tool with the arguments the policy
+returned.
 """
 
 from __future__ import annotations
@@ -25,21 +26,23 @@ __all__ = ["authorized", "enforced"]
 
 
 def authorized(
-    tool: Any, args: tuple[Any, ...], kwargs: dict[str, Any], client: Any
+    tool: Any, args: tuple[Any, ...], kwargs: dict[str, Any], client: Any, method: Any = None
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The arguments to run ``tool`` with, once the policy allowed them (ToolDenied if not).
 
     The policy sees the tool's arguments by name: keyword arguments as they are (without the
     workflow ``Context`` an agent passes to a tool that asks for it), positional ones named
-    after the function's parameters (``input`` for another tool's single argument). What it
-    returns goes back the same way; the tool call's recorded input becomes those arguments.
+    after the parameters of ``method`` (the bound tool method called: ``def call(self, query,
+    limit)`` of a tool class of yours), else of a ``FunctionTool``'s function (``input`` for
+    another tool's single argument). What it returns goes back the same way; the tool call's
+    recorded input becomes those arguments.
     """
     from sightline_llamaindex.handlers import record_tool_arguments, running_agent
 
     name = tool_name(tool) or type(tool).__name__
     context = {key: value for key, value in kwargs.items() if type(value).__name__ == "Context"}
     arguments = {key: value for key, value in kwargs.items() if key not in context}
-    names = _positional_names(tool, len(args)) if args else []
+    names = _positional_names(tool, method, len(args)) if args else []
     arguments.update(zip(names, args, strict=True))
     allowed = authorize(name, arguments, client=client, framework=FRAMEWORK, agent=running_agent())
     if allowed is arguments:
@@ -54,16 +57,28 @@ def authorized(
     return tuple(positional), {**keywords, **context}
 
 
-def _positional_names(tool: Any, count: int) -> list[str]:
-    try:
-        parameters = inspect.signature(tool.real_fn).parameters.values()
-        names = [
-            p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
+def _positional_names(tool: Any, method: Any, count: int) -> list[str]:
+    for function in (method, _real_fn(tool)):  # FunctionTool.call(*args) passes them to fn
+        names = _positional_parameters(function)
         if len(names) >= count:
             return names[:count]
-    except Exception:  # not a FunctionTool, or no readable signature
-        pass
     if count == 1:
         return ["input"]  # BaseTool.call(input); what QueryEngineTool / RetrieverTool query
     return [f"arg{index}" for index in range(count)]
+
+
+def _real_fn(tool: Any) -> Any:
+    try:
+        return tool.real_fn
+    except Exception:  # not a FunctionTool
+        return None
+
+
+def _positional_parameters(function: Any) -> list[str]:
+    if function is None:
+        return []
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except Exception:  # no readable signature
+        return []
+    return [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]

@@ -745,6 +745,9 @@ def _tool_names(tools: Any) -> list[str]:
 def _tool_input(arguments: Mapping[str, Any]) -> Any:
     kwargs = arguments.get("kwargs")
     args = arguments.get("args")
+    if args is None and kwargs is None and "input" not in arguments:
+        # a tool class of yours with parameters of its own: ``def acall(self, query, limit)``
+        return {k: v for k, v in arguments.items() if type(v).__name__ != "Context"}
     if args is None and "input" in arguments:  # BaseTool.__call__(input)
         args = (arguments["input"],)
     values = (

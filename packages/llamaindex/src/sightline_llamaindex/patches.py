@@ -4,11 +4,28 @@ Recording needs no patch: LlamaIndex's dispatcher reports its spans and events. 
 does not report do:
 
 - a tool about to run, with its arguments: governance asks the ``sightline_authorize_tool``
-  plugins then (:mod:`sightline_llamaindex.governance`), in the ``call`` / ``acall`` of
-  LlamaIndex's tool classes;
+  plugins then (:mod:`sightline_llamaindex.governance`), in the methods that run a tool;
 - a workflow step suspending itself until an event arrives: ``Context.wait_for_event`` raises
   ``WaitingForEvent``, which LlamaIndex's step runner catches before the step's span ends (the
   span ends as if the step had returned nothing); the wrapper tells the handlers.
+
+The tools governed are every subclass of LlamaIndex's ``BaseTool``:
+
+- ``FunctionTool``, ``QueryEngineTool`` and ``RetrieverTool`` by name (their ``call`` and
+  ``acall``, listed by :func:`patched_methods`), when their module is imported;
+- every other one, LlamaIndex's (``QueryPlanTool``, ``OnDemandLoaderTool``...) and yours, by the
+  ``call``, ``acall`` and ``__call__`` it implements itself (listed by
+  :func:`governed_tool_methods`): the classes that exist when ``llama_index.core.tools.types``
+  is imported (or at once, if it is), and each class made afterwards, from a
+  ``BaseTool.__init_subclass__`` the adapter adds. That is the moment LlamaIndex itself makes
+  those methods spans (``DispatcherSpanMixin.__init_subclass__``), so every tool method that has
+  a span of its own is governed. The classes of ``llama_index.core.tools.types`` are not:
+  ``AsyncBaseTool.__call__`` calls ``call``, and ``BaseToolAsyncAdapter`` (which agents put
+  around a tool without ``acall``) calls the tool it adapts, governed itself.
+
+A tool object asks once per call: inside a governed method of a tool, the governed methods of
+that same tool run without asking again (``acall`` calling ``call``, an override calling
+``super().call()``); another tool called from it asks for itself.
 
 Each method is wrapped when its module is imported (:func:`sightline.imports.when_imported`:
 instrumenting does not import LlamaIndex) and restored by :func:`remove`.
@@ -20,23 +37,35 @@ import functools
 import inspect
 import logging
 import threading
-from collections.abc import Callable
-from types import ModuleType
+import weakref
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar, Token
+from types import FunctionType, ModuleType
 from typing import Any
 
 from sightline.imports import PostImportHook, when_imported
 from sightline.logs import log_safely
 from sightline_llamaindex import governance
 
-__all__ = ["client", "install", "patched_methods", "remove"]
+__all__ = ["client", "governed_tool_methods", "install", "patched_methods", "remove"]
 
 
 _lock = threading.RLock()  # re-entrant: when_imported() calls back at once for loaded modules
 _wanted = False
 _client: Any = None
 _watcher: PostImportHook | None = None
-# (class, method) -> (the original attribute, our wrapper)
+# (class, method) -> (the original attribute, our wrapper): the methods wrapped by name
 _applied: dict[tuple[type, str], tuple[Any, Any]] = {}
+# The wrappers put on other tool classes: a class holds its wrapper, which holds the original
+# (``__wrapped__``); weak, so that a tool class made and dropped while instrumented is freed.
+_tool_wrappers: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+# (BaseTool, its own ``__init_subclass__`` before ours or _ABSENT, ours), while installed
+_subclass_hook: tuple[type, Any, Any] | None = None
+_ABSENT = object()
+# The tool object whose governed method is running in this context (it asked already).
+_governing: ContextVar[Any] = ContextVar("sightline_llamaindex_governing", default=None)
+# What ``dispatcher.span`` marks the function it made a span of with.
+_SPAN_MARK = "__dispatcher_span_decorated__"
 
 
 def install(client: Any = None) -> None:
@@ -49,11 +78,12 @@ def install(client: Any = None) -> None:
         if _wanted:
             return
         _wanted = True
-        _watcher = when_imported(_PATCHES, _on_import)
+        _watcher = when_imported([*_PATCHES, _TOOL_TYPES], _on_import)
 
 
 def remove() -> None:
-    """Restore every method :func:`install` wrapped (idempotent)."""
+    """Restore every method :func:`install` wrapped, and ``BaseTool.__init_subclass__``
+    (idempotent)."""
     global _wanted, _client, _watcher
     with _lock:
         _wanted = False
@@ -61,6 +91,7 @@ def remove() -> None:
         watcher, _watcher = _watcher, None
         applied = list(_applied.items())
         _applied.clear()
+        _remove_subclass_hook()
     if watcher is not None:
         watcher.cancel()
     for (owner, attribute), (original, wrapper) in applied:
@@ -74,9 +105,27 @@ def client() -> Any:
 
 
 def patched_methods() -> list[str]:
-    """``Class.method`` of each method currently wrapped."""
+    """``Class.method`` of each method currently wrapped by name: LlamaIndex's ``FunctionTool``,
+    ``QueryEngineTool`` and ``RetrieverTool`` (``call``, ``acall``), ``Context.wait_for_event``.
+    The other tool classes are listed by :func:`governed_tool_methods`."""
     with _lock:
         return sorted(f"{owner.__name__}.{attribute}" for owner, attribute in _applied)
+
+
+def governed_tool_methods() -> list[str]:
+    """``Class.method`` of each method of another ``BaseTool`` subclass currently governed (the
+    ``call``, ``acall`` and ``__call__`` it implements itself; yours, or LlamaIndex's
+    ``QueryPlanTool.__call__``...)."""
+    with _lock:
+        base = _subclass_hook[0] if _subclass_hook is not None else None
+        if base is None:
+            return []
+        return sorted(
+            f"{cls.__name__}.{attribute}"
+            for cls in _subclasses(base)
+            for attribute in _TOOL_CLASS_METHODS
+            if _is_tool_wrapper(cls.__dict__.get(attribute))
+        )
 
 
 def _on_import(name: str, module: ModuleType) -> None:
@@ -88,14 +137,20 @@ def _on_import(name: str, module: ModuleType) -> None:
             if isinstance(owner, type):
                 for attribute in attributes:
                     _patch(owner, attribute, wrap)
+        if name == _TOOL_TYPES:
+            base = getattr(module, "BaseTool", None)
+            if isinstance(base, type):
+                for cls in _subclasses(base):
+                    _govern_tool_class(cls)
+                _add_subclass_hook(base)
 
 
-def _patch(owner: type, attribute: str, wrap: Callable[[Any], Any]) -> None:
+def _patch(owner: type, attribute: str, wrap: _Wrap) -> None:
     if (owner, attribute) in _applied:
         return
     try:
         original = owner.__dict__[attribute]
-        wrapper = wrap(original)
+        wrapper = wrap(owner, original)
         setattr(owner, attribute, wrapper)
     except Exception as exc:  # a changed LlamaIndex: this one method stays as it is
         log_safely(
@@ -109,32 +164,196 @@ def _patch(owner: type, attribute: str, wrap: Callable[[Any], Any]) -> None:
     _applied[(owner, attribute)] = (original, wrapper)
 
 
-def _governed(original: Any) -> Callable[..., Any]:
-    """A tool's ``call`` or ``acall``, asking governance first when a policy is registered.
+# -- tool governance ----------------------------------------------------------------------------
+
+
+def _governed(owner: type, original: Any) -> Callable[..., Any]:
+    """A tool method (``call``, ``acall``, ``__call__``) of ``owner`` that asks governance
+    first when a policy is registered.
+
+    Without a policy it calls ``original`` after one :func:`~sightline.governance.enforced`
+    check. With one it calls the method LlamaIndex made a span of, made a span again around
+    the question (:func:`_asking`): a denied call is then a failed tool call, as an allowed call
+    is a tool call, with its ``decision`` under it (whether an agent or your code called it).
     ``functools.wraps`` keeps what LlamaIndex reads off the method (its name, its signature,
     the mark that makes subclasses' overrides spans)."""
+    function = _span_function(original)
+    # Not a method LlamaIndex made a span of: ask before it runs, outside any tool span.
+    governed = _asking(original) if function is None else _made_span(owner, _asking(function))
+
     if inspect.iscoroutinefunction(original):
 
         @functools.wraps(original)
         async def acall(self: Any, *args: Any, **kwargs: Any) -> Any:
-            client = _client
-            if governance.enforced(client):
-                args, kwargs = governance.authorized(self, args, kwargs, client)
-            return await original.__get__(self, type(self))(*args, **kwargs)
+            method = governed if governance.enforced(_client) else original
+            return await method.__get__(self, type(self))(*args, **kwargs)
 
         return acall
 
     @functools.wraps(original)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        client = _client
-        if governance.enforced(client):
-            args, kwargs = governance.authorized(self, args, kwargs, client)
-        return original.__get__(self, type(self))(*args, **kwargs)
+        method = governed if governance.enforced(_client) else original
+        return method.__get__(self, type(self))(*args, **kwargs)
 
     return call
 
 
-def _noting_waits(original: Any) -> Callable[..., Any]:
+def _asking(function: Any) -> Callable[..., Any]:
+    """``function`` (a tool method), run with the arguments governance allowed, once per tool
+    object: inside it, the same tool's governed methods do not ask again."""
+    # updated=(): not the span mark, which would make dispatcher.span() leave it as it is.
+    if inspect.iscoroutinefunction(function):
+
+        @functools.wraps(function, updated=())
+        async def acall(self: Any, *args: Any, **kwargs: Any) -> Any:
+            bound = function.__get__(self, type(self))
+            args, kwargs, token = _ask_once(self, bound, args, kwargs)
+            try:
+                return await bound(*args, **kwargs)
+            finally:
+                if token is not None:
+                    _governing.reset(token)
+
+        return acall
+
+    @functools.wraps(function, updated=())
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        bound = function.__get__(self, type(self))
+        args, kwargs, token = _ask_once(self, bound, args, kwargs)
+        try:
+            return bound(*args, **kwargs)
+        finally:
+            if token is not None:
+                _governing.reset(token)
+
+    return call
+
+
+def _ask_once(
+    tool: Any, bound: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any], Token[Any] | None]:
+    """The arguments to run ``tool``'s method ``bound`` with, and the token marking ``tool`` as
+    governed here until it returns (``None``: a governed method of ``tool`` asked already)."""
+    if _governing.get() is tool:
+        return args, kwargs, None
+    args, kwargs = governance.authorized(tool, args, kwargs, _client, bound)
+    return args, kwargs, _governing.set(tool)
+
+
+def _span_function(method: Any) -> FunctionType | None:
+    """The function LlamaIndex made ``method`` a span of (``dispatcher.span`` wraps it in a
+    wrapt proxy and marks it), or ``None``."""
+    if type(method) is FunctionType:
+        return None
+    function = getattr(method, "__wrapped__", None)
+    if type(function) is FunctionType and function.__dict__.get(_SPAN_MARK):
+        return function
+    return None
+
+
+def _made_span(owner: type, function: Callable[..., Any]) -> Any:
+    """``function`` made a span by the dispatcher LlamaIndex uses for ``owner``'s methods (the
+    one of its module, as ``DispatcherSpanMixin`` does)."""
+    from sightline_llamaindex._framework import get_dispatcher
+
+    return get_dispatcher(owner.__module__).span(function)
+
+
+def _govern_tool_class(cls: type) -> None:
+    """Wrap the tool methods ``cls`` implements itself (a class of the types module, or one
+    wrapped by name, excepted)."""
+    if cls.__module__ == _TOOL_TYPES or (cls.__module__, cls.__name__) in _BY_NAME:
+        return
+    for attribute in _TOOL_CLASS_METHODS:
+        method = cls.__dict__.get(attribute)
+        if method is None or _is_tool_wrapper(method):
+            continue
+        if getattr(method, "__isabstractmethod__", False):
+            continue
+        if type(method) is not FunctionType and _span_function(method) is None:
+            continue  # a staticmethod, a property...: not a method of the tool object
+        try:
+            wrapper = _governed(cls, method)
+            setattr(cls, attribute, wrapper)
+        except Exception as exc:  # this one method stays as it is
+            log_safely(
+                logging.DEBUG,
+                "sightline: llamaindex %s.%s not wrapped: %r",
+                cls.__name__,
+                attribute,
+                exc,
+            )
+            continue
+        _tool_wrappers.add(wrapper)
+
+
+def _is_tool_wrapper(method: Any) -> bool:
+    try:
+        return method is not None and method in _tool_wrappers
+    except TypeError:  # not weak-referenceable: not ours
+        return False
+
+
+def _add_subclass_hook(base: type) -> None:
+    """Add ``base.__init_subclass__`` (``BaseTool``'s): it governs each tool class made from now
+    on, after the ``__init_subclass__`` it stands in front of (LlamaIndex's, which makes the
+    methods spans) has run."""
+    global _subclass_hook
+    if _subclass_hook is not None:
+        return
+    previous = base.__dict__.get("__init_subclass__", _ABSENT)
+
+    def __init_subclass__(cls: Any, **kwargs: Any) -> None:
+        if previous is _ABSENT:
+            super(base, cls).__init_subclass__(**kwargs)  # type: ignore[arg-type]
+        else:
+            previous.__get__(None, cls)(**kwargs)
+        if _wanted:
+            with _lock:
+                if _wanted:
+                    _govern_tool_class(cls)
+
+    hook: Any = classmethod(__init_subclass__)
+    base.__init_subclass__ = hook  # type: ignore[method-assign]
+    _subclass_hook = (base, previous, hook)
+
+
+def _remove_subclass_hook() -> None:
+    """Put ``BaseTool.__init_subclass__`` back and the tool classes' methods (under ``_lock``)."""
+    global _subclass_hook
+    if _subclass_hook is None:
+        return
+    base, previous, hook = _subclass_hook
+    _subclass_hook = None
+    if base.__dict__.get("__init_subclass__") is hook:  # unless someone replaced it after us
+        if previous is _ABSENT:
+            delattr(base, "__init_subclass__")
+        else:
+            base.__init_subclass__ = previous  # type: ignore[method-assign]
+    for cls in _subclasses(base):
+        for attribute in _TOOL_CLASS_METHODS:
+            wrapper = cls.__dict__.get(attribute)
+            if _is_tool_wrapper(wrapper):
+                setattr(cls, attribute, wrapper.__wrapped__)  # type: ignore[union-attr]
+
+
+def _subclasses(base: type) -> Iterator[type]:
+    """Every class below ``base``, once each."""
+    seen: set[int] = set()
+    pending: list[type] = list(type.__subclasses__(base))
+    while pending:
+        cls = pending.pop()
+        if id(cls) in seen:
+            continue
+        seen.add(id(cls))
+        yield cls
+        pending.extend(type.__subclasses__(cls))
+
+
+# -- waiting steps ------------------------------------------------------------------------------
+
+
+def _noting_waits(owner: type, original: Any) -> Callable[..., Any]:
     """``Context.wait_for_event``, telling the handlers when it suspends the step (by the
     exception's class name: importing it would load LlamaIndex's workflows package)."""
     from sightline_llamaindex.handlers import WAITING, step_waiting
@@ -151,8 +370,12 @@ def _noting_waits(original: Any) -> Callable[..., Any]:
     return wait_for_event
 
 
-_Wrap = Callable[[Any], Callable[..., Any]]
+_Wrap = Callable[[type, Any], Callable[..., Any]]
 _TOOL_METHODS = ("call", "acall")
+# The methods of a tool class that run it: ``__call__`` is the one of a ``BaseTool`` that is no
+# ``AsyncBaseTool`` (an agent calls it through ``BaseToolAsyncAdapter``).
+_TOOL_CLASS_METHODS = ("call", "acall", "__call__")
+_TOOL_TYPES = "llama_index.core.tools.types"
 # module -> (class, its methods to wrap, the wrapper factory)
 _PATCHES: dict[str, tuple[tuple[str, tuple[str, ...], _Wrap], ...]] = {
     "llama_index.core.tools.function_tool": (("FunctionTool", _TOOL_METHODS, _governed),),
@@ -160,3 +383,10 @@ _PATCHES: dict[str, tuple[tuple[str, tuple[str, ...], _Wrap], ...]] = {
     "llama_index.core.tools.retriever_tool": (("RetrieverTool", _TOOL_METHODS, _governed),),
     "workflows.context.context": (("Context", ("wait_for_event",), _noting_waits),),
 }
+# The tool classes wrapped by name, which the subclass hook leaves to their module's import.
+_BY_NAME = frozenset(
+    (module, class_name)
+    for module, entries in _PATCHES.items()
+    for class_name, _, wrap in entries
+    if wrap is _governed
+)
