@@ -4,7 +4,6 @@ in the endpoint never show, and settings that would stop the worker are refused 
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import logging
@@ -267,7 +266,7 @@ def test_credentials_in_the_endpoint_stay_out_of_logs_stats_and_the_spool_name(
     assert os.listdir(spool) == ["127_0_0_1_9-59b7003c"]  # the name without credentials
 
 
-def test_requests_still_go_to_the_real_url_with_its_credentials(
+def test_requests_go_to_the_real_url_with_the_api_key_not_the_userinfo(
     tmp_path: Path, recorder: tuple[int, list[tuple[str, str, list[str]]]]
 ) -> None:
     port, requests = recorder
@@ -280,9 +279,9 @@ def test_requests_still_go_to_the_real_url_with_its_credentials(
         client.log_event("tool_call", "t")
         assert client.flush(5) is True
         stats = client.stats()
-    basic = "Basic " + base64.b64encode(f"svc:{PASSWORD}".encode()).decode()
+    # The contract's Bearer key; the userinfo would have made httpx send Basic auth instead.
     assert [(path, auth, len(ids)) for path, auth, ids in requests] == [
-        ("/api/v1/events", basic, 1)
+        ("/api/v1/events", f"Bearer {KEY}", 1)
     ]
     assert stats["sent"] == 1
     assert stats["exporters"]["http"]["endpoint"] == f"http://***@127.0.0.1:{port}"

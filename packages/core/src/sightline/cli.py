@@ -4,9 +4,12 @@
 (``--db``, default ``SIGHTLINE_DB`` or ``./.sightline/sightline.db``); each listing accepts
 ``--json``. Plugins add subcommands through the ``sightline_cli`` hook.
 
-The store is opened read-only. A failure the user can act on (no store, a file that is not one,
-a schema from a newer Sightline) is one line on stderr, ``sightline: error: ...``, and exit
-status 1; a malformed argument is argparse's usage message and exit status 2.
+The store is opened read-only. A store in a folder this user cannot write (another user's
+``.sightline/``) is read as a snapshot, with a one-line note on stderr: SQLite cannot create the
+WAL index there, so what is recorded meanwhile is not seen (``tail`` prints what is there and
+stops). A failure the user can act on (no store, a file that is not one, a schema from a newer
+Sightline) is one line on stderr, ``sightline: error: ...``, and exit status 1; a malformed
+argument is argparse's usage message and exit status 2.
 """
 
 from __future__ import annotations
@@ -66,8 +69,16 @@ def _db_arguments(parser: argparse.ArgumentParser, json_flag: bool = True) -> No
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def _open_store(args: argparse.Namespace) -> Any:
-    """The store, read-only: reading never writes to the file (no WAL switch, no migration)."""
+def _open_store(args: argparse.Namespace, following: bool = False) -> Any:
+    """The store, read-only: reading never writes to the file (no WAL switch, no migration).
+    A store read as a snapshot (see :class:`~sightline.store.SqliteStore`) is noted on stderr."""
+    store = _open_store_readonly(args)
+    if store.snapshot:
+        print(_snapshot_note(store, following), file=sys.stderr)
+    return store
+
+
+def _open_store_readonly(args: argparse.Namespace) -> Any:
     from sightline.store import SchemaVersionError, SqliteStore, StoreError, open_store
 
     path = args.db or os.environ.get("SIGHTLINE_DB") or os.path.join(".sightline", "sightline.db")
@@ -91,6 +102,22 @@ def _open_store(args: argparse.Namespace) -> Any:
             f"and could not be upgraded: {exc}"
         ) from None
     return open_store(path, readonly=True)
+
+
+def _snapshot_note(store: Any, following: bool) -> str:
+    folder, name = os.path.split(os.path.abspath(store.path))
+    note = (
+        f"sightline: note: {store.path} is read as a snapshot (this user can neither open nor "
+        f"create {name}-shm, SQLite's index of the store's log, in {folder}): "
+    )
+    note += (
+        "new events cannot be followed, so tail prints what is there and stops"
+        if following
+        else "events recorded while this runs are not seen"
+    )
+    if store.unseen_wal_bytes:
+        note += f", nor any changes still in {name}-wal ({store.unseen_wal_bytes} bytes)"
+    return note
 
 
 def parse_cursor(value: str) -> str:
@@ -300,6 +327,11 @@ def _clip(text: object, width: int) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if args.json and (args.depth is not None or args.limit is not None):
+        raise CommandError(
+            "--depth and --limit shape the tree; --json prints every event of the trace",
+            exit_code=2,
+        )
     store = _open_store(args)
     trace_id = args.trace_id
     if trace_id == "latest":
@@ -319,12 +351,17 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(trace, indent=2))
         return 0
-    print(render_trace(trace), end="")
+    print(render_trace(trace, depth=args.depth, limit=args.limit), end="")
     return 0
 
 
-def render_trace(trace: dict[str, Any]) -> str:
-    """The indented tree of one trace, as ``sightline show`` prints it."""
+def render_trace(trace: dict[str, Any], depth: int | None = None, limit: int | None = None) -> str:
+    """The indented tree of one trace, as ``sightline show`` prints it.
+
+    ``depth``: only events at most that deep (a root is at depth 0); below an event whose
+    children are cut, one line says how many events its subtree hides. ``limit``: at most that
+    many event lines, then one line saying how many were not shown and how to see them.
+    """
     lines = []
     usage = trace.get("usage") or {}
     parts = [
@@ -364,40 +401,82 @@ def render_trace(trace: dict[str, Any]) -> str:
             bits.append(_color("✗ " + _error_text(error, 80), "31"))
         return "  ".join(bits)
 
+    # Events printed, or counted in a "more events below" line: each is accounted for once.
     shown: set[int] = set()
+    printed = 0
 
-    def emit(root: dict[str, Any], note: str = "") -> None:
+    def hide_below(event: dict[str, Any]) -> int:
+        """Account for every event under ``event`` not accounted for yet; how many there were."""
+        hidden = 0
+        pending = [event]
+        while pending:
+            for kid in children.get(pending.pop()["span_id"], []):
+                if id(kid) not in shown:
+                    shown.add(id(kid))
+                    hidden += 1
+                    pending.append(kid)
+        return hidden
+
+    def emit(root: dict[str, Any], note: str = "") -> bool:
+        """Print the tree under ``root``; False once ``limit`` event lines are printed."""
+        nonlocal printed
         # Iterative (a trace may nest thousands of levels); each event is printed once, so
         # that parent cycles and shared span ids in a damaged store cannot loop.
-        stack: list[tuple[dict[str, Any], str, bool | None, str]] = [(root, "", None, note)]
+        stack: list[tuple[dict[str, Any], str, bool | None, str, int]] = [(root, "", None, note, 0)]
         while stack:
-            event, prefix, last, mark = stack.pop()
+            event, prefix, last, mark, level = stack.pop()
             if id(event) in shown:
                 continue
+            if limit is not None and printed >= limit:
+                return False
             shown.add(id(event))
+            printed += 1
             branch = "" if last is None else ("└─ " if last else "├─ ")
             lines.append(prefix + branch + describe(event, mark))
             deeper = prefix + ("" if last is None else ("   " if last else "│  "))
+            if depth is not None and level >= depth:
+                hidden = hide_below(event)
+                if hidden:
+                    lines.append(deeper + "└─ " + _color(f"… {_more(hidden)} below", "2"))
+                continue
             kids = [k for k in children.get(event["span_id"], []) if id(k) not in shown]
             for index in range(len(kids) - 1, -1, -1):
-                stack.append((kids[index], deeper, index == len(kids) - 1, ""))
+                stack.append((kids[index], deeper, index == len(kids) - 1, "", level + 1))
+        return True
 
+    complete = True
     for root in children.get(None, []):
         parent = root.get("parent_span_id")
-        emit(root, "  (parent not recorded)" if parent else "")
-    for event in events:  # not reached from a root: a parent cycle
-        if id(event) not in shown:
-            emit(event, "  (in a parent cycle)")
+        complete = emit(root, "  (parent not recorded)" if parent else "")
+        if not complete:
+            break
+    for event in events if complete else ():  # not reached from a root: a parent cycle
+        if id(event) not in shown and not emit(event, "  (in a parent cycle)"):
+            break
+    rest = len(events) - len(shown)
+    if limit is not None and rest:
+        lines.append(
+            _color(
+                f"… {_more(rest)} not shown (--limit {limit}): pass --limit "
+                f"{limit + rest} to see them, or --json for every event",
+                "2",
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
+def _more(count: int) -> str:
+    return f"{count} more event" if count == 1 else f"{count} more events"
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
-    store = _open_store(args)
-    position = store.last_position()
+    store = _open_store(args, following=True)
+    position = backlog_end = store.last_position()
     if args.last:
         position = max(0, position - args.last)
-    deadline = time.monotonic() + args.timeout if args.timeout is not None else None
-    if not args.json:
+    timeout = 0.0 if store.snapshot else args.timeout  # a snapshot never changes
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    if not args.json and not store.snapshot:
         print(f"Following {store.path} (Ctrl-C to stop)", file=sys.stderr)
     try:
         while True:
@@ -407,8 +486,12 @@ def cmd_tail(args: argparse.Namespace) -> int:
                     print(json.dumps(event), flush=True)
                 else:
                     print(_tail_line(event), flush=True)
+            # Past the deadline, the backlog asked for is still printed whole (it comes in
+            # pages of events_after's limit), then tail stops.
             if deadline is not None and time.monotonic() >= deadline:
-                return 0
+                if position >= backlog_end or not events:
+                    return 0
+                continue
             if not events:
                 time.sleep(args.interval)
     except KeyboardInterrupt:
@@ -546,6 +629,18 @@ def build() -> CommandLine:
         "trace_id", help="trace id, a unique prefix of at least 4 characters, or 'latest'"
     )
     _db_arguments(show)
+    show.add_argument(
+        "--depth",
+        type=_count(0, 10**9),
+        default=None,
+        help="only events at most N deep (0: the root); one line tells what each cut hides",
+    )
+    show.add_argument(
+        "--limit",
+        type=_count(1, 10**9),
+        default=None,
+        help="at most N event lines, then how many were left out (default: every event)",
+    )
 
     tail = cli.command("tail", "follow new events as they are recorded", cmd_tail)
     _db_arguments(tail)

@@ -13,7 +13,16 @@ from typing import Any, NoReturn
 
 from sightline.errors import ConfigError
 
-__all__ = ["API_KEY_PATTERN", "Config", "redact_url", "validate_api_key"]
+__all__ = [
+    "API_KEY_PATTERN",
+    "Config",
+    "endpoint_url",
+    "redact_url",
+    "redacted_endpoint_url",
+    "strip_userinfo",
+    "userinfo_ignored",
+    "validate_api_key",
+]
 
 API_KEY_PATTERN = re.compile(r"sl_[A-Za-z0-9_-]{32,}")
 _TRUE = {"1", "true", "yes", "on"}
@@ -97,6 +106,35 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{shown}" if separator else shown
 
 
+def strip_userinfo(url: str) -> tuple[str, bool]:
+    """``url`` without the ``user:password@`` of its authority, and whether it had one.
+
+    The last ``@`` before the path ends the userinfo, as in :func:`redact_url`::
+
+        >>> strip_userinfo("https://svc:pw@collector.example/x")
+        ('https://collector.example/x', True)
+    """
+    text = str(url)
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        return text, False
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority = rest[:cut]
+    if "@" not in authority:
+        return text, False
+    return f"{scheme}://{authority.rpartition('@')[2]}{rest[cut:]}", True
+
+
+def userinfo_ignored(endpoint: str) -> str:
+    """What is said of an endpoint holding ``user:password@``: that it is not sent. The
+    endpoint is named as :func:`redact_url` shows it, never with the password."""
+    return (
+        f"the endpoint {redact_url(endpoint)!r} holds credentials (user:password@), which "
+        "Sightline does not send: the collector authenticates with the API key, sent as "
+        "'Authorization: Bearer <key>'"
+    )
+
+
 def endpoint_url(endpoint: str, path: str) -> str:
     """The URL of ``path`` (``"/api/v1/events"``) on the collector at ``endpoint``: the path is
     appended to the endpoint's own path, before its query, which is kept (a collector behind a
@@ -104,8 +142,23 @@ def endpoint_url(endpoint: str, path: str) -> str:
 
         >>> endpoint_url("https://gw.example/sightline/?token=abc", "/health")
         'https://gw.example/sightline/health?token=abc'
+
+    Credentials in the endpoint (``https://user:password@host``) are left out: given to httpx,
+    they would become a Basic ``Authorization`` header in place of the API key's Bearer one.
+    The exporter and ``sightline doctor`` both post to this URL, with the key.
     """
-    base = str(endpoint).partition("#")[0]
+    return _join(strip_userinfo(str(endpoint))[0], path)
+
+
+def redacted_endpoint_url(endpoint: str, path: str) -> str:
+    """:func:`endpoint_url` as logs, errors and stats show it: :func:`redact_url` of the URL, in
+    which configured credentials still stand, masked (``https://***@host/...``), to tell which
+    endpoint is meant, though they are not sent."""
+    return redact_url(_join(str(endpoint), path))
+
+
+def _join(endpoint: str, path: str) -> str:
+    base = endpoint.partition("#")[0]
     base, question_mark, query = base.partition("?")
     return base.rstrip("/") + path + question_mark + query
 
@@ -196,6 +249,13 @@ class Config:
                     "endpoint",
                 )
             if self.enabled:
+                if not self.api_key and strip_userinfo(self.endpoint)[1]:
+                    fail(
+                        userinfo_ignored(self.endpoint)
+                        + ". Remove them from the URL and pass api_key=... or set "
+                        "SIGHTLINE_API_KEY instead",
+                        "endpoint",
+                    )
                 if not self.api_key:
                     fail(
                         "a remote endpoint needs an API key: pass api_key=... or set "

@@ -5,7 +5,9 @@ It checks, for the configuration that ``sightline.init()`` would use (arguments,
 
 - **endpoint**: is the collector reachable (``GET {endpoint}/health``)?
 - **api key**: does it have the right shape (``sl_`` + at least 32 of ``[A-Za-z0-9_-]``), and does
-  the collector accept it (an empty ``POST /api/v1/events``)?
+  the collector accept it (an empty ``POST /api/v1/events``)? Credentials in the endpoint
+  (``user:password@``) are not sent, as by the exporter: said here, a warning (a failure
+  without a key).
 - **spool**: where it is, how many batches, events and bytes wait there, how full it is, how old
   the oldest batch is, and whether any file is corrupt.
 
@@ -176,7 +178,7 @@ def _check_endpoint(config: Any, timeout: float, checks: list[Check]) -> bool:
             )
         )
         return False
-    from sightline.config import endpoint_url, redact_url
+    from sightline.config import endpoint_url, redact_url, redacted_endpoint_url
 
     # What is printed never holds credentials or query values (the report may be pasted).
     shown = redact_url(config.endpoint)
@@ -186,7 +188,7 @@ def _check_endpoint(config: Any, timeout: float, checks: list[Check]) -> bool:
     import httpx
 
     url = endpoint_url(config.endpoint, "/health")
-    shown_url = redact_url(url)
+    shown_url = redacted_endpoint_url(config.endpoint, "/health")
     started = time.perf_counter()
     try:
         response = httpx.get(url, timeout=timeout, headers=_headers(None))
@@ -221,12 +223,33 @@ def _check_endpoint(config: Any, timeout: float, checks: list[Check]) -> bool:
 
 
 def _check_key(config: Any, timeout: float, reachable: bool, checks: list[Check]) -> None:
-    from sightline.config import validate_api_key
-    from sightline.errors import ConfigError
+    """The key check; an endpoint holding ``user:password@`` is said to be so here, as the
+    exporter says it: those credentials are not sent, the key is (a warning at best)."""
+    from sightline.config import strip_userinfo, userinfo_ignored
 
     if not config.endpoint:
         checks.append(Check("api key", SKIP, "not needed for the embedded store"))
         return
+    before = len(checks)
+    _check_key_itself(config, timeout, reachable, checks)
+    if not strip_userinfo(config.endpoint)[1]:
+        return
+    check = checks[before]
+    if not config.api_key:
+        check.message = (
+            f"missing: {userinfo_ignored(config.endpoint)}. Remove them from the URL and set "
+            "SIGHTLINE_API_KEY / api_key= instead"
+        )
+        return
+    check.message += f"; {userinfo_ignored(config.endpoint)}: remove them from the URL"
+    if check.status == OK:
+        check.status = WARN
+
+
+def _check_key_itself(config: Any, timeout: float, reachable: bool, checks: list[Check]) -> None:
+    from sightline.config import validate_api_key
+    from sightline.errors import ConfigError
+
     if not config.api_key:
         checks.append(
             Check("api key", FAIL, "missing: a remote endpoint needs SIGHTLINE_API_KEY / api_key=")

@@ -31,7 +31,10 @@ The exporter accounts for every event it is handed (``sent``, ``spooled`` or ``f
 :meth:`HttpExporter.stats`), so :meth:`~HttpExporter.export` returns ``SUCCESS`` unless it
 raised: the pipeline adds its own ``failed`` count to the exporter's, and nothing is counted
 twice. Credentials in the endpoint (``user:password@``, query values) never appear in logs,
-errors, stats or the spool's directory name: they are shown masked (``redact_url``).
+errors, stats or the spool's directory name: they are shown masked (``redact_url``). The
+``user:password@`` is not sent either (httpx would make it a Basic ``Authorization`` header in
+place of the key's Bearer one): it is left out of the URL posted to, with a warning, and an
+endpoint holding it without an API key is a ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sightline import __version__
-from sightline.config import endpoint_url, redact_url
+from sightline.config import (
+    endpoint_url,
+    redact_url,
+    redacted_endpoint_url,
+    strip_userinfo,
+    userinfo_ignored,
+)
 from sightline.errors import ConfigError, SightlineError
 from sightline.event import Event
 from sightline.jsonwire import dumps_bytes
@@ -330,11 +339,25 @@ class HttpExporter:
             validate_api_key(api_key)
         if not endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"endpoint must be an http(s) URL, got {redact_url(endpoint)!r}")
+        if strip_userinfo(endpoint)[1]:
+            # httpx would turn user:password@ into Basic auth, replacing the key's Bearer header:
+            # the URL posted to leaves them out (endpoint_url), and the key is required.
+            if not api_key:
+                raise ConfigError(
+                    userinfo_ignored(endpoint) + ". Remove them from the URL and pass "
+                    "api_key=... or set SIGHTLINE_API_KEY instead"
+                )
+            log_safely(
+                logging.WARNING,
+                "sightline: %s; remove them from the URL",
+                userinfo_ignored(endpoint),
+            )
+        # As configured (credentials too): the spool's name leaves them out (spool_path_for).
         self.endpoint = endpoint.rstrip("/")
         self.url = endpoint_url(self.endpoint, "/api/v1/events")
         # What logs, errors and stats show: the URL without its credentials.
         self.shown_endpoint = redact_url(self.endpoint)
-        self.shown_url = redact_url(self.url)
+        self.shown_url = redacted_endpoint_url(self.endpoint, "/api/v1/events")
         self.api_key = api_key
         self.timeout = timeout
         self.max_batch_events = max(1, max_batch_events)
@@ -541,7 +564,7 @@ class HttpExporter:
 
     def _shown(self, text: str) -> str:
         """``text`` (an error message that may quote the URL) with the credentials masked."""
-        if self.shown_url == self.url:
+        if self.shown_url == self.url and self.shown_endpoint == self.endpoint:
             return text
         text = text.replace(self.endpoint, self.shown_endpoint)
         authority = self.endpoint.partition("://")[2].partition("/")[0]

@@ -223,6 +223,26 @@ _ROW_ERRORS = (
     sqlite3.DataError,
 )
 _INT64_MAX = 2**63 - 1
+# Primary result codes (the low byte of an extended one): SQLITE_READONLY_DIRECTORY,
+# SQLITE_READONLY_CANTINIT... are READONLY; a file that cannot be opened is CANTOPEN.
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
+_SQLITE_CANTOPEN = 14
+
+
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return int(code) & 0xFF
+    text = str(exc)
+    if "readonly database" in text:
+        return _SQLITE_READONLY
+    if "unable to open database file" in text:
+        return _SQLITE_CANTOPEN
+    if "locked" in text:
+        return _SQLITE_LOCKED
+    return None
 
 
 @dataclass(frozen=True)
@@ -244,50 +264,142 @@ class SqliteStore:
 
     ``readonly=True`` opens the file as it is (SQLite ``mode=ro``): nothing is created or
     migrated, and a file that is not a store of this schema version raises :class:`StoreError`.
-    ``timeout`` is how long one statement waits for another connection's write lock before
-    ``sqlite3.OperationalError: database is locked``.
+    Reading a WAL file needs its index, the ``-shm`` file beside it: when this user can neither
+    open nor create that (a folder it cannot write, such as another user's ``.sightline/``, or a
+    read-only filesystem), the file is read as an immutable snapshot instead (SQLite
+    ``immutable=1``) and :attr:`snapshot` is true: changes made after opening, and any still
+    in the ``-wal`` file (:attr:`unseen_wal_bytes`), are not seen.
+
+    Opened for writing (the default), a file or folder this user cannot write raises
+    :class:`StoreError` saying so. ``timeout`` is how long one statement waits for another
+    connection's write lock before ``sqlite3.OperationalError: database is locked``.
     """
 
     def __init__(self, path: str, *, readonly: bool = False, timeout: float = 30.0) -> None:
         self.path = path
         self.readonly = readonly
         self.timeout = timeout
+        self.snapshot = False
+        self.unseen_wal_bytes = 0
         self._lock = threading.RLock()
         self._closed = False
         self._pid = os.getpid()
         if readonly:
-            self._conn = self._connect_readonly(path, timeout)
-        else:
-            if path != ":memory:":
-                directory = os.path.dirname(os.path.abspath(path))
-                os.makedirs(directory, exist_ok=True)
+            self._open_readonly(timeout)
+            return
+        if path != ":memory:":
+            directory = os.path.dirname(os.path.abspath(path))
+            os.makedirs(directory, exist_ok=True)
+        try:
             self._conn = sqlite3.connect(path, check_same_thread=False, timeout=timeout)
+        except sqlite3.OperationalError as exc:
+            raise self._unwritable(exc) from None
         try:
             self._conn.row_factory = sqlite3.Row
-            if readonly:
-                self._check_readable()
-            else:
-                self._use_wal(timeout)
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-                self._conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: index pages stay hot
-                self.migrate()
+            self._use_wal(timeout)
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: index pages stay hot
+            self.migrate()
+        except sqlite3.OperationalError as exc:
+            self._conn.close()
+            raise self._unwritable(exc) from None
         except BaseException:
             self._conn.close()
             raise
 
-    @staticmethod
-    def _connect_readonly(path: str, timeout: float) -> sqlite3.Connection:
+    def _unwritable(self, exc: sqlite3.OperationalError) -> Exception:
+        """What to raise for ``exc`` met while opening for writing: a :class:`StoreError`
+        naming what this user cannot write, when SQLite says it cannot (``exc`` itself else)."""
+        if (
+            _primary_code(exc) not in (_SQLITE_READONLY, _SQLITE_CANTOPEN)
+            or self.path == ":memory:"
+        ):
+            return exc
+        path = os.path.abspath(self.path)
+        folder, name = os.path.split(path)
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            why = f"this user cannot write {path}"
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            why = (
+                f"this user cannot write its folder {folder}, where SQLite keeps {name}-wal and "
+                f"{name}-shm beside it"
+            )
+        else:
+            why = "SQLite cannot write it"
+        return StoreError(
+            f"cannot record into the store {path}: {why} ({exc}). Point SIGHTLINE_DB "
+            "(or init(db=...)) at a place this user can write; the sightline command can still "
+            "read this one"
+        )
+
+    def _open_readonly(self, timeout: float) -> None:
+        path = self.path
         if not os.path.exists(path):
             raise FileNotFoundError(
                 f"no Sightline store at {path}; run an instrumented program first or pass --db PATH"
             )
         if os.path.isdir(path):
             raise StoreError(f"{path} is a directory; pass the store's file with --db PATH")
-        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+        self._conn = self._connect_readonly(path, timeout, "mode=ro")
         try:
-            return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=timeout)
+            # The first read opens the WAL index (-shm): it fails when that can neither be
+            # opened nor created by this user.
+            self._conn.execute("PRAGMA user_version").fetchone()
+        except sqlite3.OperationalError as exc:
+            self._conn.close()
+            if _primary_code(exc) not in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+                raise StoreError(f"cannot read {path}: {exc}") from None
+            self._open_snapshot(timeout, exc)
+            return
+        except sqlite3.DatabaseError:
+            pass  # "file is not a database": said by _check_readable
+        except BaseException:
+            self._conn.close()
+            raise
+        try:
+            self._check_readable()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _open_snapshot(self, timeout: float, cause: sqlite3.OperationalError) -> None:
+        """Read the file as it is on disk, without the WAL index: SQLite ``immutable=1``."""
+        self._conn = self._connect_readonly(self.path, timeout, "mode=ro&immutable=1")
+        self.snapshot = True
+        try:
+            self.unseen_wal_bytes = os.path.getsize(self.path + "-wal")
+        except OSError:
+            self.unseen_wal_bytes = 0
+        try:
+            self._check_readable()
+        except SchemaVersionError:
+            self._conn.close()
+            raise
+        except StoreError:
+            # With the tables still in the -wal, the file alone looks like no store at all.
+            self._conn.close()
+            if not self.unseen_wal_bytes:
+                raise
+            name = os.path.basename(self.path)
+            raise StoreError(
+                f"cannot read {self.path}: its changes are in {name}-wal, which SQLite reads "
+                f"through {name}-shm, and this user can neither open nor create that ({cause})"
+            ) from None
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @staticmethod
+    def _connect_readonly(path: str, timeout: float, query: str) -> sqlite3.Connection:
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?" + query
+        try:
+            connection = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=timeout)
         except sqlite3.Error as exc:
+            if not os.access(path, os.R_OK):
+                raise StoreError(f"cannot open {path}: this user may not read it ({exc})") from None
             raise StoreError(f"cannot open {path}: {exc}") from None
+        connection.row_factory = sqlite3.Row
+        return connection
 
     def _check_readable(self) -> None:
         """A read-only store must already hold this schema version: it cannot be migrated."""
@@ -363,7 +475,10 @@ class SqliteStore:
                 if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                     self._conn.execute("PRAGMA journal_mode=WAL")
                 return
-            except sqlite3.OperationalError:
+            except sqlite3.OperationalError as exc:
+                # Only "locked" / "busy" pass; a file this user cannot write never will.
+                if _primary_code(exc) not in (_SQLITE_BUSY, _SQLITE_LOCKED, None):
+                    raise
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
