@@ -25,7 +25,7 @@ from sightline.logs import log_safely
 from sightline.span import add_parent_source, current_span, remove_parent_source
 from sightline.threads import start_background_thread
 from sightline_crewai import kickoff
-from sightline_crewai.mapping import END, POINT, RULES, SCOPE, CrewEventRule
+from sightline_crewai.mapping import RULES, SCOPE, START, UNEXPORTED_RULES, CrewEventRule
 from sightline_crewai.tree import SpanTree
 
 __all__ = ["SightlineEventListener", "event_classes", "live_listeners"]
@@ -124,28 +124,37 @@ def event_classes() -> list[tuple[type, str, CrewEventRule]]:
     """``(class, class name, rule)`` for every CrewAI event class Sightline listens to.
 
     The bus dispatches by exact class, so each class of :data:`~sightline_crewai.mapping.RULES`
-    is looked up by name (a class this CrewAI version lacks is skipped); every other class that
-    opens a CrewAI scope is added as a scope, so that events nested in it keep their parent.
+    is looked up by name in ``crewai.events``, each of
+    :data:`~sightline_crewai.mapping.UNEXPORTED_RULES` among CrewAI's event classes; a class
+    this CrewAI version lacks is skipped. Every other class that opens a CrewAI scope is added
+    as a scope, so that events nested in it keep their parent.
     """
     events = importlib.import_module("crewai.events")
+    every = _crewai_event_classes()
     found: list[tuple[type, str, CrewEventRule]] = []
-    for name, rule in RULES.items():
-        try:
-            cls = getattr(events, name)
-        except Exception:
+    for name, rule in (*RULES.items(), *UNEXPORTED_RULES.items()):
+        cls: Any = None
+        if name in RULES:
+            try:
+                cls = getattr(events, name)
+            except Exception:
+                cls = None
+        else:
+            cls = next(
+                (c for c in every if c.__name__ == name and c.__module__.startswith("crewai.")),
+                None,
+            )
+        if not isinstance(cls, type):
             log_safely(
                 logging.DEBUG, "sightline: crewai: this CrewAI has no %s; not listened to", name
             )
             continue
-        if isinstance(cls, type):
-            found.append((cls, name, rule))
+        found.append((cls, name, rule))
     known = {cls for cls, _, _ in found}
     try:
-        importlib.import_module("crewai.events.event_types")  # loads every event module
-        from crewai.events.base_events import BaseEvent
         from crewai.events.event_context import SCOPE_STARTING_EVENTS
 
-        for cls in _subclasses(BaseEvent):
+        for cls in every:
             if cls in known:
                 continue
             field = getattr(cls, "model_fields", {}).get("type")
@@ -157,6 +166,21 @@ def event_classes() -> list[tuple[type, str, CrewEventRule]]:
             logging.DEBUG, "sightline: crewai: could not list CrewAI's scope events", exc_info=True
         )
     return found
+
+
+def _crewai_event_classes() -> list[type]:
+    """Every event class loaded (CrewAI's, all of its event modules loaded first); ``[]`` when
+    they cannot be listed."""
+    try:
+        importlib.import_module("crewai.events.event_types")  # loads every event module
+        from crewai.events.base_events import BaseEvent
+
+        return _subclasses(BaseEvent)
+    except Exception:
+        log_safely(
+            logging.DEBUG, "sightline: crewai: could not list CrewAI's event classes", exc_info=True
+        )
+        return []
 
 
 def _subclasses(cls: type) -> list[type]:
@@ -204,7 +228,8 @@ class SightlineEventListener(BaseEventListener):
         global _RECORDED_TYPES
         recorded = set()
         for cls, name, rule in event_classes():
-            if rule.event_type is not None and rule.phase not in (END, POINT):
+            # a start that opens a span, or may (a flow's: a user's, not CrewAI's own)
+            if rule.phase == START and (rule.event_type is not None or rule.choose is not None):
                 field = getattr(cls, "model_fields", {}).get("type")
                 if field is not None and isinstance(field.default, str):
                     recorded.add(field.default)

@@ -5,7 +5,8 @@ Two kinds of CrewAI objects become events:
 - events of ``crewai_event_bus`` (:data:`RULES`, keyed by event class name): a *start* event opens
   a span, the matching *end* event fills and ends it, a *point* event is a span that starts and
   ends at once. A rule whose ``event_type`` is ``None`` is a *scope*: it records nothing but is
-  kept so that events nested in it find their parent (CrewAI's agent executor is itself a flow);
+  kept so that events nested in it find their parent (CrewAI's agent executor is itself a flow:
+  the flows CrewAI runs itself are scopes, those a user wrote are recorded);
 - the steps and task outputs handed to ``step_callback`` / ``task_callback``
   (:func:`step_rule`, :func:`fill_task_output`).
 
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from sightline import ErrorKind, EventType, Span, ToolDenied
@@ -32,6 +35,7 @@ __all__ = [
     "RULES",
     "SCOPE",
     "TOOL_RESULT",
+    "UNEXPORTED_RULES",
     "CrewEventRule",
     "event_time_ns",
     "fill_task_output",
@@ -672,6 +676,187 @@ def _guardrail_completed(span: Span, event: Any, source: Any) -> None:
         )
 
 
+# -- flows ----------------------------------------------------------------------------------------
+
+
+def _internal_flow(source: Any) -> bool:
+    """Whether ``source`` is a flow CrewAI runs itself (its agent executor, memory encoding and
+    recall): those stay scopes, their work belongs to the agent or crew that ran them."""
+    try:
+        cls = type(source)
+        marker = getattr(cls, "is_crewai_internal", None)
+        if marker is not None:
+            return bool(marker)
+        # A CrewAI without the marker: its own flows are defined in its own modules (a
+        # declarative flow is typed as ``Flow`` itself, in ``crewai.flow``: a user's).
+        module = str(getattr(cls, "__module__", "") or "")
+        return module.startswith("crewai.") and not module.startswith("crewai.flow")
+    except Exception:
+        return False
+
+
+def _user_flows_only(rule: CrewEventRule) -> CrewEventRule:
+    """A rule that chooses ``rule`` for the events of a flow a user wrote; for a flow CrewAI
+    runs itself, a start is a scope (its children keep their parent) and an end records
+    nothing. (It keeps what an end's pairing needs: ``start`` and ``pair``.)"""
+    internal = _SCOPE if rule.phase == START else None
+
+    def choose(event: Any, source: Any) -> CrewEventRule | None:
+        return internal if _internal_flow(source) else rule
+
+    return CrewEventRule(rule.phase, start=rule.start, pair=rule.pair, choose=choose)
+
+
+def _flow_name(event: Any, source: Any) -> str:
+    """The flow's ``name``, else its class name (CrewAI's ``flow_name`` is that already)."""
+    name = _get(event, "flow_name") or _get(source, "name")
+    if not name and source is not None:
+        name = type(source).__name__
+    return str(name or "flow")
+
+
+def _method_name(event: Any, source: Any) -> str:
+    return str(_get(event, "method_name") or "method")
+
+
+_ID_LENGTH = 64  # characters of a flow id chosen by the user kept in metadata
+
+
+def _flow_id(span: Span, value: Any) -> str | None:
+    """The flow's state id for metadata. CrewAI's own ids are UUIDs, kept as they are; an id the
+    user chose (``inputs["id"]``) is state content: kept only with ``capture_content`` on, cut to
+    :data:`_ID_LENGTH` characters."""
+    text = _text(value)
+    if not text:
+        return None
+    if len(text) == 36:
+        try:
+            uuid.UUID(text)
+            return text
+        except ValueError:
+            pass
+    if not _captures_content(span):
+        return None
+    return text if len(text) <= _ID_LENGTH else text[: _ID_LENGTH - 1] + "…"
+
+
+def _flow_value(value: Any) -> Any:
+    """What a flow method returned, as recorded: a crew's output as for a crew, an Enum (a
+    router's choice) by its value."""
+    return value.value if isinstance(value, Enum) else _output_of(value)
+
+
+def _snapshot_mapping(value: Any) -> Any:
+    """A shallow copy of a dict the user may change after the event (kickoff inputs)."""
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+@_guarded
+def _flow_started(span: Span, event: Any, source: Any) -> None:
+    """Chain of a flow run: the kickoff inputs and the flow's state id."""
+    span.set_input(_snapshot_mapping(_get(event, "inputs")))
+    flow_id = _flow_id(span, _get(source, "flow_id"))
+    if flow_id is not None:
+        span.set_metadata(flow_id=flow_id)
+
+
+@_guarded
+def _flow_finished(span: Span, event: Any, source: Any) -> None:
+    span.set_output(_flow_value(_get(event, "result")))
+
+
+@_guarded
+def _flow_paused(span: Span, event: Any, source: Any) -> None:
+    """A flow that stopped to wait for human feedback (``kickoff`` returned; resuming it is a
+    new flow run): the message shown to the reviewer, the method waiting and its outcomes."""
+    span.set_output(_get(event, "message"))
+    metadata = {
+        "paused": True,
+        "paused_method": _text(_get(event, "method_name")),
+        "emit": [str(outcome) for outcome in list(_get(event, "emit") or ())] or None,
+    }
+    if "flow_id" not in span.event.metadata:
+        metadata["flow_id"] = _flow_id(span, _get(event, "flow_id"))
+    span.set_metadata(_drop_none(metadata))
+
+
+@_guarded
+def _method_started(span: Span, event: Any, source: Any) -> None:
+    """Chain of a flow method: the arguments CrewAI calls it with (a listener's is the output
+    of the method that triggered it, ``_0``) and the flow's state as the method starts."""
+    params = _get(event, "params")
+    if isinstance(params, Mapping) and params:
+        params = {key: _flow_value(value) for key, value in params.items()}
+    else:
+        params = None
+    span.set_input(_drop_none({"params": params, "state": _get(event, "state")}))
+
+
+_NESTED_CONDITIONS = 32  # levels of or_ / and_ followed (deeper would be a cycle)
+
+
+def _condition_labels(condition: Any, labels: set[str], depth: int = 0) -> None:
+    """The trigger names a ``@listen`` / ``@start`` condition mentions (``or_`` / ``and_``)."""
+    if isinstance(condition, str):
+        labels.add(condition)
+    elif isinstance(condition, Mapping) and depth < _NESTED_CONDITIONS:
+        for key in ("and", "or"):
+            for child in list(condition.get(key) or ()):
+                _condition_labels(child, labels, depth + 1)
+
+
+def _declared_labels(source: Any) -> set[str]:
+    """The names a flow's code declares as triggers: the outcomes its routers ``emit`` and every
+    name its ``@listen`` / ``@start`` conditions wait for."""
+    labels: set[str] = set()
+    methods = _get(source, "_definition", "methods")
+    if not isinstance(methods, Mapping):
+        return labels
+    for definition in list(methods.values()):
+        for outcomes in (_get(definition, "emit"), _get(definition, "human_feedback", "emit")):
+            labels.update(str(outcome) for outcome in list(outcomes or ()))
+        _condition_labels(_get(definition, "listen"), labels)
+        _condition_labels(_get(definition, "start"), labels)
+    return labels
+
+
+def _is_router(source: Any, method: Any) -> bool:
+    methods = _get(source, "_definition", "methods")
+    if isinstance(methods, Mapping):
+        return bool(_get(methods.get(str(method)), "router", default=False))
+    return str(method) in set(_get(source, "_routers") or ())  # a CrewAI before definitions
+
+
+def _route(span: Span, event: Any, source: Any) -> str | None:
+    """The route a router method chose: the name its result gives (an Enum's value), which
+    CrewAI then triggers. With ``capture_content`` off only a name the flow's code declares (a
+    router may return text a model wrote)."""
+    result = _get(event, "result")
+    if result is None or not _is_router(source, _get(event, "method_name")):
+        return None
+    value = str(result.value if isinstance(result, Enum) else result)
+    if not _captures_content(span) and value not in _declared_labels(source):
+        return None
+    return _short(value)
+
+
+@_guarded
+def _method_finished(span: Span, event: Any, source: Any) -> None:
+    """Chain of a flow method: its result; a router's is also its ``route``."""
+    span.set_output(_flow_value(_get(event, "result")))
+    route = _route(span, event, source)
+    if route is not None:
+        span.set_metadata(route=route)
+
+
+@_guarded
+def _method_paused(span: Span, event: Any, source: Any) -> None:
+    """A ``@human_feedback`` method waiting for a reviewer: the message shown, the outcomes."""
+    span.set_output(_get(event, "message"))
+    emit = [str(outcome) for outcome in list(_get(event, "emit") or ())] or None
+    span.set_metadata(_drop_none({"paused": True, "emit": emit}))
+
+
 # -- the table ------------------------------------------------------------------------------------
 
 
@@ -794,12 +979,42 @@ RULES: dict[str, CrewEventRule] = {
     ),
     "LLMGuardrailCompletedEvent": _end("LLMGuardrailStartedEvent", _guardrail_completed),
     "LLMGuardrailFailedEvent": _end("LLMGuardrailStartedEvent", _failed(ErrorKind.GUARDRAIL)),
-    # scopes that only carry parents (the agent executor runs as a flow)
-    "FlowStartedEvent": _SCOPE,
-    "MethodExecutionStartedEvent": _SCOPE,
+    # a flow run and each of its methods -> chain (CrewAI's own flows, such as the agent
+    # executor, stay scopes that only carry parents)
+    "FlowStartedEvent": _user_flows_only(_start(EventType.CHAIN, _flow_name, _flow_started)),
+    "FlowFinishedEvent": _user_flows_only(_end("FlowStartedEvent", _flow_finished, "flow_name")),
+    "FlowFailedEvent": _user_flows_only(
+        _end("FlowStartedEvent", _failed(ErrorKind.ORCHESTRATION), "flow_name")
+    ),
+    "MethodExecutionStartedEvent": _user_flows_only(
+        _start(EventType.CHAIN, _method_name, _method_started)
+    ),
+    "MethodExecutionFinishedEvent": _user_flows_only(
+        _end("MethodExecutionStartedEvent", _method_finished, "flow_name", "method_name")
+    ),
+    "MethodExecutionFailedEvent": _user_flows_only(
+        _end(
+            "MethodExecutionStartedEvent",
+            _failed(ErrorKind.ORCHESTRATION),
+            "flow_name",
+            "method_name",
+        )
+    ),
 }
-"""CrewAI event class name -> rule. Scope-starting classes not named here are added as scopes
-by the listener, so that nothing nested in them loses its parent."""
+"""CrewAI event class name (a class ``crewai.events`` exports) -> rule. Scope-starting classes
+not named here are added as scopes by the listener, so that nothing nested in them loses its
+parent."""
+
+UNEXPORTED_RULES: dict[str, CrewEventRule] = {
+    # a flow stopped to wait for human feedback (``@human_feedback`` with an async provider)
+    "FlowPausedEvent": _user_flows_only(_end("FlowStartedEvent", _flow_paused, "flow_name")),
+    "MethodExecutionPausedEvent": _user_flows_only(
+        _end("MethodExecutionStartedEvent", _method_paused, "flow_name", "method_name")
+    ),
+}
+"""Rules of the CrewAI event classes ``crewai.events`` does not export (CrewAI 1.15 defines
+these in ``crewai.events.types.flow_events`` only): the listener finds them by name among
+CrewAI's event classes."""
 
 SCOPE = _SCOPE
 

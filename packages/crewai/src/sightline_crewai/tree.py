@@ -36,7 +36,15 @@ from typing import Any
 from sightline import ErrorKind, EventType, Span
 from sightline.client import get_client
 from sightline.logs import log_safely
-from sightline_crewai.mapping import END, FRAMEWORK, POINT, RULES, CrewEventRule, event_time_ns
+from sightline_crewai.mapping import (
+    END,
+    FRAMEWORK,
+    POINT,
+    RULES,
+    UNEXPORTED_RULES,
+    CrewEventRule,
+    event_time_ns,
+)
 
 __all__ = ["SpanTree", "span_id_of"]
 
@@ -46,7 +54,7 @@ _MAX_DEPTH = 256  # a parent chain longer than this is not followed (it would be
 
 # For each start class, the attributes that identify it to an end event lacking started_event_id.
 _PAIR_KEYS: dict[str, tuple[str, ...]] = {}
-for _rule in RULES.values():
+for _rule in (*RULES.values(), *UNEXPORTED_RULES.values()):
     if _rule.phase == END and _rule.start and _rule.pair:
         _PAIR_KEYS[_rule.start] = tuple(dict.fromkeys(_PAIR_KEYS.get(_rule.start, ()) + _rule.pair))
 
@@ -698,6 +706,8 @@ class SpanTree:
     def _record_unpaired(self, item: _Item) -> None:
         """An end whose start never arrived: one span from what the end event knows."""
         start_rule = RULES.get(item.rule.start or "")
+        if start_rule is not None and start_rule.choose is not None:
+            start_rule = start_rule.choose(item.event, item.source)  # a flow's: a user's or not
         if start_rule is None or start_rule.event_type is None:
             return
         parent_id = getattr(item.event, "parent_event_id", None)
