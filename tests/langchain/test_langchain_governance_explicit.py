@@ -5,6 +5,7 @@ a replacement (which a callback cannot apply) denies, and no call is asked about
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -199,3 +200,35 @@ def test_without_a_policy_nothing_is_asked_and_uninstrument_keeps_explicit_gover
             refund.invoke({"order_id": "A-10", "amount": 999}, config={"callbacks": [handler]})
     assert RAN == [("refund", "A-9", 999.0)]
     assert [d.name for d in cap.find(type="decision")] == ["authorize:refund"]
+
+
+def test_a_run_id_used_again_is_asked_again_after_a_deny_and_after_an_allow(
+    cap: Capture, install: Any
+) -> None:
+    # A caller passing its own run_id (a request id) on a retry: each call is a new question.
+    answers = iter([False, None, False])
+    policy: Policy = install(lambda name, arguments: next(answers))
+    config = {"callbacks": [SightlineCallbackHandler()], "run_id": uuid.uuid4()}
+    outcomes = []
+    for amount in (500, 5, 500):
+        try:
+            refund.invoke({"order_id": "A-11", "amount": amount}, config=dict(config))
+            outcomes.append("ran")
+        except ToolDenied:
+            outcomes.append("denied")
+    assert outcomes == ["denied", "ran", "denied"]
+    assert [arguments["amount"] for _, arguments in policy.asked] == [500, 5, 500]
+    assert RAN == [("refund", "A-11", 5.0)]
+    assert [d.status for d in cap.find(type="decision")] == ["error", "error"]
+
+
+def test_a_replacement_equal_to_the_arguments_allows_the_call(cap: Capture, install: Any) -> None:
+    # A scrubbing policy that found nothing to scrub answers with the arguments unchanged.
+    policy: Policy = install(lambda name, arguments: Decision(True, "scrubbed", dict(arguments)))
+    answer = refund.invoke(
+        {"order_id": "A-12", "amount": 3}, config={"callbacks": [SightlineCallbackHandler()]}
+    )
+    assert answer == "refunded 3.0 on A-12" and RAN == [("refund", "A-12", 3.0)]
+    assert len(policy.asked) == 1
+    [decision] = cap.find(type="decision")  # recorded as any replacement is
+    assert (decision.status, decision.output["decision"]) == ("ok", "allow_redacted")

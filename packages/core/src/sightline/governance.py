@@ -123,7 +123,8 @@ def authorize(
 
     ``cannot_replace``: for an integration that can stop a tool but not change its arguments,
     why not. A policy's replacement then denies the call (running the tool with the arguments
-    the policy replaced would defeat it), with this added to the policy's reason.
+    the policy replaced would defeat it), with this added to the policy's reason; a
+    replacement equal to the arguments changes nothing and allows it.
 
     A deny (or a redaction) is recorded as a ``decision`` event under the ambient span. A
     plugin that raises or answers outside the hook's contract is logged once and disabled,
@@ -165,7 +166,7 @@ def authorize(
     )
     if decision.allow and decision.arguments is None:
         return arguments
-    if decision.allow and cannot_replace is not None:
+    if decision.allow and cannot_replace is not None and not _same(decision.arguments, arguments):
         reason = f"{decision.reason}; " if decision.reason else ""
         decision = Decision(
             False, f"{reason}replaced arguments cannot be applied: {cannot_replace}"
@@ -189,6 +190,15 @@ def authorize(
     if not decision.allow:
         raise ToolDenied(tool_name, decision.reason)
     return dict(decision.arguments or {})
+
+
+def _same(replaced: Any, arguments: dict[str, Any]) -> bool:
+    """Whether a policy's replacement leaves the arguments as they were (a value whose ``==``
+    raises counts as changed)."""
+    try:
+        return bool(replaced == arguments)
+    except Exception:
+        return False
 
 
 def guard(tool: F | None = None, *, name: str | None = None) -> Any:

@@ -30,7 +30,7 @@ from sightline.errors import ToolDenied
 from sightline.governance import authorize, enforced
 from sightline.logs import log_safely
 
-__all__ = ["check_tool_start", "install", "is_installed", "remove"]
+__all__ = ["check_tool_start", "install", "is_installed", "remove", "tool_run_ended"]
 
 FRAMEWORK = "langchain"
 
@@ -88,10 +88,11 @@ CALLBACK_CANNOT_REPLACE = (
     "(sightline.init()) to apply replacements"
 )
 
-# The run whose start a callback handler governed last: a tool run seen by two explicit
-# handlers (one in ``config``, one on the tool) asks the policies once. Keyed by run id, so a
-# race between threads can only ask twice, never skip a run.
-_last_checked: Any = None
+# The tool run a callback handler allowed last, until it ends: a tool run seen by two explicit
+# handlers (one in ``config``, one on the tool) asks the policies once. Set only by an allow and
+# forgotten at the run's end (tool_run_ended), so a run id used again (a retry passing the same
+# ``run_id``) asks again; a race between threads can only ask twice, never skip a run.
+_last_allowed: Any = None
 
 
 def check_tool_start(
@@ -102,11 +103,10 @@ def check_tool_start(
     Skipped when :func:`install` governs every tool already, or no policy is registered.
     Never raises anything but ToolDenied.
     """
-    global _last_checked
+    global _last_allowed
     try:
-        if _originals is not None or run_id == _last_checked or not enforced(client):
+        if _originals is not None or run_id == _last_allowed or not enforced(client):
             return
-        _last_checked = run_id
         name = serialized.get("name") if isinstance(serialized, dict) else None
         if not isinstance(name, str) or not name:
             name = str(kwargs.get("name") or "tool")
@@ -121,6 +121,7 @@ def check_tool_start(
             agent=_agent_running(),
             cannot_replace=CALLBACK_CANNOT_REPLACE,
         )
+        _last_allowed = run_id
     except ToolDenied:
         _quiet_langchain_warning()
         raise
@@ -130,6 +131,14 @@ def check_tool_start(
             "sightline: LangChain tool governance failed in on_tool_start; the tool runs",
             exc_info=True,
         )
+
+
+def tool_run_ended(run_id: Any) -> None:
+    """From an explicit handler's ``on_tool_end`` / ``on_tool_error``: the run allowed last is
+    over (see ``_last_allowed``)."""
+    global _last_allowed
+    if run_id == _last_allowed:
+        _last_allowed = None
 
 
 class _DenialWarnings(logging.Filter):
