@@ -4,10 +4,11 @@
 (``--db``, default ``SIGHTLINE_DB`` or ``./.sightline/sightline.db``); each listing accepts
 ``--json``. Plugins add subcommands through the ``sightline_cli`` hook.
 
-The store is opened read-only. A store in a folder this user cannot write (another user's
-``.sightline/``) is read as a snapshot, with a one-line note on stderr: SQLite cannot create the
-WAL index there, so what is recorded meanwhile is not seen (``tail`` prints what is there and
-stops). A failure the user can act on (no store, a file that is not one, a schema from a newer
+The store is opened read-only, and nothing is created beside one this user cannot write. Such a
+store (another user's ``.sightline/``) is read as a snapshot when no program records there, with
+a one-line note on stderr: SQLite cannot, or must not, create its WAL index as this user, so what
+is recorded meanwhile is not seen (``tail`` prints the ``--last`` events asked for and stops).
+A failure the user can act on (no store, a file that is not one, a schema from a newer
 Sightline) is one line on stderr, ``sightline: error: ...``, and exit status 1; a malformed
 argument is argparse's usage message and exit status 2.
 """
@@ -70,11 +71,12 @@ def _db_arguments(parser: argparse.ArgumentParser, json_flag: bool = True) -> No
 
 
 def _open_store(args: argparse.Namespace, following: bool = False) -> Any:
-    """The store, read-only: reading never writes to the file (no WAL switch, no migration).
-    A store read as a snapshot (see :class:`~sightline.store.SqliteStore`) is noted on stderr."""
+    """The store, read-only: reading never writes to the file (no WAL switch, no migration)
+    and never creates files beside one this user cannot write. A store read as a snapshot (see
+    :class:`~sightline.store.SqliteStore`) is noted on stderr."""
     store = _open_store_readonly(args)
     if store.snapshot:
-        print(_snapshot_note(store, following), file=sys.stderr)
+        print(_snapshot_note(store, following, getattr(args, "last", None)), file=sys.stderr)
     return store
 
 
@@ -104,20 +106,27 @@ def _open_store_readonly(args: argparse.Namespace) -> Any:
     return open_store(path, readonly=True)
 
 
-def _snapshot_note(store: Any, following: bool) -> str:
-    folder, name = os.path.split(os.path.abspath(store.path))
-    note = (
-        f"sightline: note: {store.path} is read as a snapshot (this user can neither open nor "
-        f"create {name}-shm, SQLite's index of the store's log, in {folder}): "
+def _snapshot_note(store: Any, following: bool, last: int | None = None) -> str:
+    name = os.path.basename(store.path)
+    unseen = (
+        f" (nor are the changes still in {name}-wal, {store.unseen_wal_bytes} bytes)"
+        if store.unseen_wal_bytes
+        else ""
     )
-    note += (
-        "new events cannot be followed, so tail prints what is there and stops"
-        if following
-        else "events recorded while this runs are not seen"
+    note = f"sightline: note: {store.path} is read as a snapshot ({store.snapshot_reason}): "
+    if not following:
+        return note + "events recorded while this runs are not seen" + unseen
+    if last:
+        return (
+            note + "new events cannot be followed, so tail prints what is there and stops" + unseen
+        )
+    # tail prints the events recorded after it starts, and --last N before them: here, none.
+    return (
+        note
+        + "new events cannot be followed, so tail stops without printing any"
+        + unseen
+        + "; pass --last N to print the last N events"
     )
-    if store.unseen_wal_bytes:
-        note += f", nor any changes still in {name}-wal ({store.unseen_wal_bytes} bytes)"
-    return note
 
 
 def parse_cursor(value: str) -> str:

@@ -129,7 +129,7 @@ def run_checks(
 def _check_store(config: Any, checks: list[Check]) -> None:
     """The embedded store: a SQLite file of a schema this Sightline writes, that this user can
     write (SQLite also writes ``-wal`` / ``-shm`` files beside it), or a folder to create it in."""
-    from sightline.store.sqlite import SchemaVersionError, SqliteStore
+    from sightline.store.sqlite import SchemaVersionError, SqliteStore, write_obstacle
 
     path = os.path.abspath(config.db)
     folder = os.path.dirname(path)
@@ -164,6 +164,10 @@ def _check_store(config: Any, checks: list[Check]) -> None:
                 "store", FAIL, f"{path} is readable but this user cannot write it (or its folder)"
             )
         )
+        return
+    why = write_obstacle(path)  # a -wal or -shm beside it that another user left
+    if why is not None:
+        checks.append(Check("store", FAIL, f"{path} is readable but {why}"))
         return
     checks.append(Check("store", OK, f"{path} is a Sightline store this user can write"))
 

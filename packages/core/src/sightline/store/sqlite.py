@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sqlite3
+import stat
 import threading
 import time
 import urllib.parse
@@ -28,6 +29,7 @@ __all__ = [
     "TraceFilter",
     "decode_cursor",
     "open_store",
+    "write_obstacle",
 ]
 
 # Each entry moves the schema from version i to i + 1. Never edit a released entry: append.
@@ -245,6 +247,60 @@ def _primary_code(exc: sqlite3.Error) -> int | None:
     return None
 
 
+# What the files SQLite keeps beside a store are, for messages.
+_COMPANIONS = {
+    ("-wal",): "SQLite's log of the store",
+    ("-shm",): "SQLite's index of the store's log",
+    ("-wal", "-shm"): "SQLite's log of the store and its index",
+}
+
+
+def _may(path: str, mode: int) -> bool:
+    """Whether this process (its effective ids, where the platform tells) may access ``path``."""
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _owner_and_mode(path: str) -> str:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return "not found"
+    try:
+        import pwd
+
+        owner = pwd.getpwuid(info.st_uid).pw_name
+    except (ImportError, KeyError):
+        owner = f"uid {info.st_uid}"
+    return f"owned by {owner}, mode {stat.S_IMODE(info.st_mode):04o}"
+
+
+def write_obstacle(path: str) -> str | None:
+    """Why this user cannot record into the store at ``path`` (a phrase naming the file or
+    folder, its owner and mode), or ``None`` when nothing stands in the way.
+
+    SQLite writes the file and keeps ``-wal`` and ``-shm`` files beside it: each must be
+    writable where it exists, and the folder too where one of them is still to be created.
+    """
+    path = os.path.abspath(path)
+    folder, name = os.path.split(path)
+    if os.path.exists(path) and not _may(path, os.W_OK):
+        return f"this user cannot write {path} ({_owner_and_mode(path)})"
+    for end in ("-wal", "-shm"):
+        companion = path + end
+        if os.path.exists(companion) and not _may(companion, os.W_OK):
+            return (
+                f"this user cannot write {companion}, which SQLite keeps beside it "
+                f"({_owner_and_mode(companion)})"
+            )
+    complete = all(os.path.exists(path + end) for end in ("", "-wal", "-shm"))
+    if not complete and not _may(folder, os.W_OK | os.X_OK):
+        return (
+            f"this user cannot write its folder {folder}, where SQLite keeps {name}-wal and "
+            f"{name}-shm beside it ({_owner_and_mode(folder)})"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class TraceFilter:
     """Filters of a trace listing. Times are nanoseconds since the epoch."""
@@ -264,15 +320,21 @@ class SqliteStore:
 
     ``readonly=True`` opens the file as it is (SQLite ``mode=ro``): nothing is created or
     migrated, and a file that is not a store of this schema version raises :class:`StoreError`.
-    Reading a WAL file needs its index, the ``-shm`` file beside it: when this user can neither
-    open nor create that (a folder it cannot write, such as another user's ``.sightline/``, or a
-    read-only filesystem), the file is read as an immutable snapshot instead (SQLite
-    ``immutable=1``) and :attr:`snapshot` is true: changes made after opening, and any still
-    in the ``-wal`` file (:attr:`unseen_wal_bytes`), are not seen.
+    Reading a WAL file needs its index, the ``-shm`` file beside it, and SQLite creates that
+    (and the ``-wal``) when they are not there. A user who cannot write the store must not
+    create them: files of theirs there would keep the store's owner from recording. So when this
+    user cannot write the file and its ``-wal`` or ``-shm`` is missing (no program records
+    there now), or when SQLite can neither open nor create the ``-shm`` (a folder this user
+    cannot write, such as another user's ``.sightline/``, or a read-only filesystem), the file is
+    read as an immutable snapshot instead (SQLite ``immutable=1``): :attr:`snapshot` is true,
+    :attr:`snapshot_reason` says why, and changes made after opening, and any still in the
+    ``-wal`` file (:attr:`unseen_wal_bytes`), are not seen. While the owner's program runs, its
+    ``-wal`` and ``-shm`` are read as they are.
 
-    Opened for writing (the default), a file or folder this user cannot write raises
-    :class:`StoreError` saying so. ``timeout`` is how long one statement waits for another
-    connection's write lock before ``sqlite3.OperationalError: database is locked``.
+    Opened for writing (the default), a file or folder this user cannot write (or a ``-wal`` or
+    ``-shm`` beside the file) raises :class:`StoreError` saying so, before SQLite creates
+    anything. ``timeout`` is how long one statement waits for another connection's write lock
+    before ``sqlite3.OperationalError: database is locked``.
     """
 
     def __init__(self, path: str, *, readonly: bool = False, timeout: float = 30.0) -> None:
@@ -280,6 +342,7 @@ class SqliteStore:
         self.readonly = readonly
         self.timeout = timeout
         self.snapshot = False
+        self.snapshot_reason = ""
         self.unseen_wal_bytes = 0
         self._lock = threading.RLock()
         self._closed = False
@@ -287,9 +350,14 @@ class SqliteStore:
         if readonly:
             self._open_readonly(timeout)
             return
-        if path != ":memory:":
+        if path not in ("", ":memory:"):
             directory = os.path.dirname(os.path.abspath(path))
             os.makedirs(directory, exist_ok=True)
+            # Before SQLite opens anything: it would open a file it cannot write read-only,
+            # create the -wal and -shm as this user's files, and fail only at the first write.
+            why = write_obstacle(path)
+            if why is not None:
+                raise self._cannot_record(why)
         try:
             self._conn = sqlite3.connect(path, check_same_thread=False, timeout=timeout)
         except sqlite3.OperationalError as exc:
@@ -315,21 +383,14 @@ class SqliteStore:
             or self.path == ":memory:"
         ):
             return exc
-        path = os.path.abspath(self.path)
-        folder, name = os.path.split(path)
-        if os.path.exists(path) and not os.access(path, os.W_OK):
-            why = f"this user cannot write {path}"
-        elif not os.access(folder, os.W_OK | os.X_OK):
-            why = (
-                f"this user cannot write its folder {folder}, where SQLite keeps {name}-wal and "
-                f"{name}-shm beside it"
-            )
-        else:
-            why = "SQLite cannot write it"
+        why = write_obstacle(self.path) or "SQLite cannot write it"
+        return self._cannot_record(f"{why} ({exc})")
+
+    def _cannot_record(self, why: str) -> StoreError:
         return StoreError(
-            f"cannot record into the store {path}: {why} ({exc}). Point SIGHTLINE_DB "
-            "(or init(db=...)) at a place this user can write; the sightline command can still "
-            "read this one"
+            f"cannot record into the store {os.path.abspath(self.path)}: {why}. Point "
+            "SIGHTLINE_DB (or init(db=...)) at a place this user can write; the sightline "
+            "command can still read this one"
         )
 
     def _open_readonly(self, timeout: float) -> None:
@@ -340,6 +401,31 @@ class SqliteStore:
             )
         if os.path.isdir(path):
             raise StoreError(f"{path} is a directory; pass the store's file with --db PATH")
+        folder, name = os.path.split(os.path.abspath(path))
+        cannot_create = (
+            f"this user can neither open nor create {name}-shm, SQLite's index of the store's "
+            f"log, in {folder}"
+        )
+        missing = tuple(end for end in ("-wal", "-shm") if not os.path.exists(path + end))
+        if missing and not _may(path, os.W_OK):
+            # No program records there now. SQLite would create the missing files as this
+            # user's, which the owner's next program could not write: every write of it would
+            # fail ("attempt to write a readonly database").
+            if not _may(folder, os.W_OK | os.X_OK):
+                self._open_snapshot(timeout, cannot_create, "this user cannot create that")
+                return
+            files = " and ".join(name + end for end in missing)
+            reason = (
+                f"this user cannot write it, and creating {files}, {_COMPANIONS[missing]}, in "
+                f"{folder} would keep its owner from recording there"
+            )
+            self._open_snapshot(
+                timeout, reason, "creating that would keep the store's owner from recording there"
+            )
+            return
+        # Read through the -wal and -shm as they are: this user may write the store, or its
+        # owner's program is running. (Should that program end in the moment between this look
+        # and SQLite's, taking its files with it, SQLite creates them as this user's.)
         self._conn = self._connect_readonly(path, timeout, "mode=ro")
         try:
             # The first read opens the WAL index (-shm): it fails when that can neither be
@@ -349,7 +435,9 @@ class SqliteStore:
             self._conn.close()
             if _primary_code(exc) not in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
                 raise StoreError(f"cannot read {path}: {exc}") from None
-            self._open_snapshot(timeout, exc)
+            self._open_snapshot(
+                timeout, cannot_create, f"this user can neither open nor create that ({exc})"
+            )
             return
         except sqlite3.DatabaseError:
             pass  # "file is not a database": said by _check_readable
@@ -362,10 +450,13 @@ class SqliteStore:
             self._conn.close()
             raise
 
-    def _open_snapshot(self, timeout: float, cause: sqlite3.OperationalError) -> None:
-        """Read the file as it is on disk, without the WAL index: SQLite ``immutable=1``."""
+    def _open_snapshot(self, timeout: float, reason: str, without_shm: str) -> None:
+        """Read the file as it is on disk, without the WAL index: SQLite ``immutable=1``.
+        ``reason`` is why (:attr:`snapshot_reason`); ``without_shm`` ends the error raised when
+        the store's tables are still in the ``-wal``, which cannot be read without the index."""
         self._conn = self._connect_readonly(self.path, timeout, "mode=ro&immutable=1")
         self.snapshot = True
+        self.snapshot_reason = reason
         try:
             self.unseen_wal_bytes = os.path.getsize(self.path + "-wal")
         except OSError:
@@ -383,7 +474,7 @@ class SqliteStore:
             name = os.path.basename(self.path)
             raise StoreError(
                 f"cannot read {self.path}: its changes are in {name}-wal, which SQLite reads "
-                f"through {name}-shm, and this user can neither open nor create that ({cause})"
+                f"through {name}-shm, and {without_shm}"
             ) from None
         except BaseException:
             self._conn.close()
