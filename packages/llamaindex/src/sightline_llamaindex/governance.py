@@ -4,7 +4,10 @@ LlamaIndex runs a tool through its ``call`` / ``acall`` method (``__call__`` for
 that is no ``AsyncBaseTool``): an agent's ``call_tool`` step (``FunctionAgent``,
 ``ReActAgent``, ``AgentWorkflow``), ``LLM.predict_and_call``, ``tool(...)`` and your own code
 all do. ``instrument()`` wraps those methods of every ``BaseTool`` subclass, LlamaIndex's and
-yours, including the ones defined later (see :mod:`sightline_llamaindex.patches`).
+yours, including the ones defined later and those whose methods come from a mixin; and, as
+``RouterQueryEngine`` and ``SubQuestionQueryEngine`` query the engines of their
+``QueryEngineTool`` themselves, their ``_query`` / ``_aquery``, which query each engine they
+choose as a call of its tool (see :mod:`sightline_llamaindex.patches`).
 
 Without a policy the wrapper costs one :func:`sightline.governance.enforced` call. With one, the
 tool's arguments go to :func:`sightline.governance.authorize` first, inside the tool's own

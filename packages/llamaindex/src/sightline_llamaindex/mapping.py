@@ -491,6 +491,12 @@ def _apply_tool_output(span: Span, output: Any, inner_error: BaseException | Non
     if output is None:
         return
     content = getattr(output, "content", None)
+    if content is None and not hasattr(output, "raw_output"):
+        # no ToolOutput: the response of a tool's query engine a router ran as that tool
+        text = getattr(output, "response", None)
+        if isinstance(text, str):
+            span.set_output(text)
+        return
     span.set_output(content if content is not None else getattr(output, "raw_output", None))
     is_error = bool(getattr(output, "is_error", False))
     span.set_metadata(is_error=is_error)
