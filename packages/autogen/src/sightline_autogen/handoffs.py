@@ -13,6 +13,12 @@ runs; a deny returns, in place of running it, a failed result the model reads
 patches then leave the marked call out when AutoGen looks for the handoff to perform, and keep
 its result in the summary of the turn's tool calls. The turn ends as a turn that asked for no
 handoff: no ``HandoffMessage``, the team does not transfer.
+
+A handoff is asked once, there, whatever made its tool (``Handoff`` or a subclass with its own
+``handoff_tool``): while AutoGen runs it, the tool is marked as the running handoff
+(:func:`running_handoff`, by identity), and ``run_json`` leaves a tool so marked alone. A
+``ToolDenied`` that still escapes the handoff's run (a tool its function runs itself, refused)
+is answered the same way, as a refused handoff.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from sightline.errors import ToolDenied
@@ -36,9 +43,18 @@ __all__ = [
     "DeniedHandoff",
     "authorize_handoff",
     "denied_calls",
+    "handoff_tool_of",
     "handoffs_not_denied",
+    "is_running_handoff",
+    "refuse_handoff",
+    "running_handoff",
     "without_denied_calls",
 ]
+
+# The handoff tool ``AssistantAgent._execute_tool_call`` is running in this context, already put
+# to the policy there: ``run_json`` must not ask again (a second answer, a deny, would raise
+# where the agent hangs).
+_RUNNING_HANDOFF: ContextVar[Any] = ContextVar("sightline_autogen_running_handoff", default=None)
 
 
 class DeniedHandoff(tuple):
@@ -52,20 +68,47 @@ class DeniedHandoff(tuple):
     __slots__ = ()
 
 
-def authorize_handoff(
-    patcher: StructurePatcher, call: Any, handoff_tools: Any, agent_name: Any
-) -> Any:
-    """Ask the governance plugins about the model's call ``call`` when it is one of the
-    agent's ``handoff_tools``.
+def handoff_tool_of(call: Any, handoff_tools: Any) -> Any:
+    """The tool among the agent's ``handoff_tools`` that AutoGen runs for the model's call
+    ``call`` (the first of its name, as AutoGen looks), or ``None`` when ``call`` is no handoff.
+    Never raises."""
+    try:
+        name = getattr(call, "name", None)
+        if not isinstance(name, str):
+            return None
+        return next((t for t in handoff_tools or () if getattr(t, "name", None) == name), None)
+    except Exception:
+        return None
 
-    Returns ``None`` when AutoGen is to run ``call`` as asked (not a handoff, no policy, an
-    allow, or governance that failed: it fails open), a copy of ``call`` carrying the
-    arguments a policy replaced them with, or the :class:`DeniedHandoff` to return instead of
-    running it. Never raises.
+
+@contextlib.contextmanager
+def running_handoff(tool: Any) -> Iterator[None]:
+    """Mark ``tool`` as the handoff running in this context for the block: the handoff is
+    asked before it runs, so :func:`is_running_handoff` tells ``run_json`` to leave it."""
+    token = _RUNNING_HANDOFF.set(tool)
+    try:
+        yield
+    finally:
+        _RUNNING_HANDOFF.reset(token)
+
+
+def is_running_handoff(tool: Any) -> bool:
+    """Whether ``tool`` is the very handoff tool being run in this context (by identity, not by
+    name or class: a ``Handoff`` subclass's own ``handoff_tool`` is one too)."""
+    return tool is not None and tool is _RUNNING_HANDOFF.get()
+
+
+def authorize_handoff(patcher: StructurePatcher, call: Any, tool: Any, agent_name: Any) -> Any:
+    """Ask the governance plugins about the model's call ``call`` to the handoff ``tool`` (one
+    of the agent's handoff tools: :func:`handoff_tool_of`).
+
+    Returns ``None`` when AutoGen is to run ``call`` as asked (no policy, an allow, or
+    governance that failed: it fails open), a copy of ``call`` carrying the arguments a policy
+    replaced them with, or the :class:`DeniedHandoff` to return instead of running it. Never
+    raises.
     """
     try:
         name = getattr(call, "name", None)
-        tool = next((t for t in handoff_tools or () if getattr(t, "name", None) == name), None)
         if tool is None or not isinstance(name, str):
             return None
         client = patcher.resolve_client()
@@ -106,6 +149,21 @@ def authorize_handoff(
             pending.arguments = allowed
             pending.span.set_input(allowed)
         return replaced
+    except Exception as exc:
+        patcher.warn_once("handoff governance", exc)
+        return None
+
+
+def refuse_handoff(
+    patcher: StructurePatcher, call: Any, tool: Any, denied: ToolDenied
+) -> DeniedHandoff | None:
+    """The :class:`DeniedHandoff` answering ``call`` to the handoff ``tool`` when ``denied``
+    escaped its run (a tool the handoff's function runs itself was refused): raised there,
+    it would hang the agent. ``None`` when even that cannot be built. Never raises."""
+    try:
+        name = getattr(call, "name", None)
+        pending = REGISTRY.pending_call(getattr(call, "id", None))
+        return _denied(patcher, call, name if isinstance(name, str) else "", tool, pending, denied)
     except Exception as exc:
         patcher.warn_once("handoff governance", exc)
         return None

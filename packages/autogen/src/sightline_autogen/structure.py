@@ -64,7 +64,11 @@ from sightline_autogen.handoffs import (
     DeniedHandoff,
     authorize_handoff,
     denied_calls,
+    handoff_tool_of,
     handoffs_not_denied,
+    is_running_handoff,
+    refuse_handoff,
+    running_handoff,
     without_denied_calls,
 )
 from sightline_autogen.mapping import FRAMEWORK, agent_input, message_view
@@ -156,6 +160,10 @@ class StructurePatcher:
         for (_, _, attribute), (owner, original, wrapper) in applied.items():
             if owner.__dict__.get(attribute) is wrapper:
                 setattr(owner, attribute, original)
+
+    def wraps(self, module: str, owner: str, attribute: str) -> bool:
+        """Whether ``owner.attribute`` (of ``module``) is currently wrapped by this patcher."""
+        return (module, owner, attribute) in self._applied
 
     @property
     def applied(self) -> list[str]:
@@ -541,7 +549,7 @@ def _authorized(
     event; the requested call's ``tool_call`` fails with kind ``guardrail``."""
     try:
         client = patcher.resolve_client()
-        if _is_handoff(tool) or not enforced(client):  # handoffs: asked before they run
+        if _is_handoff(patcher, tool) or not enforced(client):  # handoffs: asked before
             return args, kwargs
         arguments = args[0] if args else kwargs.get("args")
         if not isinstance(arguments, Mapping):
@@ -569,12 +577,21 @@ def _authorized(
     return args, {**kwargs, "args": allowed}
 
 
-def _is_handoff(tool: Any) -> bool:
-    """Whether ``tool`` is a handoff (``transfer_to_<agent>``, made by ``Handoff.handoff_tool``).
+def _is_handoff(patcher: StructurePatcher, tool: Any) -> bool:
+    """Whether ``tool`` is a handoff, which is not submitted here.
 
-    A handoff is not submitted here: AutoGen runs it outside its workbench, where an exception
-    leaves the agent waiting for ever (0.7.5). The agent's handoffs are submitted before they
-    run instead, by :func:`wrap_execute_tool_call`, which can refuse one without raising."""
+    AutoGen runs a handoff outside its workbench, where an exception leaves the agent waiting
+    for ever (0.7.5). An agent's handoffs are submitted before they run instead, once, by
+    :func:`wrap_execute_tool_call`, which can refuse one without raising, and which marks the
+    handoff tool it runs (whatever its class: a ``Handoff`` subclass may make its own).
+
+    Where that step of AutoGen is not wrapped (another layout), nothing can refuse a handoff
+    without hanging the agent: AutoGen's own handoffs (``Handoff.handoff_tool``) then run
+    ungoverned, as documented (governance fails open)."""
+    if is_running_handoff(tool):
+        return True
+    if patcher.wraps(*_HANDOFF_STEP):
+        return False
     func = getattr(tool, "__dict__", {}).get("_func")
     return str(getattr(func, "__qualname__", "")).startswith("Handoff.handoff_tool.")
 
@@ -675,13 +692,17 @@ def wrap_function_tool_run(original: Any) -> Any:
     return run
 
 
-def _static_function(original: Any) -> tuple[Any, inspect.Signature]:
+def _static_function(original: Any, *parameters: str) -> tuple[Any, inspect.Signature]:
     """The function of the staticmethod ``original``, and its signature (TypeError when it is
-    not one: that AutoGen layout is not patched)."""
+    not one, or lacks one of the named ``parameters``: that AutoGen layout is not patched)."""
     if not isinstance(original, staticmethod):
         raise TypeError(f"expected a staticmethod, got {type(original).__name__}")
     function = original.__func__
-    return function, inspect.signature(function)
+    signature = inspect.signature(function)
+    missing = [name for name in parameters if name not in signature.parameters]
+    if missing:
+        raise TypeError(f"no parameter {', '.join(missing)}")
+    return function, signature
 
 
 def _warn_handoff(exc: Exception) -> None:
@@ -692,9 +713,11 @@ def _warn_handoff(exc: Exception) -> None:
 
 def wrap_execute_tool_call(original: Any) -> Any:
     """``AssistantAgent._execute_tool_call``: the governance plugins are asked about a handoff
-    before it runs (other tools are asked by ``run_json``); a denied handoff does not run, and
-    its failed result is returned instead, marked so that the turn does not transfer."""
-    function, signature = _static_function(original)
+    before it runs, once (other tools are asked by ``run_json``, which leaves the handoff tool
+    running here alone); a denied handoff does not run, and its failed result is returned
+    instead, marked so that the turn does not transfer. Nothing governance raises gets into
+    AutoGen's task: a ``ToolDenied`` out of the handoff's run is answered the same way."""
+    function, signature = _static_function(original, "tool_call", "handoff_tools", "agent_name")
 
     @functools.wraps(function)
     async def execute_tool_call(*args: Any, **kwargs: Any) -> Any:
@@ -704,20 +727,29 @@ def wrap_execute_tool_call(original: Any) -> Any:
         try:
             bound = signature.bind(*args, **kwargs)
             call = bound.arguments["tool_call"]
-            handoff_tools = bound.arguments["handoff_tools"]
+            tool = handoff_tool_of(call, bound.arguments["handoff_tools"])
             agent_name = bound.arguments["agent_name"]
-        except Exception as exc:  # another signature: the handoff runs ungoverned
+        except Exception as exc:  # not AutoGen's own call: the original answers it
             patcher.warn_once("handoff governance", exc)
             return await function(*args, **kwargs)
-        verdict = authorize_handoff(patcher, call, handoff_tools, agent_name)
-        if verdict is None:
+        if tool is None:  # a workbench tool: asked by run_json
             return await function(*args, **kwargs)
-        if isinstance(verdict, DeniedHandoff):
-            return verdict
-        # Run with the policy's arguments; AutoGen pairs the result with the model's own call.
-        bound.arguments["tool_call"] = verdict
-        _, result = await function(*bound.args, **bound.kwargs)
-        return (call, result)
+        with running_handoff(tool):
+            verdict = authorize_handoff(patcher, call, tool, agent_name)
+            if isinstance(verdict, DeniedHandoff):
+                return verdict
+            if verdict is not None:
+                # Run with the policy's arguments; AutoGen pairs the result with the model's
+                # own call.
+                bound.arguments["tool_call"] = verdict
+            try:
+                _, result = await function(*bound.args, **bound.kwargs)
+            except ToolDenied as denied:
+                refused = refuse_handoff(patcher, call, tool, denied)
+                if refused is None:
+                    raise
+                return refused
+            return (call, result)
 
     return staticmethod(execute_tool_call)
 
@@ -727,7 +759,7 @@ def wrap_check_and_handle_handoff(original: Any) -> Any:
     among the calls it looks through, so a turn whose handoffs were all refused transfers to
     no one. Unchanged when none was refused (and, on purpose, whether or not the
     instrumentation is still on: a refusal already answered stays one)."""
-    function, signature = _static_function(original)
+    function, signature = _static_function(original, "executed_calls_and_results", "model_result")
 
     @functools.wraps(function)
     def check_and_handle_handoff(*args: Any, **kwargs: Any) -> Any:
@@ -748,7 +780,7 @@ def wrap_check_and_handle_handoff(original: Any) -> Any:
 def wrap_summarize_tool_use(original: Any) -> Any:
     """``AssistantAgent._summarize_tool_use``: a refused handoff is summarized as the failed
     call it is (AutoGen leaves handoffs out, as they transfer instead)."""
-    function, signature = _static_function(original)
+    function, signature = _static_function(original, "executed_calls_and_results", "handoffs")
 
     @functools.wraps(function)
     def summarize_tool_use(*args: Any, **kwargs: Any) -> Any:
@@ -778,6 +810,8 @@ def _agent_key(routed_agent: Any) -> str | None:
 
 _AGENTS = "autogen_agentchat.agents"
 _GROUP_CHAT = "autogen_agentchat.teams._group_chat"
+# The patch that asks about handoffs before they run (see _is_handoff).
+_HANDOFF_STEP = (f"{_AGENTS}._assistant_agent", "AssistantAgent", "_execute_tool_call")
 
 PATCHES: tuple[MethodPatch, ...] = (
     MethodPatch(f"{_AGENTS}._base_chat_agent", "BaseChatAgent", "run", wrap_agent_run),
