@@ -315,3 +315,25 @@ def test_the_decision_event_names_the_agent_the_policy_was_told(sightline_captur
         "ops-bot",
         "framework-agent",
     ]
+
+
+def test_an_integration_naming_the_tools_run_gets_the_decision_under_it(sightline_capture, install):
+    # A framework's tool run whose span is made later: known only by its ids.
+    from sightline.governance import authorize
+
+    policy = install(Policy(Decision(False, "no")))
+    trace_id, span_id = "0" * 31 + "7", "00000000000000a1"
+    with sightline.trace("elsewhere"), pytest.raises(ToolDenied):
+        authorize("wipe", {"all": True}, framework="x", run=(trace_id, span_id))
+    [(_, _, context)] = policy.calls
+    assert (context["trace_id"], context["span_id"]) == (trace_id, span_id)
+    [decision] = sightline_capture.find(type="decision")
+    assert (decision.trace_id, decision.parent_span_id) == (trace_id, span_id)
+
+
+def test_log_event_under_a_span_known_by_its_ids(sightline_capture):
+    client = sightline.get_client()
+    with sightline.trace("ambient"):
+        event = client.log_event("tool_call", "t", trace_id="ab" * 16, parent_span_id="cd" * 8)
+    assert event is not None
+    assert (event.trace_id, event.parent_span_id) == ("ab" * 16, "cd" * 8)

@@ -83,14 +83,24 @@ def test_a_denied_tool_does_not_run_and_raises_tool_denied_in_the_agent(governed
     assert decision.error.kind == "guardrail"
     assert decision.output == {"decision": "deny", "reason": "over the refund limit"}
     assert (decision.framework, decision.agent) == ("langchain", "support")
-    # under the agent's tools node, in the agent's trace; the node fails with kind guardrail
+    # under the refused tool call (recorded failed, although LangChain never started it),
+    # itself under the agent's tools node; both fail with kind guardrail
     by_span = {event.span_id: event for event in cap.events}
-    tools_node = by_span[decision.parent_span_id]
+    [call] = cap.find(type="tool_call")
+    assert by_span[decision.parent_span_id] is call
+    assert (call.name, call.status, call.error.kind, call.error.type) == (
+        "refund",
+        "error",
+        "guardrail",
+        "ToolDenied",
+    )
+    assert call.input == {"order_id": "A-1", "amount": 500}
+    assert (call.metadata["tool_call_id"], call.agent) == ("call-1", "support")
+    assert (context["trace_id"], context["span_id"]) == (call.trace_id, call.span_id)
+    tools_node = by_span[call.parent_span_id]
     assert (tools_node.type, tools_node.name) == ("agent", "tools")
-    assert context["span_id"] == tools_node.span_id and context["trace_id"] == tools_node.trace_id
     assert tools_node.status == "error" and tools_node.error.kind == "guardrail"
     assert tools_node.error.type == "ToolDenied"
-    assert cap.find(type="tool_call") == []  # the tool never started
 
 
 def test_an_allowed_tool_runs_unchanged(governed) -> None:
@@ -120,6 +130,9 @@ def test_replaced_arguments_reach_the_tool_and_injected_ones_are_kept(governed) 
     [decision] = cap.find(type="decision")
     assert decision.output == {"decision": "allow_redacted", "reason": "shortened"}
     assert decision.input == {"tool": "note", "arguments": {"text": "a lon"}}
+    [call] = cap.find(type="tool_call")  # the decision is under the call it let run
+    assert (call.name, call.status, decision.parent_span_id) == ("note", "ok", call.span_id)
+    assert policy.calls[0][2]["span_id"] == call.span_id
 
 
 def test_without_a_policy_or_after_uninstrument_tools_run_as_before(global_cap: Capture) -> None:

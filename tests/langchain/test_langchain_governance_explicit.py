@@ -80,13 +80,24 @@ def test_a_deny_raises_in_the_agent_and_records_the_decision_under_the_calling_n
     assert decision.output == {"decision": "deny", "reason": "over the refund limit"}
     assert (decision.framework, decision.agent) == ("langchain", "support")
     by_span = {event.span_id: event for event in cap.events}
-    tools_node = by_span[decision.parent_span_id]
+    [call] = cap.find(type="tool_call")  # the refused call, failed; it never ran
+    assert by_span[decision.parent_span_id] is call
+    assert (call.name, call.status, call.error.kind, call.error.type) == (
+        "refund",
+        "error",
+        "guardrail",
+        "ToolDenied",
+    )
+    assert (call.input, call.metadata["tool_call_id"]) == (
+        {"order_id": "A-1", "amount": 500},
+        "call-1",
+    )
+    assert (context["trace_id"], context["span_id"]) == (call.trace_id, call.span_id)
+    tools_node = by_span[call.parent_span_id]
     assert (tools_node.type, tools_node.name, tools_node.status) == ("agent", "tools", "error")
     assert (tools_node.error.kind, tools_node.error.type) == ("guardrail", "ToolDenied")
-    assert (context["trace_id"], context["span_id"]) == (tools_node.trace_id, tools_node.span_id)
     [root] = [event for event in cap.events if event.parent_span_id is None]
     assert (root.name, root.status, root.error.type) == ("support", "error", "ToolDenied")
-    assert cap.find(type="tool_call") == []  # the tool never started
     # LangChain's "Error in ... callback" warning is not shown for a deliberate deny
     assert not [r for r in caplog.records if "on_tool_start" in r.getMessage()]
 
@@ -111,8 +122,10 @@ async def test_async_tools_are_governed_by_the_explicit_handler(cap: Capture, in
         await chain.ainvoke("go", config={"callbacks": [SightlineCallbackHandler()]})
     assert RAN == [] and len(policy.asked) == 1
     [decision] = cap.find(type="decision")
+    [call] = cap.find(type="tool_call")
     [sequence] = cap.find(name="RunnableSequence")
-    assert decision.parent_span_id == sequence.span_id
+    assert (decision.parent_span_id, call.parent_span_id) == (call.span_id, sequence.span_id)
+    assert (call.status, call.error.kind) == ("error", "guardrail")
     assert (sequence.status, sequence.error.kind) == ("error", "guardrail")
 
 

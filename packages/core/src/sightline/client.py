@@ -384,10 +384,14 @@ class Client:
         agent: str | None = None,
         session_id: str | None = None,
         framework: str | None = None,
+        trace_id: str | None = None,
+        parent_span_id: str | None = None,
     ) -> Event | None:
         """Record a finished piece of work in one call, under the ambient span.
 
-        Returns the event (or ``None`` when disabled).
+        ``trace_id`` / ``parent_span_id`` put it under a span known only by its ids instead
+        (integrations: a framework's run whose span is made later). Returns the event (or
+        ``None`` when disabled).
         """
         pipeline = self._pipeline  # once: close() on another thread may clear it meanwhile
         if pipeline is None:
@@ -405,6 +409,8 @@ class Client:
             span = self.start_span(
                 name, type, input=input, metadata=metadata, tags=tags, agent=agent,
                 session_id=session_id, framework=framework, model=model, start_ns=start_ns,
+                parent=AMBIENT if trace_id is None else None, trace_id=trace_id,
+                parent_span_id=parent_span_id,
             )  # fmt: skip
             event = span.event
             event.output = output

@@ -115,11 +115,17 @@ def authorize(
     framework: str | None = None,
     agent: str | None = None,
     cannot_replace: str | None = None,
+    run: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Consult the governance plugins; return the arguments to run with or raise ToolDenied.
 
     ``agent`` is the agent running the tool when the integration knows it (the policies' context
     has it; by default the ambient span's agent, or the client's).
+
+    ``run``: the ``(trace_id, span_id)`` of the framework's run of this tool call, when the
+    integration knows it before the run's span exists: the policies' context names it and the
+    ``decision`` event is its child (by default: the framework run going on here, or the ambient
+    span).
 
     ``cannot_replace``: for an integration that can stop a tool but not change its arguments,
     why not. A policy's replacement then denies the call (running the tool with the arguments
@@ -143,9 +149,9 @@ def authorize(
         "agent": agent or (span.event.agent if span else owner.config.agent),
         "framework": framework,
     }
-    run = framework_run_within(span, owner)  # a framework's tool call inside that span
-    if run is not None:
-        context["trace_id"], context["span_id"] = run[0], run[1]
+    within = framework_run_within(span, owner) if run is None else run
+    if within is not None:  # a framework's run (its tool call) inside that span
+        context["trace_id"], context["span_id"] = within[0], within[1]
     # The first answer wins. A plugin that raises or answers outside the hook's contract is
     # broken, not denying: logged once, disabled, and the next one decides; with none left the
     # tool runs (governance fails open).
@@ -186,6 +192,8 @@ def authorize(
         status="ok" if decision.allow else "error",
         error=None if decision.allow else f"tool {tool_name!r} denied: {decision.reason}",
         error_kind="guardrail",
+        trace_id=run[0] if run is not None else None,
+        parent_span_id=run[1] if run is not None else None,
     )
     if not decision.allow:
         raise ToolDenied(tool_name, decision.reason)

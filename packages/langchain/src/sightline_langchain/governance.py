@@ -51,14 +51,14 @@ def install(client_of: Callable[[], Any]) -> None:
     def governed_run(self: Any, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
         client = client_of()
         if enforced(client):
-            tool_input = _authorized(self, tool_input, client)
+            tool_input = _authorized_run(self, tool_input, args, kwargs, client)
         return run(self, tool_input, *args, **kwargs)
 
     @functools.wraps(arun)
     async def governed_arun(self: Any, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
         client = client_of()
         if enforced(client):
-            tool_input = _authorized(self, tool_input, client)
+            tool_input = _authorized_run(self, tool_input, args, kwargs, client)
         return await arun(self, tool_input, *args, **kwargs)
 
     governed_run.__sightline_governed__ = True  # type: ignore[attr-defined]
@@ -96,9 +96,15 @@ _last_allowed: Any = None
 
 
 def check_tool_start(
-    client: Any, serialized: Any, input_str: Any, run_id: Any, kwargs: dict[str, Any]
+    client: Any,
+    serialized: Any,
+    input_str: Any,
+    run_id: Any,
+    parent_run_id: Any,
+    kwargs: dict[str, Any],
 ) -> None:
-    """From an explicit handler's ``on_tool_start``: ask the policies, raise ToolDenied on a deny.
+    """From an explicit handler's ``on_tool_start``: ask the policies, raise ToolDenied on a deny
+    (the handler then records the tool run as failed, the ``decision`` under it).
 
     Skipped when :func:`install` governs every tool already, or no policy is registered.
     Never raises anything but ToolDenied.
@@ -107,6 +113,8 @@ def check_tool_start(
     try:
         if _originals is not None or run_id == _last_allowed or not enforced(client):
             return
+        from sightline_langchain.handler import run_ids
+
         name = serialized.get("name") if isinstance(serialized, dict) else None
         if not isinstance(name, str) or not name:
             name = str(kwargs.get("name") or "tool")
@@ -120,6 +128,7 @@ def check_tool_start(
             framework=FRAMEWORK,
             agent=_agent_running(),
             cannot_replace=CALLBACK_CANNOT_REPLACE,
+            run=run_ids(run_id, parent_run_id, client),
         )
         _last_allowed = run_id
     except ToolDenied:
@@ -167,23 +176,91 @@ def _quiet_langchain_warning() -> None:
         logging.getLogger("langchain_core.callbacks.manager").addFilter(_denial_filter)
 
 
-def _authorized(tool: Any, tool_input: Any, client: Any) -> Any:
-    """The input to run ``tool`` with, once the policies allowed it; raises ToolDenied."""
+def _authorized_run(
+    tool: Any, tool_input: Any, args: tuple[Any, ...], kwargs: dict[str, Any], client: Any
+) -> Any:
+    """The input to run ``tool`` with (``BaseTool.run``'s ``args`` / ``kwargs``), once the
+    policies allowed it. The run's id is chosen here (set in ``kwargs``) so that the decision
+    is recorded under the tool's run. A deny records that run, as failed, through the global
+    handler (LangChain never starts it), then raises ToolDenied."""
+    from sightline_langchain.handler import run_ids
+
+    run_id = kwargs.get("run_id")
+    if run_id is None:
+        from langchain_core.utils.uuid import uuid7
+
+        run_id = kwargs["run_id"] = uuid7()  # as LangChain would (time first)
+    callbacks = kwargs["callbacks"] if "callbacks" in kwargs else args[3] if len(args) > 3 else None
+    parent_run_id = getattr(callbacks, "parent_run_id", None)
+    try:
+        return _authorized(tool, tool_input, client, run_ids(run_id, parent_run_id, client))
+    except ToolDenied as denied:
+        _record_denied_run(tool, tool_input, run_id, parent_run_id, kwargs, denied)
+        raise
+
+
+def _record_denied_run(
+    tool: Any,
+    tool_input: Any,
+    run_id: Any,
+    parent_run_id: Any,
+    kwargs: dict[str, Any],
+    denied: ToolDenied,
+) -> None:
+    """Record the run of a tool a policy refused as LangChain would have started it, failed
+    with ``denied`` (kind ``guardrail``). Never raises."""
+    try:
+        from sightline_langchain.instrumentation import global_handler
+
+        handler = global_handler()
+        if handler is None:
+            return
+        inputs = _model_arguments(tool, tool_input) if isinstance(tool_input, dict) else None
+        handler.on_tool_start(
+            {"name": tool.name, "description": getattr(tool, "description", "")},
+            tool_input if isinstance(tool_input, str) else str(inputs or tool_input),
+            run_id=run_id,
+            parent_run_id=parent_run_id,
+            tags=[*(kwargs.get("tags") or ()), *(getattr(tool, "tags", None) or ())] or None,
+            metadata={**(kwargs.get("metadata") or {}), **(getattr(tool, "metadata", None) or {})},
+            inputs=inputs,
+            tool_call_id=kwargs.get("tool_call_id"),
+            name=kwargs.get("run_name"),
+        )
+        handler.on_tool_error(denied, run_id=run_id, parent_run_id=parent_run_id)
+    except Exception:
+        log_safely(
+            logging.WARNING,
+            "sightline: LangChain tool run refused by a policy could not be recorded",
+            exc_info=True,
+        )
+
+
+def _model_arguments(tool: Any, tool_input: dict[str, Any]) -> dict[str, Any]:
+    """A dict input without the arguments LangChain injects (state, runtime, store...)."""
+    try:
+        return dict(tool._filter_injected_args(tool_input))
+    except Exception:  # a LangChain without the method: the arguments as given
+        return dict(tool_input)
+
+
+def _authorized(tool: Any, tool_input: Any, client: Any, run: tuple[str, str] | None) -> Any:
+    """The input to run ``tool`` with, once the policies allowed it; raises ToolDenied.
+    ``run``: the ids of the tool's run (see ``authorize``)."""
     name = str(getattr(tool, "name", None) or type(tool).__name__)
     agent = _agent_running()
     if isinstance(tool_input, dict):
-        try:
-            arguments = dict(tool._filter_injected_args(tool_input))
-        except Exception:  # a LangChain without the method: the arguments as given
-            arguments = dict(tool_input)
-        allowed = authorize(name, arguments, client=client, framework=FRAMEWORK, agent=agent)
+        arguments = _model_arguments(tool, tool_input)
+        allowed = authorize(
+            name, arguments, client=client, framework=FRAMEWORK, agent=agent, run=run
+        )
         if allowed is arguments:
             return tool_input
         # The injected arguments (state, runtime, store...) are kept as LangChain gave them.
         injected = {key: value for key, value in tool_input.items() if key not in arguments}
         return {**allowed, **injected}
     arguments = {"input": tool_input}
-    allowed = authorize(name, arguments, client=client, framework=FRAMEWORK, agent=agent)
+    allowed = authorize(name, arguments, client=client, framework=FRAMEWORK, agent=agent, run=run)
     if allowed is arguments:
         return tool_input
     if set(allowed) == {"input"}:  # a one-string tool stays one

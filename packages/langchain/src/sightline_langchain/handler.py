@@ -363,21 +363,8 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             now = _time_ns()
             if ids == _STARTS:
                 if key not in _IDS:
-                    if parent_key is not None:
-                        parent = _IDS.get(parent_key)
-                    else:
-                        config = _var_child_config.get()
-                        running = _running_run(config, client, ambient) if config else None
-                        if running is not None:  # LangChain lost the parent: see _running_run
-                            parent_key, parent = running
-                        else:
-                            parent = None
-                    if parent is not None:  # most runs: the parent's trace
-                        _IDS[key] = (parent[0], now, client)
-                    elif ambient is not None and ambient.is_recording:
-                        _IDS[key] = (ambient.event.trace_id, now, client)
-                    else:
-                        _IDS[key] = (key, now, client)
+                    parent_key, trace = _placed(key, parent_key, client, ambient)
+                    _IDS[key] = (trace, now, client)
                     if len(_IDS) > MAX_OPEN_RUNS:
                         _forget_oldest_ids()
             elif ids:
@@ -413,14 +400,19 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         # Without instrumentation, the policies are asked here (see governance.check_tool_start):
-        # a deny raises ToolDenied before the tool runs, and records no tool run.
-        governance.check_tool_start(
-            self.client if self.client is not None else get_client(),
-            serialized,
-            input_str,
-            run_id,
-            kwargs,
-        )
+        # a deny raises ToolDenied before the tool runs; its run is recorded as failed.
+        denied = None
+        try:
+            governance.check_tool_start(
+                self.client if self.client is not None else get_client(),
+                serialized,
+                input_str,
+                run_id,
+                parent_run_id,
+                kwargs,
+            )
+        except ToolDenied as exc:
+            denied = exc
         self._defer(
             SightlineCallbackHandler._tool_start,
             run_id,
@@ -432,6 +424,9 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             serialized,
             _own(input_str),
         )
+        if denied is not None:
+            self.on_tool_error(denied, run_id=run_id, parent_run_id=parent_run_id)
+            raise denied
 
     def on_llm_new_token(self, token: Any, *, run_id: Any = None, **kwargs: Any) -> None:
         # Only whether the token had content counts: the chunk is not kept.
@@ -1317,6 +1312,48 @@ def _running_run(
         return None
 
 
+def _placed(key: Any, parent_key: Any, client: Client, ambient: Span | None) -> tuple[Any, Any]:
+    """``(parent key, trace)`` of a run starting now: its parent's trace (a run LangChain lost
+    the parent of takes the run going on, see _running_run), the ambient span's, or a trace of
+    its own (its key). ``trace`` is a trace id or a run key (see _IDS)."""
+    if parent_key is not None:
+        parent = _IDS.get(parent_key)
+    else:
+        config = _var_child_config.get()
+        running = _running_run(config, client, ambient) if config else None
+        if running is not None:  # LangChain lost the parent: see _running_run
+            parent_key, parent = running
+        else:
+            parent = None
+    if parent is not None:  # most runs: the parent's trace
+        return parent_key, parent[0]
+    if ambient is not None and ambient.is_recording:
+        return parent_key, ambient.event.trace_id
+    return parent_key, key
+
+
+def _hex_ids(key: int, trace: Any) -> tuple[str, str]:
+    """``(trace id, span id)`` of the run ``key`` whose _IDS trace is ``trace``."""
+    return (
+        trace if trace.__class__ is str else "%032x" % (trace or 1),
+        "%016x" % (key & _LOW_64 or 1),
+    )
+
+
+def run_ids(run_id: Any, parent_run_id: Any, client: Client) -> tuple[str, str] | None:
+    """``(trace id, span id)`` the run ``run_id`` has (or will have, starting now under
+    ``parent_run_id``) when a Sightline handler records it: for governance, which asks about a
+    tool run before its span exists. ``None`` for a run id that is not a UUID."""
+    key = _run_key(run_id)
+    if key.__class__ is not int:
+        return None
+    entry = _IDS.get(key)
+    if entry is not None:
+        return _hex_ids(key, entry[0])
+    _, trace = _placed(key, _run_key(parent_run_id), client, _current_span())
+    return _hex_ids(key, trace)
+
+
 def _run_parent() -> tuple[str, str, int, Client] | None:
     """``(trace id, span id, start time, client)`` of the LangChain run whose code is running here, if
     a Sightline handler records it: LangChain keeps the config of the running run's children in
@@ -1331,13 +1368,7 @@ def _run_parent() -> tuple[str, str, int, Client] | None:
     entry = _IDS.get(key)
     if entry is None or key.__class__ is not int:
         return None
-    trace = entry[0]
-    return (
-        trace if trace.__class__ is str else "%032x" % (trace or 1),
-        "%016x" % (key & _LOW_64 or 1),
-        entry[1],
-        entry[2],
-    )
+    return (*_hex_ids(key, entry[0]), entry[1], entry[2])
 
 
 add_parent_source(_run_parent)
