@@ -4,8 +4,9 @@ The policy below lets refunds up to 100 EUR through, caps those up to 500 EUR at
 runs with the replaced amount), and denies the rest. It is a plain Sightline plugin (a
 ``sightline_authorize_tool`` hook); with ``sightline-langchain`` installed, ``sightline.init()``
 makes every LangChain tool ask it, with nothing to wrap in the agent's code. A deny raises
-``sightline.ToolDenied`` in the agent; each decision that is not a plain "allow" is recorded as
-a ``decision`` event in the trace, under the agent step that called the tool::
+``sightline.ToolDenied`` in the agent (the refused call is a failed ``tool_call``, kind
+``guardrail``); each decision that is not a plain "allow" is recorded as a ``decision`` event
+under the tool call it refused or changed::
 
     python examples/governance_example.py
     sightline show latest
