@@ -20,12 +20,14 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from sightline import ErrorKind, EventType, Span, ToolDenied
+from sightline.capture import KEPT_ITEMS, bounded_copy
 from sightline.logs import log_safely
 
 __all__ = [
@@ -37,8 +39,11 @@ __all__ = [
     "TOOL_RESULT",
     "UNEXPORTED_RULES",
     "CrewEventRule",
+    "MethodCall",
     "event_time_ns",
     "fill_task_output",
+    "method_call",
+    "method_call_ended",
     "step_rule",
     "task_output_name",
     "tool_arguments",
@@ -68,6 +73,9 @@ class CrewEventRule:
     records this particular event (``None``: record nothing). A ``rejection`` is a tool call
     CrewAI refused before running it; a rule that ``repeats_rejection`` is skipped when such a
     rejection of the same tool, in the same scope, came just before it.
+    ``as_emitted(event)``, when set, is called as the event is received, in (a copy of) the
+    context CrewAI emitted it in: it returns the event to record, with the values the flow may
+    change in place afterwards as they were when the event was emitted.
     """
 
     phase: str
@@ -81,6 +89,7 @@ class CrewEventRule:
     rejection: bool = False
     repeats_rejection: bool = False
     private_name: Namer | None = None
+    as_emitted: Callable[[Any], Any] | None = None
 
 
 # -- guarded readers ------------------------------------------------------------------------------
@@ -740,21 +749,177 @@ def _flow_id(span: Span, value: Any) -> str | None:
     return text if len(text) <= _ID_LENGTH else text[: _ID_LENGTH - 1] + "…"
 
 
+# CrewAI's own results, recorded by their structured (or raw) output; a result of any other
+# class is recorded as it is, whatever its attributes are called.
+_CREWAI_OUTPUTS = frozenset({"CrewOutput", "TaskOutput", "LiteAgentOutput"})
+
+
+def _is_crewai_output(value: Any) -> bool:
+    for cls in type(value).__mro__:
+        if cls.__name__ in _CREWAI_OUTPUTS and cls.__module__.startswith("crewai."):
+            return True
+    return False
+
+
 def _flow_value(value: Any) -> Any:
-    """What a flow method returned, as recorded: a crew's output as for a crew, an Enum (a
-    router's choice) by its value."""
-    return value.value if isinstance(value, Enum) else _output_of(value)
+    """What a flow method returned (or was handed), as recorded, as it is now: a crew's output as
+    for a crew, an Enum (a router's choice) by its value, a dict or list copied (see
+    :func:`_own`)."""
+    cls = value.__class__
+    if cls is str or value is None:
+        return value
+    if isinstance(value, Enum):
+        return value.value
+    if _is_crewai_output(value):
+        return _output_of(value)
+    return _own(value)
 
 
-def _snapshot_mapping(value: Any) -> Any:
-    """A shallow copy of a dict the user may change after the event (kickoff inputs)."""
-    return dict(value) if isinstance(value, Mapping) else value
+def _own(value: Any) -> Any:
+    """``value`` as it is now, for a value the flow may change in place after the event (kickoff
+    inputs, a method's result that the next method is handed): a dict or list copied two
+    levels deep, at most the 500 items a level that are recorded (as ``sightline.monitor`` and
+    the LangChain integration do). Deeper changes, and changes inside other objects, still
+    show: copying arbitrary objects is neither cheap nor safe."""
+    if isinstance(value, dict):
+        copy: Any = dict(value) if len(value) <= KEPT_ITEMS else bounded_copy(value)
+    elif value.__class__ is list:
+        copy = value.copy() if len(value) <= KEPT_ITEMS else bounded_copy(value)
+    else:
+        return value
+    if copy.__class__ is dict:
+        for key, item in copy.items():
+            if item.__class__ is list or isinstance(item, dict):
+                copy[key] = _shallow(item)
+    else:
+        for index, item in enumerate(copy):
+            if item.__class__ is list or isinstance(item, dict):
+                copy[index] = _shallow(item)
+    return copy
+
+
+def _shallow(value: Any) -> Any:
+    if len(value) > KEPT_ITEMS:
+        return bounded_copy(value)
+    return dict(value) if isinstance(value, dict) else value.copy()
+
+
+class MethodCall:
+    """One run of a flow method going on in this context (``Flow._execute_method``, wrapped
+    while a listener is registered): its parameters as it was called with them, and its result
+    as it returned it, before the next method (handed the same objects) could change them.
+
+    CrewAI runs the handlers on its pool: the next method may run before the handler of the
+    previous one's end, so what the event holds is read too late there. The handler runs in a
+    copy of the context the event was emitted in, where this call is current (see
+    :func:`method_call`)."""
+
+    __slots__ = ("args", "kwargs", "name", "params", "result", "returned")
+
+    def __init__(self, name: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.name = name
+        self.args = args
+        self.kwargs = kwargs
+        # as CrewAI reports them: positional arguments as _0, _1..., then the keywords
+        self.params = {f"_{index}": _flow_value(arg) for index, arg in enumerate(args)}
+        for key, value in kwargs.items():
+            self.params[key] = _flow_value(value)
+        self.returned: Any = _NOTHING
+        self.result: Any = None
+
+    def finished(self, outcome: Any) -> None:
+        """``Flow._execute_method`` returned ``outcome``: ``(result, finished event id)``."""
+        if outcome.__class__ is tuple and outcome:
+            self.result = _flow_value(outcome[0])
+            self.returned = outcome[0]  # set last: a handler that sees it finds the result
+
+    def same_params(self, params: Any) -> bool:
+        """Whether ``params`` (a start event's) holds the very objects this call was given."""
+        args, kwargs = self.args, self.kwargs
+        if not isinstance(params, dict) or len(params) != len(args) + len(kwargs):
+            return False
+        for index, arg in enumerate(args):
+            if params.get(f"_{index}", _NOTHING) is not arg:
+                return False
+        return all(params.get(key, _NOTHING) is value for key, value in kwargs.items())
+
+
+_NOTHING: Any = object()
+_method_call: ContextVar[MethodCall | None] = ContextVar("sightline_crewai_method", default=None)
+
+
+def method_call(
+    name: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[MethodCall, Token[MethodCall | None]]:
+    """Make a run of method ``name`` with ``args`` and ``kwargs`` the current one here (give
+    the token back to :func:`method_call_ended`)."""
+    call = MethodCall(name, args, kwargs)
+    return call, _method_call.set(call)
+
+
+def method_call_ended(token: Token[MethodCall | None]) -> None:
+    """The run :func:`method_call` made current has ended."""
+    _method_call.reset(token)
+
+
+class _AsEmitted:
+    """A CrewAI event with some of its values replaced by what they were when it was emitted."""
+
+    __slots__ = ("_event", "_values")
+
+    def __init__(self, event: Any, values: dict[str, Any]) -> None:
+        self._event = event
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        values = self._values
+        return values[name] if name in values else getattr(self._event, name)
+
+
+def _params_as_called(event: Any) -> Any:
+    """A method's start: its parameters as the method was called with them."""
+    try:
+        call = _method_call.get()
+        if (
+            call is not None
+            and call.name == _get(event, "method_name")
+            and call.same_params(_get(event, "params"))
+        ):
+            return _AsEmitted(event, {"params": call.params})
+    except Exception:
+        log_safely(
+            logging.DEBUG, "sightline: crewai: could not read a method's call", exc_info=True
+        )
+    return event
+
+
+def _result_as_returned(event: Any) -> Any:
+    """A method's end: its result as the method returned it. Taken here first (the method has
+    not returned yet, or has and its result is taken below): the next method runs only once
+    the call noted its result."""
+    try:
+        result = _get(event, "result")
+        kept = _flow_value(result)
+        call = _method_call.get()
+        if (
+            call is not None
+            and call.returned is result
+            and result is not None
+            and call.name == _get(event, "method_name")
+        ):
+            kept = call.result
+        return _AsEmitted(event, {"result": kept})
+    except Exception:
+        log_safely(
+            logging.DEBUG, "sightline: crewai: could not read a method's result", exc_info=True
+        )
+        return event
 
 
 @_guarded
 def _flow_started(span: Span, event: Any, source: Any) -> None:
     """Chain of a flow run: the kickoff inputs and the flow's state id."""
-    span.set_input(_snapshot_mapping(_get(event, "inputs")))
+    span.set_input(_own(_get(event, "inputs")))
     flow_id = _flow_id(span, _get(source, "flow_id"))
     if flow_id is not None:
         span.set_metadata(flow_id=flow_id)
@@ -987,10 +1152,16 @@ RULES: dict[str, CrewEventRule] = {
         _end("FlowStartedEvent", _failed(ErrorKind.ORCHESTRATION), "flow_name")
     ),
     "MethodExecutionStartedEvent": _user_flows_only(
-        _start(EventType.CHAIN, _method_name, _method_started)
+        _start(EventType.CHAIN, _method_name, _method_started, as_emitted=_params_as_called)
     ),
     "MethodExecutionFinishedEvent": _user_flows_only(
-        _end("MethodExecutionStartedEvent", _method_finished, "flow_name", "method_name")
+        CrewEventRule(
+            END,
+            fill=_method_finished,
+            pair=("flow_name", "method_name"),
+            start="MethodExecutionStartedEvent",
+            as_emitted=_result_as_returned,
+        )
     ),
     "MethodExecutionFailedEvent": _user_flows_only(
         _end(

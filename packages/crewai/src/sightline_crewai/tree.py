@@ -58,6 +58,8 @@ for _rule in (*RULES.values(), *UNEXPORTED_RULES.values()):
     if _rule.phase == END and _rule.start and _rule.pair:
         _PAIR_KEYS[_rule.start] = tuple(dict.fromkeys(_PAIR_KEYS.get(_rule.start, ()) + _rule.pair))
 
+_FLOW_START, _METHOD_START = "FlowStartedEvent", "MethodExecutionStartedEvent"
+
 # Why an item waits (see SpanTree._waiting).
 _ORPHAN, _EARLY_END, _DEFERRED_END = 0, 1, 2
 
@@ -251,6 +253,8 @@ class SpanTree:
                 if chosen is None:
                     return
                 rule = chosen
+            if rule.as_emitted is not None:
+                event = rule.as_emitted(event)
             item = _Item(kind, rule, event, source, ambient, client, agent, session_id)
             with self._lock:
                 if (rule.rejection or rule.repeats_rejection) and self._repeated(item):
@@ -286,17 +290,25 @@ class SpanTree:
         """
         nodes = self._nodes
         pending: str | None = None
+        pending_type = ""
         for event_id, event_type in reversed(stack):
             node = nodes.get(event_id)
             if node is None:
                 if pending is None:
                     if event_type not in recorded:
                         continue  # a scope not recorded yet: look further out
-                    pending = span_id_of(event_id)
+                    pending, pending_type = span_id_of(event_id), event_type
                     if pending is None:
                         return None
                 continue
-            if node.aborted or (not node.scope and node.ended):
+            if node.aborted and pending is not None:
+                # A scope an interrupted kickoff left on the stack, under the innermost start
+                # (not recorded yet): that start belongs where it will be recorded (_start).
+                live = self._live_ancestor(node, pending_type == "method_execution_started")
+                if live is None:
+                    return None
+                node = live
+            elif node.aborted or (not node.scope and node.ended):
                 return None  # a stale scope left on the stack by an interrupted kickoff
             anchor = node.anchor
             if anchor is None:
@@ -400,6 +412,19 @@ class SpanTree:
         except Exception:
             self._report("close failed")
 
+    def _apply_aborts_within(self, flow: _Node) -> None:
+        """Apply the aborts reported for work nested in ``flow`` (not ``flow`` itself)."""
+        kept = []
+        for entry in self._aborts:
+            root = self._nodes.get(entry[0])
+            if root is not None and root is not flow and self._descends(root, flow.event_id):
+                self._end_under(*entry)
+            else:
+                kept.append(entry)
+        if len(kept) != len(self._aborts):
+            self._aborts.clear()
+            self._aborts.extend(kept)
+
     def _end_under(self, root_id: str, error: BaseException, at: int) -> None:
         under = [node for node in self._nodes.values() if self._descends(node, root_id)]
         for node in under:
@@ -484,11 +509,49 @@ class SpanTree:
             self._wait(item, _ORPHAN)
             return
         if node.aborted:
-            # CrewAI leaves an interrupted kickoff's scopes on the thread's stack: what starts
-            # there later is new work, not part of the kickoff that ended.
-            self._open(item, item.ambient)
+            # CrewAI leaves an interrupted kickoff's scopes on the stack of the thread or task it
+            # ran in: what starts there later is not part of the kickoff that ended. It belongs
+            # to the nearest enclosing scope still going on (a flow whose method timed a crew
+            # out goes on), else it is new work.
+            live = self._live_ancestor(node, item.kind == _METHOD_START)
+            if live is None:
+                self._open(item, item.ambient)
+                return
+            node = live
+        anchor = node.anchor
+        ambient = item.ambient
+        if (
+            ambient is not None
+            and anchor is not None
+            and ambient.is_recording
+            and ambient.client is anchor.client
+            and ambient.event.trace_id == anchor.trace_id
+            and ambient.event.start_ns >= anchor.start_ns
+        ):
+            # A Sightline span opened inside the CrewAI scope (a `with sightline.trace()` in a
+            # flow method or a tool) and current where this started: the innermost wins, as for
+            # spans opened inside a CrewAI scope (SpanTree.run_parent).
+            self._open(item, ambient, node)
             return
-        self._open(item, node.anchor, node)
+        self._open(item, anchor, node)
+
+    def _live_ancestor(self, node: _Node, method: bool) -> _Node | None:
+        """The nearest enclosing node of the aborted ``node`` that is still going on (neither
+        interrupted nor ended), or ``None``, for a start nested in ``node``'s scope (``method``:
+        a flow method's start). A flow method nests in its flow only: the method whose scope an
+        interrupted kickoff left on the stack has ended by the time the next method starts,
+        even when its end has not been handled yet. Reads the nodes without the lock."""
+        parent = node.parent
+        for _ in range(_MAX_DEPTH):
+            if parent is None:
+                return None
+            above = self._nodes.get(parent)
+            if above is None:
+                return None
+            if not (above.aborted or above.ended or (method and above.kind == _METHOD_START)):
+                return above
+            parent = above.parent
+        return None
 
     def _open(
         self, item: _Item, parent: Span | _Anchor | None, parent_node: _Node | None = None
@@ -635,6 +698,10 @@ class SpanTree:
             tally.pending = None
             if tally.input is not None or tally.output is not None or tally.total is not None:
                 span.set_usage(tally.input, tally.output, tally.total)
+        if self._aborts and node.kind == _FLOW_START:
+            # CrewAI drains its bus before a flow's end: the methods it cancelled in this run
+            # (an or_ race's losers) have been reported by now; end them before their flow.
+            self._apply_aborts_within(node)
         usage = span.event.usage
         span.end(event_time_ns(item.event))
         self._released(node, usage)
@@ -782,12 +849,17 @@ class SpanTree:
             members = self._members.pop(root, None)
             if not members:
                 continue
+            # Interrupted work stays (ids only) while its stale scopes may still be on a
+            # thread's stack: for ever for a kickoff interrupted itself, until the end of the
+            # run for a method or kickoff interrupted inside a run that went on (a flow).
+            root_node = self._nodes.get(root)
+            keep_aborted = root_node is None or root_node.aborted
             kept = []
             for event_id in members:
                 node = self._nodes.get(event_id)
                 if node is None:
                     continue
-                if node.span is None and not node.aborted:
+                if node.span is None and not (node.aborted and keep_aborted):
                     del self._nodes[event_id]
                 else:
                     kept.append(event_id)
