@@ -192,6 +192,9 @@ def authorize(
         status="ok" if decision.allow else "error",
         error=None if decision.allow else f"tool {tool_name!r} denied: {decision.reason}",
         error_kind="guardrail",
+        # Under a run known by its ids, the session still comes from the ambient span (the agent
+        # is in the context already).
+        session_id=span.event.session_id if run is not None and span is not None else None,
         trace_id=run[0] if run is not None else None,
         parent_span_id=run[1] if run is not None else None,
     )

@@ -30,7 +30,7 @@ from sightline.errors import ToolDenied
 from sightline.governance import authorize, enforced
 from sightline.logs import log_safely
 
-__all__ = ["check_tool_start", "install", "is_installed", "remove", "tool_run_ended"]
+__all__ = ["check_tool_start", "install", "is_installed", "remove"]
 
 FRAMEWORK = "langchain"
 
@@ -88,11 +88,12 @@ CALLBACK_CANNOT_REPLACE = (
     "(sightline.init()) to apply replacements"
 )
 
-# The tool run a callback handler allowed last, until it ends: a tool run seen by two explicit
-# handlers (one in ``config``, one on the tool) asks the policies once. Set only by an allow and
-# forgotten at the run's end (tool_run_ended), so a run id used again (a retry passing the same
-# ``run_id``) asks again; a race between threads can only ask twice, never skip a run.
-_last_allowed: Any = None
+# ``(run id, serialized)`` of the tool start a callback handler allowed last: a tool run seen by
+# two explicit handlers (one in ``config``, one on the tool) asks the policies once. LangChain
+# hands every handler of one ``on_tool_start`` the same ``serialized`` dict, made anew for each
+# run of a tool, so a run id used again (a retry passing the same ``run_id``, after a deny, an
+# allow or a cancelled run) asks again; a race between threads can only ask twice, never skip.
+_last_allowed: tuple[Any, Any] | None = None
 
 
 def check_tool_start(
@@ -111,7 +112,12 @@ def check_tool_start(
     """
     global _last_allowed
     try:
-        if _originals is not None or run_id == _last_allowed or not enforced(client):
+        last = _last_allowed
+        if (
+            _originals is not None
+            or (last is not None and last[1] is serialized and last[0] == run_id)
+            or not enforced(client)
+        ):
             return
         from sightline_langchain.handler import run_ids
 
@@ -130,7 +136,7 @@ def check_tool_start(
             cannot_replace=CALLBACK_CANNOT_REPLACE,
             run=run_ids(run_id, parent_run_id, client),
         )
-        _last_allowed = run_id
+        _last_allowed = (run_id, serialized)
     except ToolDenied:
         _quiet_langchain_warning()
         raise
@@ -140,14 +146,6 @@ def check_tool_start(
             "sightline: LangChain tool governance failed in on_tool_start; the tool runs",
             exc_info=True,
         )
-
-
-def tool_run_ended(run_id: Any) -> None:
-    """From an explicit handler's ``on_tool_end`` / ``on_tool_error``: the run allowed last is
-    over (see ``_last_allowed``)."""
-    global _last_allowed
-    if run_id == _last_allowed:
-        _last_allowed = None
 
 
 class _DenialWarnings(logging.Filter):
@@ -183,8 +181,10 @@ def _authorized_run(
     policies allowed it. The run's id is chosen here (set in ``kwargs``) so that the decision
     is recorded under the tool's run. A deny records that run, as failed, through the global
     handler (LangChain never starts it), then raises ToolDenied."""
+    from sightline.client import get_client
     from sightline_langchain.handler import run_ids
 
+    client = client if client is not None else get_client()  # as the handler will record it
     run_id = kwargs.get("run_id")
     if run_id is None:
         from langchain_core.utils.uuid import uuid7

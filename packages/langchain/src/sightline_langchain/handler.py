@@ -241,14 +241,9 @@ def _queues_start(method: Callable[..., None]) -> Callable[..., None]:
     return callback
 
 
-def _queues(
-    method: Callable[..., None],
-    ids: int = _ENDS,
-    ended: Callable[[Any], None] | None = None,
-) -> Callable[..., None]:
+def _queues(method: Callable[..., None], ids: int = _ENDS) -> Callable[..., None]:
     """An ``on_<run>_end`` / ``on_<run>_error`` (or, with ``ids=_OTHER``, ``on_agent_action``)
-    callback that queues ``method`` with what LangChain handed over, after telling ``ended``
-    the run id, when given (never raises)."""
+    callback that queues ``method`` with what LangChain handed over."""
 
     def callback(
         self: SightlineCallbackHandler,
@@ -259,8 +254,6 @@ def _queues(
         tags: Any = None,
         **kwargs: Any,
     ) -> None:
-        if ended is not None:
-            ended(run_id)
         self._defer(method, run_id, parent_run_id, None, None, ids, kwargs, _own(value))
 
     callback.__name__ = callback.__qualname__ = "on" + method.__name__
@@ -1271,8 +1264,8 @@ class SightlineCallbackHandler(BaseCallbackHandler):
     on_agent_action = _queues(_agent_action, _OTHER)
     on_chat_model_start = _queues_start(_chat_model_start)
     on_llm_start = _queues_start(_llm_start)
-    on_tool_end = _queues(_tool_end, ended=governance.tool_run_ended)
-    on_tool_error = _queues(_tool_error, ended=governance.tool_run_ended)
+    on_tool_end = _queues(_tool_end)
+    on_tool_error = _queues(_tool_error)
     on_retriever_start = _queues_start(_retriever_start)
     on_retriever_end = _queues(_retriever_end)
     on_retriever_error = _queues(_retriever_error)
