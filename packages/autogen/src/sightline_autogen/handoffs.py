@@ -10,9 +10,13 @@ So a denied handoff is answered instead of raised. The policy is asked (as for a
 tool name ``transfer_to_<agent>``, its arguments, the agent in the context) before the handoff
 runs; a deny returns, in place of running it, a failed result the model reads
 (``handoff to <agent> denied: <reason>``), marked as a :class:`DeniedHandoff`; the structure
-patches then leave the marked call out when AutoGen looks for the handoff to perform, and keep
-its result in the summary of the turn's tool calls. The turn ends as a turn that asked for no
-handoff: no ``HandoffMessage``, the team does not transfer.
+patches then leave the marked call and its result out when AutoGen looks for the handoff to
+perform (and takes its message and context), and keep its result in the summary of the turn's
+tool calls. The turn ends as a turn that asked for no handoff: no ``HandoffMessage``, the team
+does not transfer. Beside an allowed handoff (of another agent, or the same one asked twice in
+one turn), the turn transfers as if the model had asked for the allowed calls alone: the
+``HandoffMessage`` carries the allowed handoff's own result, and its context the turn's other
+tools, never the refusal (which the model context and the turn's events keep).
 
 A handoff is asked once, there, whatever made its tool (``Handoff`` or a subclass with its own
 ``handoff_tool``): while AutoGen runs it, the tool is marked as the running handoff
@@ -49,6 +53,7 @@ __all__ = [
     "refuse_handoff",
     "running_handoff",
     "without_denied_calls",
+    "without_denied_results",
 ]
 
 # The handoff tool ``AssistantAgent._execute_tool_call`` is running in this context, already put
@@ -227,6 +232,18 @@ def without_denied_calls(model_result: Any, denied: list[Any]) -> Any:
         return model_result
     kept = [item for item in content if not any(item is call for call in denied)]
     return model_result.model_copy(update={"content": kept})
+
+
+def without_denied_results(executed: Any) -> Any:
+    """``executed`` (AutoGen's ``(call, result)`` pairs of a turn's tool calls) without the
+    refused handoffs' pairs, in a new list (AutoGen's own keeps them, for the turn's summary).
+
+    What AutoGen takes the transfer's message from (the result of the last call to the handoff
+    performed: without this, a refused second call to it would be that message) and the
+    ``HandoffMessage``'s context (the turn's calls other than handoffs)."""
+    if not isinstance(executed, Sequence):
+        return executed
+    return [pair for pair in executed if not isinstance(pair, DeniedHandoff)]
 
 
 def handoffs_not_denied(handoffs: Any, denied: list[Any]) -> Any:

@@ -397,20 +397,26 @@ class ScopeRegistry:
         """A tool reported success (``ToolCallEvent``): end its pending span with the result.
 
         The event has no call id, so the pending call is found by tool name and arguments, in
-        the current turn first. A tool whose request was not seen (run directly, outside an
-        agent's tool loop) is recorded on its own under the ambient span — the current turn, or
-        a span inside it (another tool's ``tool_call``, a ``@monitor`` function) — starting when
-        its ``run_json`` started when that was seen; directly in a turn it waits for the turn's
-        results to learn its call id.
+        the current turn first: the requested call running in this context (``run_json`` makes
+        its span ambient) when it is one of them, else the first, never one a policy refused
+        (it did not run; a call of the same tool and arguments in the same turn did). A tool
+        whose request was not seen (run directly, outside an agent's tool loop) is recorded on
+        its own under the ambient span — the current turn, or a span inside it (another tool's
+        ``tool_call``, a ``@monitor`` function) — starting when its ``run_json`` started when
+        that was seen; directly in a turn it waits for the turn's results to learn its call id.
         """
         scope = _CURRENT_SCOPE.get()
+        ambient = current_span()
         with self._lock:
             found = None
             if scope is not None:
-                found = _match(scope.pending.values(), tool_name, arguments)
+                found = _match(scope.pending.values(), tool_name, arguments, ambient)
             if found is None:
                 found = _match(
-                    (p for group in self._calls.values() for p in group), tool_name, arguments
+                    (p for group in self._calls.values() for p in group),
+                    tool_name,
+                    arguments,
+                    ambient,
                 )
             if found is not None:
                 found.ended = True
@@ -421,7 +427,6 @@ class ScopeRegistry:
         parent: Any = AMBIENT
         nested = False
         if scope is not None:
-            ambient = current_span()
             # A span opened inside the turn (another tool's call, a monitored function) is
             # where this tool ran; the turn's own span or a span of another trace is not.
             nested = (
@@ -534,11 +539,19 @@ class ScopeRegistry:
             return self._streams.pop(key, None)
 
 
-def _match(pendings: Any, tool_name: str, arguments: Any) -> PendingToolCall | None:
-    for pending in pendings:
-        if not pending.ended and pending.name == tool_name and pending.arguments == arguments:
+def _match(pendings: Any, tool_name: str, arguments: Any, running: Any) -> PendingToolCall | None:
+    """The unfinished call of ``tool_name`` with ``arguments`` among ``pendings`` that a tool's
+    report belongs to: the one whose span is ``running`` (the ambient span: the requested call
+    running in this context), else the first one not refused by a policy (which never ran)."""
+    candidates = [
+        pending
+        for pending in pendings
+        if not pending.ended and pending.name == tool_name and pending.arguments == arguments
+    ]
+    for pending in candidates:
+        if running is not None and pending.span is running:
             return pending
-    return None
+    return next((pending for pending in candidates if not pending.denied), None)
 
 
 def _finish_tool_span(span: Span, content: Any, is_error: bool, now_ns: int) -> None:

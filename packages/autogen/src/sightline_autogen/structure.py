@@ -70,6 +70,7 @@ from sightline_autogen.handoffs import (
     refuse_handoff,
     running_handoff,
     without_denied_calls,
+    without_denied_results,
 )
 from sightline_autogen.mapping import FRAMEWORK, agent_input, message_view
 from sightline_autogen.scopes import (
@@ -755,20 +756,24 @@ def wrap_execute_tool_call(original: Any) -> Any:
 
 
 def wrap_check_and_handle_handoff(original: Any) -> Any:
-    """``AssistantAgent._check_and_handle_handoff``: the handoffs a policy refused are not
-    among the calls it looks through, so a turn whose handoffs were all refused transfers to
-    no one. Unchanged when none was refused (and, on purpose, whether or not the
-    instrumentation is still on: a refusal already answered stays one)."""
+    """``AssistantAgent._check_and_handle_handoff``: the handoffs a policy refused, and their
+    results, are not among the calls it looks through, so a turn whose handoffs were all
+    refused transfers to no one, and one that transfers carries the performed handoff's own
+    result (AutoGen takes the last of its name: a refused second call to it would be that)
+    and no refusal in its context. Unchanged when none was refused (and, on purpose, whether or
+    not the instrumentation is still on: a refusal already answered stays one)."""
     function, signature = _static_function(original, "executed_calls_and_results", "model_result")
 
     @functools.wraps(function)
     def check_and_handle_handoff(*args: Any, **kwargs: Any) -> Any:
         try:
             bound = signature.bind(*args, **kwargs)
-            denied = denied_calls(bound.arguments["executed_calls_and_results"])
+            executed = bound.arguments["executed_calls_and_results"]
+            denied = denied_calls(executed)
             if denied:
                 model_result = bound.arguments["model_result"]
                 bound.arguments["model_result"] = without_denied_calls(model_result, denied)
+                bound.arguments["executed_calls_and_results"] = without_denied_results(executed)
                 args, kwargs = bound.args, bound.kwargs
         except Exception as exc:
             _warn_handoff(exc)
