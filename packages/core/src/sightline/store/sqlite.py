@@ -274,14 +274,35 @@ def _owner_and_mode(path: str) -> str:
     return f"owned by {owner}, mode {stat.S_IMODE(info.st_mode):04o}"
 
 
+def _resolved(path: str) -> tuple[str, str]:
+    """``path`` made absolute, and the file SQLite opens for it: beside that file, in its
+    folder, SQLite keeps the ``-wal`` and ``-shm``.
+
+    SQLite's unix VFS follows symlinks (each one on the way): a store path that is a link has
+    its ``-wal``, ``-shm`` and folder where the link leads, not beside the link. The two are the
+    same unless a link leads to another folder or name: a path through a linked folder keeps
+    its spelling. SQLite on Windows does not follow links (``GetFullPathNameW``).
+    """
+    shown = os.path.abspath(path)
+    if os.name == "nt":
+        return shown, shown
+    real = os.path.realpath(shown)
+    folder, name = os.path.split(real)
+    if os.path.basename(shown) == name and os.path.realpath(os.path.dirname(shown)) == folder:
+        return shown, shown
+    return shown, real
+
+
 def write_obstacle(path: str) -> str | None:
     """Why this user cannot record into the store at ``path`` (a phrase naming the file or
     folder, its owner and mode), or ``None`` when nothing stands in the way.
 
     SQLite writes the file and keeps ``-wal`` and ``-shm`` files beside it: each must be
     writable where it exists, and the folder too where one of them is still to be created.
+    For a ``path`` that is a symlink, that is the file it leads to, and its folder: the phrase
+    names those.
     """
-    path = os.path.abspath(path)
+    _, path = _resolved(path)
     folder, name = os.path.split(path)
     if os.path.exists(path) and not _may(path, os.W_OK):
         return f"this user cannot write {path} ({_owner_and_mode(path)})"
@@ -293,6 +314,10 @@ def write_obstacle(path: str) -> str | None:
                 f"({_owner_and_mode(companion)})"
             )
     complete = all(os.path.exists(path + end) for end in ("", "-wal", "-shm"))
+    if not complete and not os.path.isdir(folder):  # a link leading to a folder not there
+        return (
+            f"its folder {folder}, where SQLite keeps {name} and its -wal and -shm, does not exist"
+        )
     if not complete and not _may(folder, os.W_OK | os.X_OK):
         return (
             f"this user cannot write its folder {folder}, where SQLite keeps {name}-wal and "
@@ -335,10 +360,17 @@ class SqliteStore:
     ``-shm`` beside the file) raises :class:`StoreError` saying so, before SQLite creates
     anything. ``timeout`` is how long one statement waits for another connection's write lock
     before ``sqlite3.OperationalError: database is locked``.
+
+    A ``path`` that is a symlink stands for the file it leads to (:attr:`real_path`), as it
+    does for SQLite: that file's ``-wal``, ``-shm`` and folder are the ones looked at.
+    :attr:`path` stays the path given; messages name the file it links to as well.
     """
 
     def __init__(self, path: str, *, readonly: bool = False, timeout: float = 30.0) -> None:
         self.path = path
+        # The file SQLite opens: ``path`` itself, or where it leads when it is a symlink.
+        # Its -wal and -shm are beside that file, and messages name both when they differ.
+        self.real_path = path if path in ("", ":memory:") else _resolved(path)[1]
         self.readonly = readonly
         self.timeout = timeout
         self.snapshot = False
@@ -359,7 +391,7 @@ class SqliteStore:
             if why is not None:
                 raise self._cannot_record(why)
         try:
-            self._conn = sqlite3.connect(path, check_same_thread=False, timeout=timeout)
+            self._conn = sqlite3.connect(self.real_path, check_same_thread=False, timeout=timeout)
         except sqlite3.OperationalError as exc:
             raise self._unwritable(exc) from None
         try:
@@ -388,26 +420,34 @@ class SqliteStore:
 
     def _cannot_record(self, why: str) -> StoreError:
         return StoreError(
-            f"cannot record into the store {os.path.abspath(self.path)}: {why}. Point "
+            f"cannot record into the store {self._shown_path()}: {why}. Point "
             "SIGHTLINE_DB (or init(db=...)) at a place this user can write; the sightline "
             "command can still read this one"
         )
 
+    def _shown_path(self) -> str:
+        """The store's path, made absolute, and the file it leads to when it is a symlink."""
+        shown = os.path.abspath(self.path)
+        if self.real_path in (shown, "", ":memory:"):
+            return shown
+        return f"{shown} (a link to {self.real_path})"
+
     def _open_readonly(self, timeout: float) -> None:
         path = self.path
+        real = self.real_path  # SQLite keeps the -wal and -shm beside it, in its folder
         if not os.path.exists(path):
             raise FileNotFoundError(
                 f"no Sightline store at {path}; run an instrumented program first or pass --db PATH"
             )
         if os.path.isdir(path):
             raise StoreError(f"{path} is a directory; pass the store's file with --db PATH")
-        folder, name = os.path.split(os.path.abspath(path))
+        folder, name = os.path.split(os.path.abspath(real))
         cannot_create = (
             f"this user can neither open nor create {name}-shm, SQLite's index of the store's "
             f"log, in {folder}"
         )
-        missing = tuple(end for end in ("-wal", "-shm") if not os.path.exists(path + end))
-        if missing and not _may(path, os.W_OK):
+        missing = tuple(end for end in ("-wal", "-shm") if not os.path.exists(real + end))
+        if missing and not _may(real, os.W_OK):
             # No program records there now. SQLite would create the missing files as this
             # user's, which the owner's next program could not write: every write of it would
             # fail ("attempt to write a readonly database").
@@ -426,7 +466,7 @@ class SqliteStore:
         # Read through the -wal and -shm as they are: this user may write the store, or its
         # owner's program is running. (Should that program end in the moment between this look
         # and SQLite's, taking its files with it, SQLite creates them as this user's.)
-        self._conn = self._connect_readonly(path, timeout, "mode=ro")
+        self._conn = self._connect_readonly(real, timeout, "mode=ro", path)
         try:
             # The first read opens the WAL index (-shm): it fails when that can neither be
             # opened nor created by this user.
@@ -454,11 +494,13 @@ class SqliteStore:
         """Read the file as it is on disk, without the WAL index: SQLite ``immutable=1``.
         ``reason`` is why (:attr:`snapshot_reason`); ``without_shm`` ends the error raised when
         the store's tables are still in the ``-wal``, which cannot be read without the index."""
-        self._conn = self._connect_readonly(self.path, timeout, "mode=ro&immutable=1")
+        self._conn = self._connect_readonly(
+            self.real_path, timeout, "mode=ro&immutable=1", self.path
+        )
         self.snapshot = True
         self.snapshot_reason = reason
         try:
-            self.unseen_wal_bytes = os.path.getsize(self.path + "-wal")
+            self.unseen_wal_bytes = os.path.getsize(self.real_path + "-wal")
         except OSError:
             self.unseen_wal_bytes = 0
         try:
@@ -471,7 +513,9 @@ class SqliteStore:
             self._conn.close()
             if not self.unseen_wal_bytes:
                 raise
-            name = os.path.basename(self.path)
+            name = os.path.basename(self.real_path)
+            if os.path.abspath(self.real_path) != os.path.abspath(self.path):
+                name = self.real_path  # the -wal and -shm are beside the file it links to
             raise StoreError(
                 f"cannot read {self.path}: its changes are in {name}-wal, which SQLite reads "
                 f"through {name}-shm, and {without_shm}"
@@ -481,14 +525,21 @@ class SqliteStore:
             raise
 
     @staticmethod
-    def _connect_readonly(path: str, timeout: float, query: str) -> sqlite3.Connection:
+    def _connect_readonly(
+        path: str, timeout: float, query: str, shown: str | None = None
+    ) -> sqlite3.Connection:
+        """Open ``path`` with the URI parameters ``query``; errors name ``shown`` (``path``
+        when not given)."""
+        shown = path if shown is None else shown
         uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?" + query
         try:
             connection = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=timeout)
         except sqlite3.Error as exc:
             if not os.access(path, os.R_OK):
-                raise StoreError(f"cannot open {path}: this user may not read it ({exc})") from None
-            raise StoreError(f"cannot open {path}: {exc}") from None
+                raise StoreError(
+                    f"cannot open {shown}: this user may not read it ({exc})"
+                ) from None
+            raise StoreError(f"cannot open {shown}: {exc}") from None
         connection.row_factory = sqlite3.Row
         return connection
 
