@@ -301,6 +301,8 @@ def test_doctor_says_the_store_is_readable_but_not_writable_by_this_user(reader,
     result = reader.cli("doctor", "--db", str(layout.db), cwd=layout.base)
     assert result.returncode == 1
     [store_line] = [line for line in result.stdout.splitlines() if line[2:].startswith("store ")]
-    assert store_line.split(None, 2)[2] == (
-        f"{layout.db} is readable but this user cannot write it (or its folder)"
+    # names what stands in the way, as recording would (write_obstacle)
+    assert store_line.split(None, 2)[2].startswith(
+        f"{layout.db} is readable but this user cannot write {layout.db} (owned by "
     )
+    assert store_line.endswith(", mode 0444)")

@@ -164,6 +164,12 @@ def test_recording_through_a_link_in_a_folder_this_user_cannot_write_records_bes
     # SQLite's files are beside the target (the reading at the end of _RECORD leaves them).
     assert _names(linked.data) <= {"traces.db", "traces.db-wal", "traces.db-shm"}
     assert _names(linked.app) == {"traces.db"}
+    # and `sightline doctor` agrees: the store is writable through the link
+    doctor = reader.cli("doctor", "--db", str(linked.link), cwd=linked.base)
+    [store_line] = [line for line in doctor.stdout.splitlines() if line[2:].startswith("store ")]
+    assert store_line.split(None, 2)[2] == (
+        f"{linked.link} is a Sightline store this user can write"
+    ), doctor.stdout
 
 
 def test_recording_through_a_link_into_a_folder_this_user_cannot_write_names_that_folder(

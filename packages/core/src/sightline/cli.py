@@ -107,7 +107,7 @@ def _open_store_readonly(args: argparse.Namespace) -> Any:
 
 
 def _snapshot_note(store: Any, following: bool, last: int | None = None) -> str:
-    name = os.path.basename(store.path)
+    name = os.path.basename(getattr(store, "real_path", store.path))  # a link's target
     unseen = (
         f" (nor are the changes still in {name}-wal, {store.unseen_wal_bytes} bytes)"
         if store.unseen_wal_bytes

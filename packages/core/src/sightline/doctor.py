@@ -132,7 +132,8 @@ def _check_store(config: Any, checks: list[Check]) -> None:
     from sightline.store.sqlite import SchemaVersionError, SqliteStore, write_obstacle
 
     path = os.path.abspath(config.db)
-    folder = os.path.dirname(path)
+    # A link's target is where SQLite writes (and its folder where -wal and -shm go).
+    folder = os.path.dirname(os.path.realpath(path))
     if not os.path.exists(path):
         parent = folder
         while not os.path.exists(parent) and os.path.dirname(parent) != parent:
@@ -158,14 +159,7 @@ def _check_store(config: Any, checks: list[Check]) -> None:
     except Exception as exc:
         checks.append(Check("store", FAIL, f"{path} cannot be read: {type(exc).__name__}: {exc}"))
         return
-    if not (os.access(path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK)):
-        checks.append(
-            Check(
-                "store", FAIL, f"{path} is readable but this user cannot write it (or its folder)"
-            )
-        )
-        return
-    why = write_obstacle(path)  # a -wal or -shm beside it that another user left
+    why = write_obstacle(path)  # the file, a -wal or -shm another user left, or its folder
     if why is not None:
         checks.append(Check("store", FAIL, f"{path} is readable but {why}"))
         return
