@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 import sightline_autogen
 from sightline.event import Event
 from sightline.testing import Capture, capture
+from tests.support.governance import Policy, policies
 
 MODEL_INFO: Any = {
     "vision": False,
@@ -84,3 +85,11 @@ def captured() -> Iterator[Capture]:
     """A capturing global client, AutoGen not instrumented globally (per-constructor tests)."""
     with capture() as cap:
         yield cap
+
+
+@pytest.fixture
+def policy(recorded: Capture) -> Iterator[Callable[[Any], Policy]]:
+    """``policy(answer)`` registers a recording :class:`Policy` on ``recorded``'s client for
+    the test."""
+    with policies(recorded.client) as install:
+        yield install

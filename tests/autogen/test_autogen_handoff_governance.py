@@ -6,16 +6,13 @@ Every run is bounded by ``within``: a hang fails the test instead of blocking th
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import TaskResult
 from autogen_agentchat.conditions import HandoffTermination, MaxMessageTermination
 from autogen_agentchat.messages import (
-    BaseChatMessage,
     HandoffMessage,
     ToolCallExecutionEvent,
     ToolCallSummaryMessage,
@@ -24,22 +21,21 @@ from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat, Swar
 from autogen_core.models import FunctionExecutionResult, FunctionExecutionResultMessage
 
 from sightline import Decision
-from sightline.testing import Capture
 from sightline_autogen import instrument_model_client
-from tests.autogen.conftest import calls, replay, wire
-from tests.support.governance import Policy, count_enforced, policies
+from tests.autogen.conftest import calls, replay
+from tests.autogen.handoff_support import (
+    alice,
+    assert_handoff_denied,
+    assistant,
+    chat,
+    shape,
+    transferred,
+    within,
+)
+from tests.support.governance import count_enforced
 
-HANG_GUARD_S = 10.0
-TRANSFERRED = "Transferred to bob, adopting the role of bob immediately."
+TRANSFERRED = transferred("bob")
 DENIED = "handoff to bob denied: bob is busy"
-
-
-async def within(work: Coroutine[Any, Any, Any]) -> Any:
-    """``work``'s result, or a test failure when it does not finish in time (a hang)."""
-    try:
-        return await asyncio.wait_for(work, HANG_GUARD_S)
-    except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11
-        pytest.fail(f"no answer within {HANG_GUARD_S} s: the agent or team hangs")
 
 
 async def run(runner: Any, style: str, task: str = "go") -> TaskResult:
@@ -52,40 +48,8 @@ async def run(runner: Any, style: str, task: str = "go") -> TaskResult:
     return items[-1]
 
 
-def shape(cap: Capture) -> list[Any]:
-    """The captured trees as nested ``(type, name, [children])``, children by start."""
-
-    def nodes(level: list[dict[str, Any]]) -> list[Any]:
-        return [(n["type"], n["name"], nodes(n["children"])) for n in level]
-
-    return nodes(cap.tree())
-
-
-def chat(result: TaskResult) -> list[tuple[str, str]]:
-    """``(source, type)`` of the chat messages of a run (the inner events left out)."""
-    return [(m.source, type(m).__name__) for m in result.messages if isinstance(m, BaseChatMessage)]
-
-
 def refuse_transfers(tool: str, _arguments: dict[str, Any]) -> Any:
     return Decision(False, "bob is busy") if tool == "transfer_to_bob" else None
-
-
-@pytest.fixture
-def policy(recorded: Capture) -> Iterator[Callable[[Any], Policy]]:
-    with policies(recorded.client) as install:
-        yield install
-
-
-def alice(*responses: Any, **kwargs: Any) -> AssistantAgent:
-    """``alice``, who may hand off to ``bob``, answering ``responses`` (wrapped model)."""
-    kwargs.setdefault("handoffs", ["bob"])
-    return AssistantAgent(
-        "alice", model_client=instrument_model_client(replay(*responses)), **kwargs
-    )
-
-
-def talker(name: str, *responses: str) -> AssistantAgent:
-    return AssistantAgent(name, model_client=instrument_model_client(replay(*responses)))
 
 
 def hand_to_bob(call_id: str = "h1", arguments: str = "{}") -> Any:
@@ -128,34 +92,15 @@ async def test_a_denied_handoff_fails_its_call_and_the_agent_does_not_transfer(r
          "framework": "autogen"},
     ]  # fmt: skip
     assert (call.parent_span_id, decision.parent_span_id) == (turn.span_id, call.span_id)
-    call_wire = wire(call)
-    call_error = call_wire.pop("error")
-    assert call_error.pop("stack").endswith(
-        "sightline.errors.ToolDenied: tool 'transfer_to_bob' denied: bob is busy\n"
+    assert_handoff_denied(
+        call,
+        decision,
+        target="bob",
+        reason="bob is busy",
+        agent="alice",
+        call_id="h1",
+        arguments={},
     )
-    assert call_error == {
-        "type": "ToolDenied", "message": "tool 'transfer_to_bob' denied: bob is busy",
-        "kind": "guardrail",
-    }  # fmt: skip
-    assert call_wire == {
-        "type": "tool_call", "name": "transfer_to_bob", "status": "error", "agent": "alice",
-        "session_id": None, "framework": "autogen", "input": {}, "output": DENIED,
-        "model": None, "usage": None, "cost_usd": None, "metadata": {"call_id": "h1"},
-        "tags": [],
-    }  # fmt: skip
-    decision_wire = wire(decision)
-    assert decision_wire.pop("error") == {
-        "type": "Error", "message": "tool 'transfer_to_bob' denied: bob is busy",
-        "stack": None, "kind": "guardrail",
-    }  # fmt: skip
-    assert decision_wire == {
-        "type": "decision", "name": "authorize:transfer_to_bob", "status": "error",
-        "agent": "alice", "session_id": None, "framework": "autogen",
-        "input": {"tool": "transfer_to_bob", "arguments": {}},
-        "output": {"decision": "deny", "reason": "bob is busy"},
-        "model": None, "usage": None, "cost_usd": None, "metadata": {"governance": True},
-        "tags": [],
-    }  # fmt: skip
     assert (turn.status.value, turn.error) == ("ok", None)
     assert turn.output == {"source": "alice", "type": "ToolCallSummaryMessage", "content": DENIED}
 
@@ -183,12 +128,7 @@ async def test_an_allowed_handoff_transfers_as_before_after_one_question(recorde
 async def test_a_refused_handoff_is_read_by_the_model_which_goes_on_itself(recorded, policy):
     plugin = policy(Decision(False, "bob is busy"))
     model = replay(hand_to_bob(), "I will answer myself.")
-    agent = AssistantAgent(
-        "alice",
-        model_client=instrument_model_client(model),
-        handoffs=["bob"],
-        max_tool_iterations=2,
-    )
+    agent = assistant("alice", model, handoffs=["bob"], max_tool_iterations=2)
 
     result = await within(agent.run(task="go"))
 
@@ -228,7 +168,7 @@ async def test_of_two_handoffs_asked_at_once_the_allowed_one_is_performed(record
     assert (bob_call.status.value, bob_call.error.kind) == ("error", "guardrail")
     assert (carol_call.status.value, carol_call.output) == (
         "ok",
-        "Transferred to carol, adopting the role of carol immediately.",
+        transferred("carol"),
     )
     [decision] = recorded.find(type="decision")
     assert (decision.name, decision.parent_span_id) == (
@@ -318,7 +258,7 @@ async def test_without_a_policy_a_handoff_transfers_after_one_enforced_check(rec
 async def test_a_denied_handoff_in_a_swarm_keeps_the_turn_with_its_agent(recorded, policy, style):
     plugin = policy(refuse_transfers)
     bob_model = replay("bob here")
-    bob = AssistantAgent("bob", model_client=instrument_model_client(bob_model))
+    bob = assistant("bob", bob_model)
     team = Swarm(
         [alice(hand_to_bob(), "alice again"), bob],
         termination_condition=MaxMessageTermination(3),
@@ -368,7 +308,7 @@ async def test_a_denied_handoff_in_a_swarm_keeps_the_turn_with_its_agent(recorde
 @pytest.mark.parametrize("style", ["run", "run_stream"])
 async def test_an_allowed_handoff_in_a_swarm_transfers_to_its_target(recorded, policy, style):
     plugin = policy(True)
-    bob = talker("bob", "bob here")
+    bob = assistant("bob", replay("bob here"))
     team = Swarm([alice(hand_to_bob()), bob], termination_condition=MaxMessageTermination(3))
 
     result = await within(run(team, style))
@@ -397,7 +337,7 @@ async def test_a_round_robin_team_stops_on_a_handoff_only_when_it_is_allowed(
 ):
     plugin = policy(True if allowed else Decision(False, "bob is busy"))
     team = RoundRobinGroupChat(
-        [alice(hand_to_bob()), talker("carol", "carol here")],
+        [alice(hand_to_bob()), assistant("carol", replay("carol here"))],
         termination_condition=HandoffTermination("bob") | MaxMessageTermination(3),
     )
 
@@ -427,7 +367,7 @@ async def test_a_round_robin_team_stops_on_a_handoff_only_when_it_is_allowed(
 
 async def test_a_selector_team_goes_on_without_the_refused_transfer(recorded, policy):
     plugin = policy(Decision(False, "bob is busy"))
-    bob = talker("bob", "bob here")
+    bob = assistant("bob", replay("bob here"))
     team = SelectorGroupChat(
         [alice(hand_to_bob()), bob],
         model_client=instrument_model_client(replay("alice")),

@@ -7,28 +7,29 @@ Every run is bounded by ``within``: a hang fails the test instead of blocking th
 
 from __future__ import annotations
 
-import asyncio
-import gc
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from autogen_agentchat.agents import AssistantAgent
-from autogen_agentchat.base import Handoff, TaskResult
+from autogen_agentchat.base import Handoff
 from autogen_agentchat.conditions import MaxMessageTermination
-from autogen_agentchat.messages import BaseChatMessage, HandoffMessage, ToolCallSummaryMessage
+from autogen_agentchat.messages import HandoffMessage, ToolCallSummaryMessage
 from autogen_agentchat.teams import Swarm
 from autogen_core import CancellationToken
 from autogen_core.tools import FunctionTool
 
 from sightline import Decision
-from sightline.testing import Capture
-from sightline_autogen import instrument_model_client
-from tests.autogen.conftest import calls, replay, wire
-from tests.support.governance import Policy, policies
+from tests.autogen.conftest import calls, replay
+from tests.autogen.handoff_support import (
+    assert_handoff_denied,
+    assistant,
+    chat,
+    shape,
+    transferred,
+    within,
+)
 
-HANG_GUARD_S = 10.0
-NOTED = "Transferred to bob, adopting the role of bob immediately. Note: vip"
+NOTED = transferred("bob") + " Note: vip"
 
 
 class NoteHandoff(Handoff):
@@ -73,88 +74,13 @@ def quota(transfers: int) -> Callable[[str, dict[str, Any]], Any]:
     return answer
 
 
-async def within(work: Coroutine[Any, Any, Any]) -> Any:
-    """``work``'s result, or a test failure when it does not finish in time (a hang).
-
-    A hung team does not end when cancelled (its run waits for its hung runtime), so on a
-    hang every task of the test's loop is cancelled, and the test fails without waiting for
-    more than a moment."""
-    task = asyncio.ensure_future(work)
-    done, _ = await asyncio.wait({task}, timeout=HANG_GUARD_S)
-    if task in done:
-        return task.result()
-    hung = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    for other in hung:
-        other.cancel()
-    await asyncio.wait(hung, timeout=1.0)
-    # Their unretrieved exceptions are reported now, not from a finalizer amid pytest's report.
-    gc.collect()
-    pytest.fail(f"no answer within {HANG_GUARD_S} s: the agent or team hangs")
-
-
-def shape(cap: Capture) -> list[Any]:
-    """The captured trees as nested ``(type, name, [children])``, children by start."""
-
-    def nodes(level: list[dict[str, Any]]) -> list[Any]:
-        return [(n["type"], n["name"], nodes(n["children"])) for n in level]
-
-    return nodes(cap.tree())
-
-
-def chat(result: TaskResult) -> list[tuple[str, str]]:
-    """``(source, type)`` of the chat messages of a run (the inner events left out)."""
-    return [(m.source, type(m).__name__) for m in result.messages if isinstance(m, BaseChatMessage)]
-
-
-@pytest.fixture
-def policy(recorded: Capture) -> Iterator[Callable[[Any], Policy]]:
-    with policies(recorded.client) as install:
-        yield install
-
-
 def agent(name: str, handoff: Handoff, *responses: Any) -> AssistantAgent:
     """``name``, who may hand off with ``handoff``, answering ``responses`` (wrapped model)."""
-    return AssistantAgent(
-        name, model_client=instrument_model_client(replay(*responses)), handoffs=[handoff]
-    )
+    return assistant(name, replay(*responses), handoffs=[handoff])
 
 
 def hand_off(target: str, call_id: str = "h1", arguments: str = '{"note": "vip"}') -> Any:
     return calls((call_id, f"transfer_to_{target}", arguments))
-
-
-def assert_denied(call: Any, decision: Any, target: str, arguments: dict[str, Any]) -> None:
-    """``call`` is the handoff's failed ``tool_call`` (kind guardrail) and ``decision`` the
-    deny under it, as for any tool."""
-    tool = f"transfer_to_{target}"
-    assert decision.parent_span_id == call.span_id
-    call_wire = wire(call)
-    call_error = call_wire.pop("error")
-    assert call_error.pop("stack").endswith(
-        f"sightline.errors.ToolDenied: tool '{tool}' denied: quota used\n"
-    )
-    assert call_error == {
-        "type": "ToolDenied", "message": f"tool '{tool}' denied: quota used", "kind": "guardrail",
-    }  # fmt: skip
-    assert call_wire == {
-        "type": "tool_call", "name": tool, "status": "error", "agent": call.agent,
-        "session_id": None, "framework": "autogen", "input": arguments,
-        "output": f"handoff to {target} denied: quota used", "model": None, "usage": None,
-        "cost_usd": None, "metadata": {"call_id": call.metadata["call_id"]}, "tags": [],
-    }  # fmt: skip
-    decision_wire = wire(decision)
-    assert decision_wire.pop("error") == {
-        "type": "Error", "message": f"tool '{tool}' denied: quota used", "stack": None,
-        "kind": "guardrail",
-    }  # fmt: skip
-    assert decision_wire == {
-        "type": "decision", "name": f"authorize:{tool}", "status": "error",
-        "agent": call.agent, "session_id": None, "framework": "autogen",
-        "input": {"tool": tool, "arguments": arguments},
-        "output": {"decision": "deny", "reason": "quota used"},
-        "model": None, "usage": None, "cost_usd": None, "metadata": {"governance": True},
-        "tags": [],
-    }  # fmt: skip
 
 
 async def test_an_allowed_subclass_handoff_is_asked_once_and_transfers(recorded, policy):
@@ -228,7 +154,15 @@ async def test_a_subclass_handoff_over_its_quota_is_denied_without_hanging_or_tr
     allowed, denied = recorded.find(type="tool_call")
     assert (allowed.status.value, allowed.error, allowed.output) == ("ok", None, NOTED)
     assert (denied.agent, denied.metadata) == ("alice", {"call_id": "h2"})
-    assert_denied(denied, recorded.one(type="decision"), "bob", {"note": "vip"})
+    assert_handoff_denied(
+        denied,
+        recorded.one(type="decision"),
+        target="bob",
+        reason="quota used",
+        agent="alice",
+        call_id="h2",
+        arguments={"note": "vip"},
+    )
     assert recorded.find(type="agent")[1].status.value == "ok"
 
 
@@ -273,7 +207,15 @@ async def test_a_subclass_handoff_over_its_quota_keeps_the_swarm_turn_with_its_a
     ]  # fmt: skip
     denied = recorded.one(type="tool_call", name="transfer_to_alice")
     assert (denied.agent, denied.metadata) == ("bob", {"call_id": "h2"})
-    assert_denied(denied, recorded.one(type="decision"), "alice", {"note": "back"})
+    assert_handoff_denied(
+        denied,
+        recorded.one(type="decision"),
+        target="alice",
+        reason="quota used",
+        agent="bob",
+        call_id="h2",
+        arguments={"note": "back"},
+    )
     assert recorded.one(type="tool_call", name="transfer_to_bob").status.value == "ok"
     assert recorded.one(type="run").status.value == "ok"
 

@@ -11,10 +11,8 @@ Every run is bounded by ``within``: a hang fails the test instead of blocking th
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import warnings
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +20,6 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import TaskResult
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.messages import (
-    BaseChatMessage,
     HandoffMessage,
     ToolCallExecutionEvent,
     ToolCallSummaryMessage,
@@ -38,35 +35,22 @@ from autogen_core.models import (
 
 from sightline import Decision
 from sightline.testing import Capture
-from sightline_autogen import instrument_model_client
-from tests.autogen.conftest import calls, replay, wire
-from tests.support.governance import Policy, policies
+from tests.autogen.conftest import calls, replay
+from tests.autogen.handoff_support import (
+    alice,
+    assert_handoff_denied,
+    assistant,
+    chat,
+    shape,
+    transferred,
+    within,
+)
 
-HANG_GUARD_S = 10.0
 DENY = Decision(False, "quota used")
-
-
-def transferred(target: str) -> str:
-    return f"Transferred to {target}, adopting the role of {target} immediately."
 
 
 def refused(target: str) -> str:
     return f"handoff to {target} denied: quota used"
-
-
-async def within(work: Coroutine[Any, Any, Any]) -> Any:
-    """``work``'s result, or a test failure when it does not finish in time (a hang); on a hang
-    every other task of the test's loop is cancelled (a hung team does not end otherwise)."""
-    task = asyncio.ensure_future(work)
-    done, _ = await asyncio.wait({task}, timeout=HANG_GUARD_S)
-    if task in done:
-        return task.result()
-    hung = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    for other in hung:
-        other.cancel()
-    await asyncio.wait(hung, timeout=1.0)
-    gc.collect()
-    pytest.fail(f"no answer within {HANG_GUARD_S} s: the agent or team hangs")
 
 
 def in_turn(*answers: Any) -> Callable[[str, dict[str, Any]], Any]:
@@ -79,35 +63,6 @@ def in_turn(*answers: Any) -> Callable[[str, dict[str, Any]], Any]:
         return pending.pop(0) if tool.startswith("transfer_to_") else None
 
     return answer
-
-
-@pytest.fixture
-def policy(recorded: Capture) -> Iterator[Callable[[Any], Policy]]:
-    with policies(recorded.client) as install:
-        yield install
-
-
-def alice(*responses: Any, **kwargs: Any) -> AssistantAgent:
-    """``alice``, who may hand off to ``bob`` (and more: ``handoffs=``), answering
-    ``responses`` (wrapped model)."""
-    kwargs.setdefault("handoffs", ["bob"])
-    return AssistantAgent(
-        "alice", model_client=instrument_model_client(replay(*responses)), **kwargs
-    )
-
-
-def chat(result: TaskResult) -> list[tuple[str, str]]:
-    """``(source, type)`` of the chat messages of a run (the inner events left out)."""
-    return [(m.source, type(m).__name__) for m in result.messages if isinstance(m, BaseChatMessage)]
-
-
-def shape(cap: Capture) -> list[Any]:
-    """The captured trees as nested ``(type, name, [children])``, children by start."""
-
-    def nodes(level: list[dict[str, Any]]) -> list[Any]:
-        return [(n["type"], n["name"], nodes(n["children"])) for n in level]
-
-    return nodes(cap.tree())
 
 
 def len_of_children(node: tuple[str, str, list[Any]]) -> int:
@@ -144,36 +99,17 @@ def assert_allowed(cap: Capture, call_id: str, target: str) -> None:
 def assert_denied(cap: Capture, call_id: str, target: str) -> None:
     """The call ``call_id`` to ``transfer_to_<target>`` failed (kind guardrail) and holds the
     deny, as for any tool."""
-    tool = f"transfer_to_{target}"
     call = tool_call(cap, call_id)
     [decision] = [e for e in cap.find(type="decision") if e.parent_span_id == call.span_id]
-    call_wire = wire(call)
-    call_error = call_wire.pop("error")
-    assert call_error.pop("stack").endswith(
-        f"sightline.errors.ToolDenied: tool '{tool}' denied: quota used\n"
+    assert_handoff_denied(
+        call,
+        decision,
+        target=target,
+        reason="quota used",
+        agent="alice",
+        call_id=call_id,
+        arguments={},
     )
-    assert call_error == {
-        "type": "ToolDenied", "message": f"tool '{tool}' denied: quota used", "kind": "guardrail",
-    }  # fmt: skip
-    assert call_wire == {
-        "type": "tool_call", "name": tool, "status": "error", "agent": "alice",
-        "session_id": None, "framework": "autogen", "input": {}, "output": refused(target),
-        "model": None, "usage": None, "cost_usd": None, "metadata": {"call_id": call_id},
-        "tags": [],
-    }  # fmt: skip
-    decision_wire = wire(decision)
-    assert decision_wire.pop("error") == {
-        "type": "Error", "message": f"tool '{tool}' denied: quota used", "stack": None,
-        "kind": "guardrail",
-    }  # fmt: skip
-    assert decision_wire == {
-        "type": "decision", "name": f"authorize:{tool}", "status": "error", "agent": "alice",
-        "session_id": None, "framework": "autogen",
-        "input": {"tool": tool, "arguments": {}},
-        "output": {"decision": "deny", "reason": "quota used"},
-        "model": None, "usage": None, "cost_usd": None, "metadata": {"governance": True},
-        "tags": [],
-    }  # fmt: skip
 
 
 async def run_recording_warnings(agent: AssistantAgent) -> tuple[TaskResult, list[str]]:
@@ -352,7 +288,7 @@ async def test_the_transfer_carries_the_turns_tools_but_not_the_refusal(recorded
 async def test_in_a_swarm_the_target_reads_the_allowed_handoffs_message(recorded, policy):
     plugin = policy(in_turn(True, DENY))
     bob_model = replay("bob here")
-    bob = AssistantAgent("bob", model_client=instrument_model_client(bob_model))
+    bob = assistant("bob", bob_model)
     team = Swarm(
         [alice(calls(("h1", "transfer_to_bob", "{}"), ("h2", "transfer_to_bob", "{}"))), bob],
         termination_condition=MaxMessageTermination(3),

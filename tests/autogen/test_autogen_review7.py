@@ -24,7 +24,7 @@ from sightline import Decision, ToolDenied
 from sightline.testing import Capture
 from sightline_autogen import instrument_model_client
 from tests.autogen.conftest import calls, replay, wire
-from tests.support.governance import Policy, count_enforced, policies
+from tests.support.governance import Policy, count_enforced
 from tests.support.openai_server import Reply, ScriptedOpenAIServer
 
 
@@ -224,10 +224,10 @@ def refund(order: str) -> str:
 
 
 @pytest.fixture
-def policy(recorded: Capture) -> Iterator[Callable[[Any], Policy]]:
+def policy(policy: Callable[[Any], Policy]) -> Callable[[Any], Policy]:
+    """The package's ``policy``, with no refund made yet."""
     refunded.clear()
-    with policies(recorded.client) as install:
-        yield install
+    return policy
 
 
 def refund_agent() -> AssistantAgent:

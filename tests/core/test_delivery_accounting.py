@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from sightline import ConfigError, Event, EventType
 from sightline.exporters.http import HttpExporter
 from sightline.pipeline import ExportResult, Pipeline
 from sightline.spool import SpoolDirectory, spool_path_for
+from tests.support.loopback import serving
 from tests.support.receiver import Receiver
 
 KEY = "sl_" + "d" * 40
@@ -72,15 +73,8 @@ class _Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def recorder() -> Iterator[tuple[int, list[tuple[str, str, list[str]]]]]:
     requests: list[tuple[str, str, list[str]]] = []
-    handler = type("Handler", (_Recorder,), {"requests": requests})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_port, requests
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(type("Handler", (_Recorder,), {"requests": requests})) as port:
+        yield port, requests
 
 
 # -- an exporter's own counts add to the pipeline's --------------------------------------------

@@ -8,10 +8,9 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from sightline import ConfigError, Event, EventType
 from sightline.config import Config, endpoint_url
 from sightline.doctor import run_checks
 from sightline.exporters.http import HttpExporter
+from tests.support.loopback import serving
 
 KEY = "sl_" + "u" * 40
 PASSWORD = "S3cretPassw0rd"
@@ -71,19 +71,20 @@ class _Collector(BaseHTTPRequestHandler):
 def collector() -> Iterator[tuple[int, list[Seen]]]:
     """A collector stand-in on 127.0.0.1: its port and the requests it received."""
     seen: list[Seen] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Collector,), {"seen": seen}))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_port, seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(type("Handler", (_Collector,), {"seen": seen})) as port:
+        yield port, seen
 
 
 def with_userinfo(port: int) -> str:
     return f"http://svc:{PASSWORD}@127.0.0.1:{port}/"
+
+
+def doctor_checks(port: int, tmp_path: Path, **options: Any) -> dict[str, Any]:
+    """The checks of ``sightline doctor`` on the endpoint with userinfo on ``port``, by name."""
+    checks = run_checks(
+        endpoint=with_userinfo(port), spool_dir=str(tmp_path), environ={}, **options
+    )
+    return {c.name: c for c in checks}
 
 
 def test_the_exporter_sends_the_bearer_key_not_basic_auth_from_the_userinfo(
@@ -152,12 +153,7 @@ def test_doctor_sends_the_bearer_key_and_warns_about_the_userinfo(
     collector: tuple[int, list[Seen]], tmp_path: Path
 ) -> None:
     port, seen = collector
-    checks = {
-        c.name: c
-        for c in run_checks(
-            endpoint=with_userinfo(port), api_key=KEY, spool_dir=str(tmp_path), environ={}
-        )
-    }
+    checks = doctor_checks(port, tmp_path, api_key=KEY)
     assert [(s.method, s.path, s.authorization) for s in seen] == [
         ("GET", "/health", None),
         ("POST", "/api/v1/events", f"Bearer {KEY}"),
@@ -175,10 +171,7 @@ def test_doctor_without_a_key_says_to_set_it_instead_of_the_userinfo(
     collector: tuple[int, list[Seen]], tmp_path: Path
 ) -> None:
     port, seen = collector
-    checks = {
-        c.name: c
-        for c in run_checks(endpoint=with_userinfo(port), spool_dir=str(tmp_path), environ={})
-    }
+    checks = doctor_checks(port, tmp_path)
     key = checks["api key"]
     assert key.status == "fail"
     assert key.message.startswith(f"missing: the endpoint 'http://***@127.0.0.1:{port}/' holds")

@@ -279,37 +279,29 @@ def test_the_log_left_beside_a_links_target_is_counted_as_unseen_in_a_snapshot(
 # -- another user's store -------------------------------------------------------------------
 
 
-def test_another_users_new_store_is_read_live_through_a_link_while_it_records(users: Users):
+def test_another_users_new_store_is_read_live_through_a_link_while_it_records(
+    users: Users, linked: Linked
+):
     """The owner's program has just created the store: its tables are still in the -wal."""
-    base = Path(tempfile.mkdtemp(prefix="sightline-symlink-"))
-    base.chmod(0o755)
-    srv, links = base / "srv", base / "links"
-    srv.mkdir()
-    links.mkdir()
-    target, link = srv / "traces.db", links / "traces.db"
-    link.symlink_to(target)
     if users.owner_ids is not None:
-        os.chown(srv, *users.owner_ids)
-    srv.chmod(0o755)
-    links.chmod(0o555)
-    owner = _start(users.owner, "-c", _HOLD, str(target), cwd=base)
+        os.chown(linked.data, *users.owner_ids)
+    linked.data.chmod(0o755)
+    linked.app.chmod(0o555)
+    owner = _start(users.owner, "-c", _HOLD, str(linked.target), cwd=linked.base)
     try:
         ready = owner.stdout.readline()  # type: ignore[union-attr]
         assert ready == "ready\n", owner.stderr.read()  # type: ignore[union-attr]
-        assert _names(srv) == {"traces.db", "traces.db-wal", "traces.db-shm"}
+        assert _names(linked.data) == {"traces.db", "traces.db-wal", "traces.db-shm"}
         if users.shared:
-            target.chmod(0o444)  # one user plays both: the other may not write the store
-        result = users.other.cli("runs", "--json", "--db", str(link), cwd=base)
+            linked.target.chmod(0o444)  # one user plays both: the other may not write the store
+        result = users.other.cli("runs", "--json", "--db", str(linked.link), cwd=linked.base)
         assert result.returncode == 0, (users.other.how, result.stderr)
         assert result.stderr == ""  # read through the owner's -wal and -shm: nothing to note
         assert '"name": "live-run"' in result.stdout
-        assert _names(srv) == {"traces.db", "traces.db-wal", "traces.db-shm"}
-        assert _names(links) == {"traces.db"}
+        assert _names(linked.data) == {"traces.db", "traces.db-wal", "traces.db-shm"}
+        assert _names(linked.app) == {"traces.db"}
     finally:
         if users.shared:
-            target.chmod(0o644)
+            linked.target.chmod(0o644)
         owner.communicate("\n", timeout=30)
-        for folder in (srv, links):
-            folder.chmod(stat.S_IRWXU)
-        shutil.rmtree(base, ignore_errors=True)
     assert owner.returncode == 0, owner.stderr

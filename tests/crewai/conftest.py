@@ -24,7 +24,7 @@ from crewai import LLM
 import sightline_crewai
 from sightline.testing import capture
 from tests.crewai.crewai_support import DrainingCapture
-from tests.support.openai_server import ScriptedOpenAIServer
+from tests.support.openai_server import Reply, ScriptedOpenAIServer
 
 
 @pytest.fixture
@@ -45,6 +45,17 @@ def instrumented(cap: DrainingCapture) -> Iterator[DrainingCapture]:
 
 
 @pytest.fixture
+def private() -> Iterator[DrainingCapture]:
+    """The global integration recording to a client with ``capture_content=False``."""
+    with capture(capture_content=False) as captured:
+        sightline_crewai.instrument()
+        try:
+            yield DrainingCapture(captured)
+        finally:
+            sightline_crewai.uninstrument()
+
+
+@pytest.fixture
 def server() -> Iterator[ScriptedOpenAIServer]:
     with ScriptedOpenAIServer() as srv:
         yield srv
@@ -58,3 +69,10 @@ def llm(server: ScriptedOpenAIServer) -> Callable[..., Any]:
         return LLM(model=model, base_url=server.base_url, api_key="sk-test", **options)
 
     return make
+
+
+@pytest.fixture
+def slow_llm(server: ScriptedOpenAIServer, llm: Callable[..., Any]) -> Any:
+    """An LLM whose every answer ("3") takes 2 s: long enough for a timeout to interrupt."""
+    server.set_responder(lambda request: Reply.text("3", delay_s=2.0))
+    return llm()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from crewai import Agent, Crew, Task
 from crewai.events import crewai_event_bus
+from crewai.flow.async_feedback.types import HumanFeedbackPending
 from crewai.tools import tool
 
 from sightline.testing import Capture
@@ -18,11 +19,13 @@ from sightline.testing import Capture
 __all__ = [
     "CREWAI_WARNINGS",
     "DrainingCapture",
+    "LaterReviewer",
     "Subset",
     "add",
     "calculator_crew",
     "check_event",
     "divide",
+    "open_spans",
     "tree_of",
 ]
 
@@ -88,6 +91,22 @@ class DrainingCapture(Capture):
     def tree(self, trace_id: str | None = None) -> list[dict[str, Any]]:
         crewai_event_bus.flush(10.0)
         return super().tree(trace_id)
+
+
+class LaterReviewer:
+    """A human feedback provider that answers later: the flow pauses."""
+
+    def request_feedback(self, context: Any, flow: Any) -> str:
+        raise HumanFeedbackPending(context=context)
+
+
+def open_spans() -> int:
+    """How many spans the active listener's tree holds open (0 once every run has ended)."""
+    from sightline_crewai.instrumentation import active_listener
+
+    listener = active_listener()
+    assert listener is not None
+    return listener.tree.open_spans()
 
 
 def tree_of(capture: Capture) -> list[Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Iterator
 from enum import Enum
 from typing import Any
 from unittest.mock import ANY
@@ -26,16 +25,16 @@ from pydantic import BaseModel
 import sightline
 import sightline_crewai
 from sightline.testing import capture
-from sightline_crewai.instrumentation import active_listener
 from sightline_crewai.mapping import RULES
 from sightline_crewai.tree import SpanTree
 from tests.crewai.crewai_support import (
     CREWAI_WARNINGS,
-    DrainingCapture,
+    LaterReviewer,
     Recorded,
     Subset,
     calculator_crew,
     check_event,
+    open_spans,
     record_events,
     replay,
     tree_of,
@@ -101,23 +100,6 @@ def _kickoff(flow: Any, inputs: dict[str, Any]) -> Any:
 
 def _kickoff_async(flow: Any, inputs: dict[str, Any]) -> Any:
     return asyncio.run(flow.kickoff_async(inputs=inputs))
-
-
-@pytest.fixture
-def private() -> Iterator[DrainingCapture]:
-    """The global integration recording to a client with ``capture_content=False``."""
-    with capture(capture_content=False) as captured:
-        sightline_crewai.instrument()
-        try:
-            yield DrainingCapture(captured)
-        finally:
-            sightline_crewai.uninstrument()
-
-
-def open_spans() -> int:
-    listener = active_listener()
-    assert listener is not None
-    return listener.tree.open_spans()
 
 
 # -- the tree -------------------------------------------------------------------------------------
@@ -412,13 +394,6 @@ def test_with_content_capture_off_no_input_state_result_or_message_leaves(privat
 
 
 # -- pauses, interruptions, nesting ---------------------------------------------------------------
-
-
-class LaterReviewer:
-    """A human feedback provider that answers later: the flow pauses."""
-
-    def request_feedback(self, context: Any, flow: Any) -> str:
-        raise HumanFeedbackPending(context=context)
 
 
 def test_a_flow_paused_for_human_feedback_ends_its_spans_as_paused(instrumented):

@@ -30,9 +30,11 @@ from sightline_crewai.instrumentation import active_listener
 from sightline_crewai.tree import span_id_of
 from tests.crewai.crewai_support import (
     CREWAI_WARNINGS,
+    LaterReviewer,
     Subset,
     calculator_crew,
     check_event,
+    open_spans,
     tree_of,
 )
 from tests.support.openai_server import Reply
@@ -46,19 +48,6 @@ CANCELLED = Subset(kind="orchestration", type="CancelledError")
 needs_asyncio_timeout = pytest.mark.skipif(
     sys.version_info < (3, 11), reason="asyncio.timeout is new in Python 3.11"
 )
-
-
-def open_spans() -> int:
-    listener = active_listener()
-    assert listener is not None
-    return listener.tree.open_spans()
-
-
-class LaterReviewer:
-    """A human feedback provider that answers later: the flow pauses."""
-
-    def request_feedback(self, context: Any, flow: Any) -> str:
-        raise HumanFeedbackPending(context=context)
 
 
 # -- 1. methods CrewAI cancels itself -------------------------------------------------------------
@@ -273,18 +262,13 @@ def test_a_cancelled_resume_async_ends_the_resumed_run_and_its_method_as_cancell
 
 
 @needs_asyncio_timeout
-def test_after_a_method_timed_a_crew_out_the_next_methods_stay_in_the_flow(
-    instrumented, server, llm
-):
-    server.set_responder(lambda request: Reply.text("3", delay_s=2.0))
-    model = llm()
-
+def test_after_a_method_timed_a_crew_out_the_next_methods_stay_in_the_flow(instrumented, slow_llm):
     class Impatient(Flow):
         @start()
         async def call_crew(self) -> str:
             try:
                 async with asyncio.timeout(0.5):  # type: ignore[attr-defined,unused-ignore]
-                    await calculator_crew(model, tools=[]).akickoff()
+                    await calculator_crew(slow_llm, tools=[]).akickoff()
             except TimeoutError:
                 return "timed out"
             return "answered"
@@ -338,10 +322,8 @@ def test_after_a_method_timed_a_crew_out_the_next_methods_stay_in_the_flow(
 
 @needs_asyncio_timeout
 def test_code_in_the_next_method_nests_in_the_flow_before_that_methods_start_is_recorded(
-    instrumented, server, llm
+    instrumented, slow_llm
 ):
-    server.set_responder(lambda request: Reply.text("3", delay_s=2.0))
-    model = llm()
     listener = active_listener()
     assert listener is not None
     tree = listener.tree
@@ -354,7 +336,7 @@ def test_code_in_the_next_method_nests_in_the_flow_before_that_methods_start_is_
         async def call_crew(self) -> str:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.5):  # type: ignore[attr-defined,unused-ignore]
-                    await calculator_crew(model, tools=[]).akickoff()
+                    await calculator_crew(slow_llm, tools=[]).akickoff()
             return "timed out"
 
         @listen(call_crew)

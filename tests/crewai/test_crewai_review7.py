@@ -143,17 +143,6 @@ def guarded_answers(request: dict[str, Any]) -> Reply:
     return Reply.text("A summary without names")
 
 
-@pytest.fixture
-def private() -> Iterator[DrainingCapture]:
-    """The global integration recording to a client with ``capture_content=False``."""
-    with capture(capture_content=False) as captured:
-        sightline_crewai.instrument()
-        try:
-            yield DrainingCapture(captured)
-        finally:
-            sightline_crewai.uninstrument()
-
-
 def guarded_crew(llm: Any, *, name: str | None = None, description: str = PATIENT_TASK) -> Crew:
     clerk = Agent(role="Clerk", goal="Summarise records", backstory="careful", llm=llm)
     task = Task(

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import pytest
-from langchain.agents import create_agent
 from langchain_core.tools import InjectedToolArg, tool
 
 import sightline
@@ -16,16 +15,13 @@ import sightline_langchain
 from sightline import Decision, ToolDenied
 from sightline.testing import Capture
 from sightline_langchain import governance
-from tests.langchain.langchain_scripted import chat_model, reply
-
-RAN: list[Any] = []
-
-
-@tool
-def refund(order_id: str, amount: float) -> str:
-    """Refund an order."""
-    RAN.append(("refund", order_id, amount))
-    return f"refunded {amount} on {order_id}"
+from tests.langchain.langchain_refunds import (
+    RAN,
+    assert_refund_agent_refused,
+    refund,
+    refund_agent,
+    refund_limit,
+)
 
 
 @tool
@@ -44,11 +40,9 @@ class Policy:
     @sightline.hookimpl
     def sightline_authorize_tool(self, tool_name, arguments, context):
         self.calls.append((tool_name, dict(arguments), dict(context)))
-        if tool_name == "refund" and arguments.get("amount", 0) > 100:
-            return Decision(False, "over the refund limit")
         if tool_name == "note":
             return Decision(True, "shortened", {"text": arguments["text"][:5]})
-        return None
+        return refund_limit(tool_name, arguments)
 
 
 @pytest.fixture
@@ -64,43 +58,15 @@ def governed(global_cap: Capture) -> Iterator[tuple[Capture, Policy]]:
 
 def test_a_denied_tool_does_not_run_and_raises_tool_denied_in_the_agent(governed) -> None:
     cap, policy = governed
-    agent = create_agent(
-        chat_model(
-            reply(tool_calls=[("refund", {"order_id": "A-1", "amount": 500}, "call-1")]),
-            reply("done"),
-        ),
-        tools=[refund],
-        name="support",
-    )
     with pytest.raises(ToolDenied, match="over the refund limit"):
-        agent.invoke({"messages": [("user", "refund A-1")]})
+        refund_agent().invoke({"messages": [("user", "refund A-1")]})
     assert RAN == []
     [(name, arguments, context)] = policy.calls
     assert (name, arguments) == ("refund", {"order_id": "A-1", "amount": 500})
-    assert context["framework"] == "langchain" and context["agent"] == "support"
-    [decision] = cap.find(type="decision")
-    assert decision.name == "authorize:refund" and decision.status == "error"
-    assert decision.error.kind == "guardrail"
-    assert decision.output == {"decision": "deny", "reason": "over the refund limit"}
-    assert (decision.framework, decision.agent) == ("langchain", "support")
     # under the refused tool call (recorded failed, although LangChain never started it),
     # itself under the agent's tools node; both fail with kind guardrail
-    by_span = {event.span_id: event for event in cap.events}
-    [call] = cap.find(type="tool_call")
-    assert by_span[decision.parent_span_id] is call
-    assert (call.name, call.status, call.error.kind, call.error.type) == (
-        "refund",
-        "error",
-        "guardrail",
-        "ToolDenied",
-    )
-    assert call.input == {"order_id": "A-1", "amount": 500}
-    assert (call.metadata["tool_call_id"], call.agent) == ("call-1", "support")
-    assert (context["trace_id"], context["span_id"]) == (call.trace_id, call.span_id)
-    tools_node = by_span[call.parent_span_id]
-    assert (tools_node.type, tools_node.name) == ("agent", "tools")
-    assert tools_node.status == "error" and tools_node.error.kind == "guardrail"
-    assert tools_node.error.type == "ToolDenied"
+    call = assert_refund_agent_refused(cap, context)
+    assert call.agent == "support"
 
 
 def test_an_allowed_tool_runs_unchanged(governed) -> None:

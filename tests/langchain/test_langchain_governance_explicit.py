@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from langchain.agents import create_agent
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 
@@ -21,17 +20,14 @@ from sightline import Decision, ToolDenied
 from sightline.testing import Capture
 from sightline_langchain import SightlineCallbackHandler, governance
 from sightline_langchain.handler import _IDS, _RUNS
-from tests.langchain.langchain_scripted import chat_model, reply
+from tests.langchain.langchain_refunds import (
+    RAN,
+    assert_refund_agent_refused,
+    refund,
+    refund_agent,
+    refund_limit,
+)
 from tests.support.governance import Policy, policies
-
-RAN: list[Any] = []
-
-
-@tool
-def refund(order_id: str, amount: float) -> str:
-    """Refund an order."""
-    RAN.append(("refund", order_id, amount))
-    return f"refunded {amount} on {order_id}"
 
 
 @tool
@@ -39,12 +35,6 @@ def lookup(query: str) -> str:
     """Look an order up."""
     RAN.append(("lookup", query))
     return "order found"
-
-
-def refund_limit(tool_name: str, arguments: dict[str, Any]) -> Any:
-    if tool_name == "refund" and arguments.get("amount", 0) > 100:
-        return Decision(False, "over the refund limit")
-    return None
 
 
 @pytest.fixture
@@ -59,46 +49,14 @@ def test_a_deny_raises_in_the_agent_and_records_the_decision_under_the_calling_n
     cap: Capture, install: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     policy: Policy = install(refund_limit)
-    agent = create_agent(
-        chat_model(
-            reply(tool_calls=[("refund", {"order_id": "A-1", "amount": 500}, "call-1")]),
-            reply("done"),
-        ),
-        tools=[refund],
-        name="support",
-    )
+    agent = refund_agent()
     handler = SightlineCallbackHandler()
     with caplog.at_level(logging.WARNING), pytest.raises(ToolDenied, match="refund limit"):
         agent.invoke({"messages": [("user", "refund A-1")]}, config={"callbacks": [handler]})
     assert RAN == []
     assert policy.asked == [("refund", {"order_id": "A-1", "amount": 500})]
     [context] = policy.contexts
-    assert (context["framework"], context["agent"]) == ("langchain", "support")
-    [decision] = cap.find(type="decision")
-    assert (decision.name, decision.status, decision.error.kind) == (
-        "authorize:refund",
-        "error",
-        "guardrail",
-    )
-    assert decision.output == {"decision": "deny", "reason": "over the refund limit"}
-    assert (decision.framework, decision.agent) == ("langchain", "support")
-    by_span = {event.span_id: event for event in cap.events}
-    [call] = cap.find(type="tool_call")  # the refused call, failed; it never ran
-    assert by_span[decision.parent_span_id] is call
-    assert (call.name, call.status, call.error.kind, call.error.type) == (
-        "refund",
-        "error",
-        "guardrail",
-        "ToolDenied",
-    )
-    assert (call.input, call.metadata["tool_call_id"]) == (
-        {"order_id": "A-1", "amount": 500},
-        "call-1",
-    )
-    assert (context["trace_id"], context["span_id"]) == (call.trace_id, call.span_id)
-    tools_node = by_span[call.parent_span_id]
-    assert (tools_node.type, tools_node.name, tools_node.status) == ("agent", "tools", "error")
-    assert (tools_node.error.kind, tools_node.error.type) == ("guardrail", "ToolDenied")
+    assert_refund_agent_refused(cap, context)  # the refused call, failed; it never ran
     [root] = [event for event in cap.events if event.parent_span_id is None]
     assert (root.name, root.status, root.error.type) == ("support", "error", "ToolDenied")
     # LangChain's "Error in ... callback" warning is not shown for a deliberate deny

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import sightline_llamaindex
 from sightline.testing import Capture, capture
 from tests.llamaindex.events import assert_no_open_spans
 from tests.llamaindex.scripted import build_index
+from tests.support.governance import Policy, policies
 
 HERE = Path(__file__).parent
 
@@ -40,6 +41,14 @@ def traced() -> Iterator[Capture]:
         finally:
             sightline_llamaindex.uninstrument()
     assert_no_open_spans()
+
+
+@pytest.fixture
+def policy(traced: Capture) -> Iterator[Callable[[Any], Policy]]:
+    """``policy(answer)`` registers a recording :class:`Policy` on ``traced``'s client for the
+    test."""
+    with policies(traced.client) as install:
+        yield install
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.schema import TextNode
 from llama_index.core.tools import FunctionTool
+from llama_index.core.tools.types import BaseTool
 
 MODEL = "scripted-fc-1"
 EMBED_MODEL = "mock-embed-8"
@@ -109,6 +110,39 @@ def tool_call(call_id: str, name: str, **arguments: Any) -> ChatMessage:
 
 def answer(text: str = ANSWER) -> ChatMessage:
     return ChatMessage(role="assistant", content=text)
+
+
+CARD = "4111111111114242"
+
+
+def charging_tool(use_async: bool = False) -> tuple[FunctionTool, list[tuple[str, int]]]:
+    """A ``charge(card, amount)`` tool (its function async with ``use_async``), and the list of
+    the charges it made."""
+    ran: list[tuple[str, int]] = []
+
+    def charge(card: str, amount: int) -> str:
+        """Charge a card."""
+        ran.append((card, amount))
+        return f"charged {amount}"
+
+    async def acharge(card: str, amount: int) -> str:
+        """Charge a card."""
+        return charge(card, amount)
+
+    if use_async:
+        return FunctionTool.from_defaults(async_fn=acharge, name="charge"), ran
+    return FunctionTool.from_defaults(charge), ran
+
+
+def shop(tool: BaseTool, call_id: str, **arguments: Any) -> FunctionAgent:
+    """The agent ``shop``: its model calls ``tool`` once (``call_id``, ``arguments``), then
+    answers "ok"."""
+    llm = ScriptedLLM(
+        response_generator=turn_script(
+            tool_call(call_id, tool.metadata.name or "", **arguments), answer("ok")
+        )
+    )
+    return FunctionAgent(name="shop", description="d", tools=[tool], llm=llm)
 
 
 def build_index() -> VectorStoreIndex:

@@ -6,48 +6,30 @@ after ``instrument()``, ask the policy once per call. ``uninstrument()`` puts ev
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.tools import FunctionTool, QueryPlanTool, ToolMetadata, ToolOutput
 from llama_index.core.tools.types import AsyncBaseTool, BaseTool
 
 import sightline
 import sightline_llamaindex
 from sightline import Decision, ToolDenied
-from sightline.event import Event
 from sightline.testing import Capture, capture
 from sightline_llamaindex import patches
-from tests.llamaindex.events import VOLATILE, assert_no_open_spans, outline
-from tests.llamaindex.scripted import ScriptedLLM, answer, tool_call, turn_script
+from tests.llamaindex.events import (
+    assert_no_open_spans,
+    decision_under_call,
+    denied_tool_call,
+    deny_decision,
+    fields,
+    last_message_to_model,
+    outline,
+)
+from tests.llamaindex.scripted import CARD, charging_tool, shop
 from tests.support.governance import policies
 
-CARD = "4111111111114242"
 DENIED = "tool 'charge' denied: no charges"
-
-
-@pytest.fixture
-def policy(traced: Capture) -> Iterator[Any]:
-    """Register a policy on the capture's client for one test."""
-    with policies(traced.client) as install:
-        yield install
-
-
-def charging_tool(ran: list[tuple[str, int]], use_async: bool = False) -> FunctionTool:
-    def charge(card: str, amount: int) -> str:
-        """Charge a card."""
-        ran.append((card, amount))
-        return f"charged {amount}"
-
-    async def acharge(card: str, amount: int) -> str:
-        """Charge a card."""
-        return charge(card, amount)
-
-    if use_async:
-        return FunctionTool.from_defaults(async_fn=acharge, name="charge")
-    return FunctionTool.from_defaults(charge)
 
 
 async def call_directly(tool: BaseTool, how: str, *args: Any, **kwargs: Any) -> Any:
@@ -56,50 +38,6 @@ async def call_directly(tool: BaseTool, how: str, *args: Any, **kwargs: Any) -> 
     if how == "acall":
         return await tool.acall(*args, **kwargs)
     return tool(*args, **kwargs)
-
-
-def wire(event: Event) -> dict[str, Any]:
-    """The event's wire form without ids, timestamps and the error's stack (if any)."""
-    data = event.to_dict()
-    for key in VOLATILE:
-        data.pop(key)
-    if data["error"] is not None:
-        data["error"].pop("stack")
-    return data
-
-
-def denied_tool_call(name: str, arguments: Any, agent: str | None = None) -> dict[str, Any]:
-    """The wire form of a ``tool_call`` a policy denied with reason ``no charges``."""
-    message = f"tool {name!r} denied: no charges"
-    return {
-        "type": "tool_call", "name": name, "status": "error", "agent": agent,
-        "session_id": None, "framework": "llamaindex",
-        "input": arguments, "output": None,
-        "model": None, "usage": None, "cost_usd": None,
-        "error": {"type": "ToolDenied", "message": message, "kind": "guardrail"},
-        "metadata": {}, "tags": [],
-    }  # fmt: skip
-
-
-def deny_decision(name: str, arguments: dict[str, Any], agent: str | None = None) -> dict:
-    """The wire form of the ``decision`` event of that deny."""
-    return {
-        "type": "decision", "name": f"authorize:{name}", "status": "error", "agent": agent,
-        "session_id": None, "framework": "llamaindex",
-        "input": {"tool": name, "arguments": arguments},
-        "output": {"decision": "deny", "reason": "no charges"},
-        "model": None, "usage": None, "cost_usd": None,
-        "error": {"type": "Error", "message": f"tool {name!r} denied: no charges",
-                  "kind": "guardrail"},
-        "metadata": {"governance": True}, "tags": [],
-    }  # fmt: skip
-
-
-def decision_under_call(traced: Capture) -> tuple[Event, Event]:
-    """The one ``tool_call`` and the one ``decision`` recorded, the decision under the call."""
-    call, decision = traced.one(type="tool_call"), traced.one(type="decision")
-    assert (decision.trace_id, decision.parent_span_id) == (call.trace_id, call.span_id)
-    return call, decision
 
 
 # -- 1. a tool you call yourself, denied --------------------------------------------------------
@@ -114,8 +52,7 @@ async def test_a_denied_direct_call_is_a_failed_tool_call_with_the_decision_unde
     traced: Capture, policy: Any, how: str, use_async: bool
 ) -> None:
     rules = policy(Decision(False, "no charges"))
-    ran: list[tuple[str, int]] = []
-    tool = charging_tool(ran, use_async)
+    tool, ran = charging_tool(use_async)
 
     with pytest.raises(ToolDenied, match="no charges") as denied:  # as before: raised to you
         await call_directly(tool, how, card=CARD, amount=30)
@@ -130,8 +67,8 @@ async def test_a_denied_direct_call_is_a_failed_tool_call_with_the_decision_unde
     assert rules.contexts[0]["agent"] is None
     call, decision = decision_under_call(traced)
     assert call.parent_span_id is None  # a trace of its own, as an allowed direct call
-    assert wire(call) == denied_tool_call("charge", {"card": CARD, "amount": 30})
-    assert wire(decision) == deny_decision("charge", {"card": CARD, "amount": 30})
+    assert fields(call) == denied_tool_call("charge", {"card": CARD, "amount": 30}, "no charges")
+    assert fields(decision) == deny_decision("charge", {"card": CARD, "amount": 30}, "no charges")
     assert outline(traced.events) == [
         ("tool_call", "charge", "error", [("decision", "authorize:charge", "error", [])])
     ]
@@ -143,8 +80,8 @@ async def test_a_denied_direct_call_is_a_failed_tool_call_with_the_decision_unde
     assert len(rules.asked) == 2
     allowed = traced.one(type="tool_call")
     assert traced.find(type="decision") == [] and allowed.parent_span_id is None
-    assert wire(allowed) == {
-        **denied_tool_call("charge", {"card": CARD, "amount": 30}),
+    assert fields(allowed) == {
+        **denied_tool_call("charge", {"card": CARD, "amount": 30}, "no charges"),
         "status": "ok",
         "output": "charged 30",
         "error": None,
@@ -157,7 +94,7 @@ async def test_a_denied_direct_call_nests_under_your_span_and_takes_its_agent(
     traced: Capture, policy: Any, how: str
 ) -> None:
     rules = policy(Decision(False, "no charges"))
-    tool = charging_tool([])
+    tool, _ = charging_tool()
     with sightline.trace("checkout", agent="cashier") as checkout:
         with pytest.raises(ToolDenied):
             await call_directly(tool, how, CARD, 30)  # positional: named after charge()
@@ -166,10 +103,12 @@ async def test_a_denied_direct_call_nests_under_your_span_and_takes_its_agent(
     assert rules.contexts[0]["agent"] == "cashier"
     call, decision = decision_under_call(traced)
     assert (call.trace_id, call.parent_span_id) == (checkout.trace_id, checkout.span_id)
-    assert wire(call) == denied_tool_call(
-        "charge", {"args": [CARD, 30], "kwargs": {}}, agent="cashier"
+    assert fields(call) == denied_tool_call(
+        "charge", {"args": [CARD, 30], "kwargs": {}}, "no charges", agent="cashier"
     )
-    assert wire(decision) == deny_decision("charge", {"card": CARD, "amount": 30}, "cashier")
+    assert fields(decision) == deny_decision(
+        "charge", {"card": CARD, "amount": 30}, "no charges", "cashier"
+    )
 
 
 @pytest.mark.parametrize("how", DIRECT)
@@ -181,7 +120,7 @@ async def test_a_denied_direct_call_without_content_capture_records_no_arguments
         try:
             rules = install(Decision(False, "no charges"))
             with pytest.raises(ToolDenied):
-                await call_directly(charging_tool([]), how, card=CARD, amount=30)
+                await call_directly(charging_tool()[0], how, card=CARD, amount=30)
         finally:
             sightline_llamaindex.uninstrument()
         assert len(rules.asked) == 1
@@ -198,8 +137,8 @@ async def test_a_direct_call_allowed_with_other_arguments_runs_them_under_its_to
     traced: Capture, policy: Any, how: str
 ) -> None:
     rules = policy(lambda tool, args: Decision(True, "masked", {**args, "card": "****4242"}))
-    ran: list[tuple[str, int]] = []
-    output = await call_directly(charging_tool(ran), how, card=CARD, amount=30)
+    tool, ran = charging_tool()
+    output = await call_directly(tool, how, card=CARD, amount=30)
 
     assert (type(output), output.content, output.is_error) == (ToolOutput, "charged 30", False)
     assert ran == [("****4242", 30)]
@@ -276,15 +215,6 @@ class AuditedTool(FunctionTool):
         return await super().acall(*args, **kwargs)
 
 
-def shop(tool: BaseTool, call_id: str, **arguments: Any) -> FunctionAgent:
-    llm = ScriptedLLM(
-        response_generator=turn_script(
-            tool_call(call_id, tool.metadata.name or "", **arguments), answer("ok")
-        )
-    )
-    return FunctionAgent(name="shop", description="d", tools=[tool], llm=llm)
-
-
 async def test_a_tool_class_of_yours_denied_in_an_agent_fails_its_tool_call_with_kind_guardrail(
     traced: Capture, policy: Any
 ) -> None:
@@ -297,14 +227,15 @@ async def test_a_tool_class_of_yours_denied_in_an_agent_fails_its_tool_call_with
     assert rules.contexts[0]["agent"] == "shop"
     call, decision = decision_under_call(traced)
     denied = "tool 'lookup_order' denied: no charges"
-    assert wire(call) == {
-        **denied_tool_call("lookup_order", {"order_id": "A-17"}, agent="shop"),
+    assert fields(call) == {
+        **denied_tool_call("lookup_order", {"order_id": "A-17"}, "no charges", agent="shop"),
         "output": denied, "metadata": {"tool_call_id": "c1", "is_error": True},
     }  # fmt: skip
-    assert wire(decision) == deny_decision("lookup_order", {"order_id": "A-17"}, "shop")
+    assert fields(decision) == deny_decision(
+        "lookup_order", {"order_id": "A-17"}, "no charges", "shop"
+    )
     assert traced.one(type="agent").status.value == "ok"
-    last_turn = max(traced.find(type="llm_invoke"), key=lambda e: e.start_ns)
-    assert last_turn.input["messages"][-1] == {
+    assert last_message_to_model(traced) == {
         "role": "tool",
         "content": denied,
         "tool_call_id": "c1",
@@ -361,8 +292,8 @@ async def test_an_override_that_calls_super_is_asked_once(
     traced: Capture, policy: Any, how: str
 ) -> None:
     rules = policy(Decision(False, "no charges"))
-    ran: list[tuple[str, int]] = []
-    tool = AuditedTool.from_defaults(charging_tool(ran).fn, name="charge")
+    charge, ran = charging_tool()
+    tool = AuditedTool.from_defaults(charge.fn, name="charge")
     AUDIT.clear()
     with pytest.raises(ToolDenied):
         await call_directly(tool, how, card=CARD, amount=30)
@@ -370,7 +301,7 @@ async def test_an_override_that_calls_super_is_asked_once(
     assert AUDIT == [] and ran == []  # the override is governed too: it did not run
     assert rules.asked == [("charge", {"card": CARD, "amount": 30})]
     call, _ = decision_under_call(traced)
-    assert wire(call) == denied_tool_call("charge", {"card": CARD, "amount": 30})
+    assert fields(call) == denied_tool_call("charge", {"card": CARD, "amount": 30}, "no charges")
 
     rules.answer = None
     output = await call_directly(tool, how, card=CARD, amount=5)
@@ -402,8 +333,12 @@ async def test_a_tool_class_defined_after_instrument_is_governed(
 
     assert rules.asked == [("inventory", {"sku": "X-1", "warehouse": "north"})]
     call, decision = decision_under_call(traced)
-    assert wire(call) == denied_tool_call("inventory", {"sku": "X-1", "warehouse": "north"})
-    assert wire(decision) == deny_decision("inventory", {"sku": "X-1", "warehouse": "north"})
+    assert fields(call) == denied_tool_call(
+        "inventory", {"sku": "X-1", "warehouse": "north"}, "no charges"
+    )
+    assert fields(decision) == deny_decision(
+        "inventory", {"sku": "X-1", "warehouse": "north"}, "no charges"
+    )
 
 
 # -- 3. uninstrument() -------------------------------------------------------------------------

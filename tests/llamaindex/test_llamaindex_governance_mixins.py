@@ -11,11 +11,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.base.base_selector import BaseSelector, SelectorResult, SingleSelection
 from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RouterQueryEngine, SubQuestionQueryEngine
@@ -23,69 +22,24 @@ from llama_index.core.question_gen.types import BaseQuestionGenerator, SubQuesti
 from llama_index.core.response_synthesizers import get_response_synthesizer
 from llama_index.core.schema import QueryBundle
 from llama_index.core.tools import FunctionTool, QueryEngineTool, ToolMetadata, ToolOutput
-from llama_index.core.tools.types import AsyncBaseTool, BaseTool
+from llama_index.core.tools.types import AsyncBaseTool
 
 import sightline_llamaindex
 from sightline import Decision, ToolDenied
-from sightline.event import Event
 from sightline.testing import Capture, capture
 from sightline_llamaindex import patches
-from tests.llamaindex.events import VOLATILE, assert_no_open_spans, outline
-from tests.llamaindex.scripted import ScriptedLLM, answer, tool_call, turn_script
+from tests.llamaindex.events import (
+    assert_no_open_spans,
+    decision_under_call,
+    denied_tool_call,
+    deny_decision,
+    fields,
+    outline,
+)
+from tests.llamaindex.scripted import shop
 from tests.support.governance import policies
 
 FROZEN = "refunds are frozen"
-
-
-@pytest.fixture
-def policy(traced: Capture) -> Iterator[Any]:
-    """Register a policy on the capture's client for one test."""
-    with policies(traced.client) as install:
-        yield install
-
-
-def wire(event: Event) -> dict[str, Any]:
-    """The event's wire form without ids, timestamps and the error's stack (if any)."""
-    data = event.to_dict()
-    for key in VOLATILE:
-        data.pop(key)
-    if data["error"] is not None:
-        data["error"].pop("stack")
-    return data
-
-
-def denied_tool_call(name: str, arguments: Any, reason: str, agent: str | None = None) -> dict:
-    """The wire form of a ``tool_call`` a policy denied with ``reason``."""
-    return {
-        "type": "tool_call", "name": name, "status": "error", "agent": agent,
-        "session_id": None, "framework": "llamaindex", "input": arguments, "output": None,
-        "model": None, "usage": None, "cost_usd": None,
-        "error": {"type": "ToolDenied", "message": f"tool {name!r} denied: {reason}",
-                  "kind": "guardrail"},
-        "metadata": {}, "tags": [],
-    }  # fmt: skip
-
-
-def deny_decision(name: str, arguments: dict, reason: str, agent: str | None = None) -> dict:
-    """The wire form of the ``decision`` event of that deny."""
-    return {
-        "type": "decision", "name": f"authorize:{name}", "status": "error", "agent": agent,
-        "session_id": None, "framework": "llamaindex",
-        "input": {"tool": name, "arguments": arguments},
-        "output": {"decision": "deny", "reason": reason},
-        "model": None, "usage": None, "cost_usd": None,
-        "error": {"type": "Error", "message": f"tool {name!r} denied: {reason}",
-                  "kind": "guardrail"},
-        "metadata": {"governance": True}, "tags": [],
-    }  # fmt: skip
-
-
-def decision_under_call(events: list[Event]) -> tuple[Event, Event]:
-    """The one ``tool_call`` and the one ``decision`` recorded, the decision under the call."""
-    (call,) = [e for e in events if e.type.value == "tool_call"]
-    (decision,) = [e for e in events if e.type.value == "decision"]
-    assert (decision.trace_id, decision.parent_span_id) == (call.trace_id, call.span_id)
-    return call, decision
 
 
 # -- 1. a tool class whose call / acall come from a mixin ---------------------------------------
@@ -138,15 +92,6 @@ def refund_tool_made_after_instrument() -> type[AsyncBaseTool]:
     return LateRefund
 
 
-def shop(tool: BaseTool, call_id: str, **arguments: Any) -> FunctionAgent:
-    llm = ScriptedLLM(
-        response_generator=turn_script(
-            tool_call(call_id, tool.metadata.name or "", **arguments), answer("ok")
-        )
-    )
-    return FunctionAgent(name="shop", description="d", tools=[tool], llm=llm)
-
-
 @pytest.mark.parametrize("defined", ["before-instrument", "after-instrument"])
 async def test_a_mixin_tool_in_an_agent_is_denied_with_the_decision_under_its_tool_call(
     traced: Capture, policy: Any, defined: str
@@ -159,13 +104,13 @@ async def test_a_mixin_tool_in_an_agent_is_denied_with_the_decision_under_its_to
     assert tool.ran == []
     assert rules.asked == [("refund", {"order_id": "A-17"})]
     assert rules.contexts[0]["agent"] == "shop"
-    call, decision = decision_under_call(traced.events)
+    call, decision = decision_under_call(traced)
     denied = f"tool 'refund' denied: {FROZEN}"
-    assert wire(call) == {
+    assert fields(call) == {
         **denied_tool_call("refund", {"order_id": "A-17"}, FROZEN, agent="shop"),
         "output": denied, "metadata": {"tool_call_id": "c1", "is_error": True},
     }  # fmt: skip
-    assert wire(decision) == deny_decision("refund", {"order_id": "A-17"}, FROZEN, "shop")
+    assert fields(decision) == deny_decision("refund", {"order_id": "A-17"}, FROZEN, "shop")
     assert traced.one(type="agent").status.value == "ok"
 
     traced.clear()  # allowed: acall runs call, asked once
@@ -175,7 +120,7 @@ async def test_a_mixin_tool_in_an_agent_is_denied_with_the_decision_under_its_to
     assert rules.asked[1:] == [("refund", {"order_id": "B-2"})]
     assert traced.find(type="decision") == []
     allowed = traced.one(type="tool_call")
-    assert wire(allowed) == {
+    assert fields(allowed) == {
         **denied_tool_call("refund", {"order_id": "B-2"}, FROZEN, agent="shop"),
         "status": "ok", "output": "refunded B-2", "error": None,
         "metadata": {"tool_call_id": "c2", "is_error": False},
@@ -208,10 +153,10 @@ async def test_a_mixin_tool_called_directly_is_a_failed_tool_call_with_the_decis
 
     assert tool.ran == []
     assert rules.asked == [("refund", {"order_id": "B-2"})]
-    call, decision = decision_under_call(traced.events)
+    call, decision = decision_under_call(traced)
     assert call.parent_span_id is None
-    assert wire(call) == denied_tool_call("refund", recorded, FROZEN)
-    assert wire(decision) == deny_decision("refund", {"order_id": "B-2"}, FROZEN)
+    assert fields(call) == denied_tool_call("refund", recorded, FROZEN)
+    assert fields(decision) == deny_decision("refund", {"order_id": "B-2"}, FROZEN)
     assert outline(traced.events) == [
         ("tool_call", "refund", "error", [("decision", "authorize:refund", "error", [])])
     ]
@@ -221,7 +166,7 @@ async def test_a_mixin_tool_called_directly_is_a_failed_tool_call_with_the_decis
     output = await run()
     assert (output.content, tool.ran, len(rules.asked)) == ("refunded B-2", ["B-2"], 2)
     assert traced.find(type="decision") == []
-    assert wire(traced.one(type="tool_call")) == {
+    assert fields(traced.one(type="tool_call")) == {
         **denied_tool_call("refund", recorded, FROZEN),
         "status": "ok", "output": "refunded B-2", "error": None, "metadata": {"is_error": False},
     }  # fmt: skip
@@ -351,10 +296,10 @@ async def test_a_router_asks_for_the_tool_it_selected_before_its_engine_runs(
     assert outline(traced.events) == [  # the engine did not run
         ("chain", f"RouterQueryEngine.{method}", "error", [denied])
     ]
-    call, decision = decision_under_call(traced.events)
-    assert wire(call) == denied_tool_call("hr", {"input": QUESTION}, FROZEN)
-    assert wire(decision) == deny_decision("hr", {"input": QUESTION}, FROZEN)
-    assert wire(traced.one(type="chain")) == {  # the router's query fails with the deny
+    call, decision = decision_under_call(traced)
+    assert fields(call) == denied_tool_call("hr", {"input": QUESTION}, FROZEN)
+    assert fields(decision) == deny_decision("hr", {"input": QUESTION}, FROZEN)
+    assert fields(traced.one(type="chain")) == {  # the router's query fails with the deny
         **denied_tool_call("hr", {"query": QUESTION}, FROZEN),
         "type": "chain", "name": f"RouterQueryEngine.{method}",
     }  # fmt: skip
@@ -369,7 +314,7 @@ async def test_a_router_asks_for_the_tool_it_selected_before_its_engine_runs(
             ("tool_call", "hr", "ok", [engine_tree(method)]),
         ])
     ]  # fmt: skip
-    assert wire(traced.one(type="tool_call")) == routed_call("hr", QUESTION, str(response))
+    assert fields(traced.one(type="tool_call")) == routed_call("hr", QUESTION, str(response))
 
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["query", "aquery"])
@@ -404,7 +349,7 @@ async def test_a_router_queries_the_engine_with_the_arguments_the_policy_returne
     router.query(QueryBundle(QUESTION))
 
     assert rules.asked == [("docs", {"input": QUESTION})]
-    call, decision = decision_under_call(traced.events)
+    call, decision = decision_under_call(traced)
     assert (call.name, call.status.value, call.input) == (
         "docs",
         "ok",
@@ -463,11 +408,11 @@ async def test_a_denied_sub_question_is_dropped_and_the_others_answered(
     assert QUESTION not in str(response) and "how are refunds paid?" in str(response)
     method = "query" if mode == "query" else "aquery"
     denied, allowed = sorted(traced.find(type="tool_call"), key=lambda e: e.name != "hr")
-    assert wire(denied) == denied_tool_call("hr", {"input": QUESTION}, FROZEN)
+    assert fields(denied) == denied_tool_call("hr", {"input": QUESTION}, FROZEN)
     assert outline(traced.events, denied) == [("decision", "authorize:hr", "error", [])]
-    assert wire(traced.one(type="decision")) == deny_decision("hr", {"input": QUESTION}, FROZEN)
+    assert fields(traced.one(type="decision")) == deny_decision("hr", {"input": QUESTION}, FROZEN)
     assert outline(traced.events, allowed) == [engine_tree(method)]
-    assert wire(allowed)["input"] == {"input": "how are refunds paid?"}
+    assert fields(allowed)["input"] == {"input": "how are refunds paid?"}
     root = traced.one(name=f"SubQuestionQueryEngine.{'aquery' if mode == 'aquery' else 'query'}")
     assert root.status.value == "ok"
     assert {denied.parent_span_id, allowed.parent_span_id} == {root.span_id}

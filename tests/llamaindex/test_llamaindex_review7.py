@@ -37,19 +37,18 @@ import sightline_llamaindex
 from sightline import Decision, ToolDenied
 from sightline.event import Event
 from sightline.testing import Capture
-from tests.llamaindex.events import VOLATILE, outline
-from tests.llamaindex.scripted import MODEL, ScriptedLLM, answer, tool_call, turn_script
-from tests.support.governance import count_enforced, policies
-
-
-def fields(event: Event) -> dict[str, Any]:
-    """The event's wire form without ids, timestamps and the error's stack."""
-    data = event.to_dict()
-    for key in VOLATILE:
-        data.pop(key)
-    if data["error"] is not None:
-        data["error"].pop("stack")
-    return data
+from tests.llamaindex.events import fields, last_message_to_model, outline
+from tests.llamaindex.scripted import (
+    CARD,
+    MODEL,
+    ScriptedLLM,
+    answer,
+    charging_tool,
+    shop,
+    tool_call,
+    turn_script,
+)
+from tests.support.governance import count_enforced
 
 
 def failures(events: list[Event]) -> list[tuple[str, str, str, str]]:
@@ -511,42 +510,6 @@ def test_an_image_in_a_message_is_recorded_as_a_placeholder_never_its_data(
 # -- 8. tool governance --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def policy(traced: Capture) -> Any:
-    """Register a policy on the capture's client for one test."""
-    with policies(traced.client) as install:
-        yield install
-
-
-CARD = "4111111111114242"
-
-
-def charging_tool(use_async: bool) -> tuple[FunctionTool, list[tuple[str, int]]]:
-    ran: list[tuple[str, int]] = []
-
-    def charge(card: str, amount: int) -> str:
-        """Charge a card."""
-        ran.append((card, amount))
-        return f"charged {amount}"
-
-    async def acharge(card: str, amount: int) -> str:
-        """Charge a card."""
-        return charge(card, amount)
-
-    if use_async:
-        return FunctionTool.from_defaults(async_fn=acharge, name="charge"), ran
-    return FunctionTool.from_defaults(charge), ran
-
-
-def shop(tool: FunctionTool) -> FunctionAgent:
-    llm = ScriptedLLM(
-        response_generator=turn_script(
-            tool_call("c1", "charge", card=CARD, amount=30), answer("ok")
-        )
-    )
-    return FunctionAgent(name="shop", description="d", tools=[tool], llm=llm)
-
-
 SYNC_AND_ASYNC = [pytest.param(False, id="sync-tool"), pytest.param(True, id="async-tool")]
 
 
@@ -556,7 +519,8 @@ async def test_a_denied_tool_does_not_run_and_fails_its_tool_call_with_kind_guar
 ) -> None:
     rules = policy(Decision(False, "no charges"))
     tool, ran = charging_tool(use_async)
-    assert str(await shop(tool).run(user_msg="pay")) == "ok"  # the model is told, and answers
+    agent = shop(tool, "c1", card=CARD, amount=30)
+    assert str(await agent.run(user_msg="pay")) == "ok"  # the model is told, and answers
 
     assert ran == []
     assert rules.asked == [("charge", {"card": CARD, "amount": 30})]
@@ -584,8 +548,7 @@ async def test_a_denied_tool_does_not_run_and_fails_its_tool_call_with_kind_guar
         "metadata": {"governance": True}, "tags": [],
     }  # fmt: skip
     assert traced.one(type="agent").status.value == "ok"
-    last_turn = max(traced.find(type="llm_invoke"), key=lambda e: e.start_ns)
-    assert last_turn.input["messages"][-1] == {
+    assert last_message_to_model(traced) == {
         "role": "tool",
         "content": denied,
         "tool_call_id": "c1",
@@ -598,7 +561,7 @@ async def test_an_allowed_tool_runs_with_the_arguments_the_policy_returned(
 ) -> None:
     policy(lambda tool, args: Decision(True, "masked", {**args, "card": "****4242"}))
     tool, ran = charging_tool(use_async)
-    await shop(tool).run(user_msg="pay")
+    await shop(tool, "c1", card=CARD, amount=30).run(user_msg="pay")
 
     assert ran == [("****4242", 30)]
     call, decision = traced.one(type="tool_call"), traced.one(type="decision")
@@ -623,7 +586,7 @@ async def test_without_a_policy_a_tool_runs_unchanged_after_one_enforced_check(
 
     checks = count_enforced(monkeypatch, governance)
     tool, ran = charging_tool(use_async)
-    await shop(tool).run(user_msg="pay")
+    await shop(tool, "c1", card=CARD, amount=30).run(user_msg="pay")
 
     assert ran == [(CARD, 30)]
     assert checks == [traced.client]
