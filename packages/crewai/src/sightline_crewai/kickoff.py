@@ -34,7 +34,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from sightline.logs import log_safely
-from sightline_crewai.mapping import method_call, method_call_ended
+from sightline_crewai.mapping import flow_run, flow_run_ended, method_call, method_call_ended
 from sightline_crewai.patching import ORIGINAL, MethodPatches
 
 __all__ = ["unwatch", "watch"]
@@ -121,11 +121,15 @@ def _ended_abruptly(owner: Any, error: BaseException) -> None:
 def _watched_flow(original: Callable[..., Any]) -> Callable[..., Any]:
     """``Flow.kickoff_async`` / ``Flow.resume_async``: a flow keeps no id of its start event, but
     CrewAI pushes it on the scope stack of the context the run goes on in, and an interrupted run
-    leaves it there: the first ``flow_started`` pushed during the call is this run's."""
+    leaves it there: the first ``flow_started`` pushed during the call is this run's. The run
+    is current while it goes on (see ``FlowRun``)."""
 
     @functools.wraps(original)
     async def watched_flow(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(type(self), "is_crewai_internal", False):
+            return await original(self, *args, **kwargs)  # reported with their kickoff
         before = _scope_stack()
+        token = flow_run(self)
         try:
             return await original(self, *args, **kwargs)
         except Exception:
@@ -133,6 +137,8 @@ def _watched_flow(original: Callable[..., Any]) -> Callable[..., Any]:
         except BaseException as exc:
             _scope_ended_abruptly(self, before, "flow_started", exc)
             raise
+        finally:
+            flow_run_ended(token)
 
     setattr(watched_flow, ORIGINAL, original)
     return watched_flow
@@ -151,7 +157,7 @@ def _watched_method(original: Callable[..., Any]) -> Callable[..., Any]:
             # CrewAI's own flows (an agent's executor) record nothing; their kickoff is reported
             return await original(self, *args, **kwargs)
         before = _scope_stack()
-        call, token = method_call(args[0], args[2:], kwargs)
+        call, token = method_call(args[0], args[2:], kwargs, self)
         try:
             outcome = await original(self, *args, **kwargs)
         except Exception:

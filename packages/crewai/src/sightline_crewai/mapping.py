@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
@@ -39,9 +40,12 @@ __all__ = [
     "TOOL_RESULT",
     "UNEXPORTED_RULES",
     "CrewEventRule",
+    "FlowRun",
     "MethodCall",
     "event_time_ns",
     "fill_task_output",
+    "flow_run",
+    "flow_run_ended",
     "method_call",
     "method_call_ended",
     "step_rule",
@@ -812,26 +816,50 @@ class MethodCall:
     CrewAI runs the handlers on its pool: the next method may run before the handler of the
     previous one's end, so what the event holds is read too late there. The handler runs in a
     copy of the context the event was emitted in, where this call is current (see
-    :func:`method_call`)."""
+    :func:`method_call`).
 
-    __slots__ = ("args", "kwargs", "name", "params", "result", "returned")
+    Each value is copied once (:func:`_flow_value`) and the handlers record that copy as it is:
+    a parameter that is the very object an earlier method of the run returned (a listener's
+    ``_0``) is that method's copy of its result; the result is copied by whichever comes first,
+    the call as it returns or the handler of its end (the method has then returned its value,
+    and the next method starts only once the call has it)."""
 
-    def __init__(self, name: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    __slots__ = ("args", "kwargs", "lock", "name", "params", "result", "returned", "run")
+
+    def __init__(
+        self,
+        name: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        run: FlowRun | None = None,
+    ) -> None:
         self.name = name
         self.args = args
         self.kwargs = kwargs
-        # as CrewAI reports them: positional arguments as _0, _1..., then the keywords
-        self.params = {f"_{index}": _flow_value(arg) for index, arg in enumerate(args)}
-        for key, value in kwargs.items():
-            self.params[key] = _flow_value(value)
+        self.run = run
+        self.lock = threading.Lock()
         self.returned: Any = _NOTHING
         self.result: Any = None
+        # as CrewAI reports them: positional arguments as _0, _1..., then the keywords
+        self.params = {f"_{index}": _handed_over(arg, run) for index, arg in enumerate(args)}
+        for key, value in kwargs.items():
+            self.params[key] = _flow_value(value)
 
     def finished(self, outcome: Any) -> None:
         """``Flow._execute_method`` returned ``outcome``: ``(result, finished event id)``."""
         if outcome.__class__ is tuple and outcome:
-            self.result = _flow_value(outcome[0])
-            self.returned = outcome[0]  # set last: a handler that sees it finds the result
+            self.kept(outcome[0])
+            run = self.run
+            if run is not None:
+                run.finished(self)
+
+    def kept(self, result: Any) -> Any:
+        """``result`` (what the method returned) as recorded: copied the first time only."""
+        with self.lock:
+            if self.returned is not result:
+                self.result = _flow_value(result)
+                self.returned = result  # set last: a reader that sees it finds the result
+            return self.result
 
     def same_params(self, params: Any) -> bool:
         """Whether ``params`` (a start event's) holds the very objects this call was given."""
@@ -844,16 +872,71 @@ class MethodCall:
         return all(params.get(key, _NOTHING) is value for key, value in kwargs.items())
 
 
+class FlowRun:
+    """One run of a flow (``Flow.kickoff_async`` / ``Flow.resume_async``, wrapped): the latest
+    finished call of each of its methods, whose result copies the next methods (handed the same
+    objects) and the flow's end reuse. Current in the run's context (see :func:`flow_run`);
+    it goes with the run's context."""
+
+    __slots__ = ("calls", "flow")
+
+    def __init__(self, flow: Any) -> None:
+        self.flow = flow
+        self.calls: dict[Any, MethodCall] = {}  # method name -> its latest finished call
+
+    def finished(self, call: MethodCall) -> None:
+        calls = self.calls
+        calls.pop(call.name, None)  # the latest last: the copy of a value changed since
+        calls[call.name] = call
+
+    def copy_of(self, value: Any) -> Any:
+        """The copy made of ``value`` when the latest method that returned it did, else
+        ``_NOTHING``."""
+        for call in reversed(list(self.calls.values())):
+            if call.returned is value:
+                return call.result
+        return _NOTHING
+
+
+def _handed_over(value: Any, run: FlowRun | None) -> Any:
+    """A method's parameter as recorded: the copy made of it as an earlier method of the run
+    returned it (the trigger's result CrewAI hands a listener), else a copy of its own."""
+    if run is not None and (value.__class__ is list or isinstance(value, dict)):
+        kept = run.copy_of(value)
+        if kept is not _NOTHING:
+            return kept
+    return _flow_value(value)
+
+
 _NOTHING: Any = object()
 _method_call: ContextVar[MethodCall | None] = ContextVar("sightline_crewai_method", default=None)
+_flow_run: ContextVar[FlowRun | None] = ContextVar("sightline_crewai_flow_run", default=None)
+
+
+def flow_run(flow: Any) -> Token[FlowRun | None]:
+    """Make a run of ``flow`` the current one here (give the token back to
+    :func:`flow_run_ended`)."""
+    return _flow_run.set(FlowRun(flow))
+
+
+def flow_run_ended(token: Token[FlowRun | None]) -> None:
+    """The run :func:`flow_run` made current has ended (here: the contexts its methods and the
+    handlers of its events run in keep it while they need it)."""
+    try:
+        _flow_run.reset(token)
+    except ValueError:  # ended in another context than it began in: that one goes with it
+        pass
 
 
 def method_call(
-    name: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    name: Any, args: tuple[Any, ...], kwargs: dict[str, Any], flow: Any = None
 ) -> tuple[MethodCall, Token[MethodCall | None]]:
-    """Make a run of method ``name`` with ``args`` and ``kwargs`` the current one here (give
-    the token back to :func:`method_call_ended`)."""
-    call = MethodCall(name, args, kwargs)
+    """Make a run of method ``name`` of ``flow`` with ``args`` and ``kwargs`` the current one
+    here (give the token back to :func:`method_call_ended`)."""
+    run = _flow_run.get()
+    if run is not None and run.flow is not flow:
+        run = None
+    call = MethodCall(name, args, kwargs, run)
     return call, _method_call.set(call)
 
 
@@ -894,24 +977,37 @@ def _params_as_called(event: Any) -> Any:
 
 
 def _result_as_returned(event: Any) -> Any:
-    """A method's end: its result as the method returned it. Taken here first (the method has
-    not returned yet, or has and its result is taken below): the next method runs only once
-    the call noted its result."""
+    """A method's end: its result as the method returned it, copied once (see
+    :class:`MethodCall`): here, when the call has not noted it yet (the method has returned
+    it; the next method starts only once the call has it)."""
     try:
         result = _get(event, "result")
-        kept = _flow_value(result)
         call = _method_call.get()
-        if (
-            call is not None
-            and call.returned is result
-            and result is not None
-            and call.name == _get(event, "method_name")
-        ):
-            kept = call.result
+        if call is not None and result is not None and call.name == _get(event, "method_name"):
+            kept = call.kept(result)
+        else:  # no call of this method here (not wrapped): as it is now
+            kept = _flow_value(result)
         return _AsEmitted(event, {"result": kept})
     except Exception:
         log_safely(
             logging.DEBUG, "sightline: crewai: could not read a method's result", exc_info=True
+        )
+        return event
+
+
+def _flow_result_as_returned(event: Any) -> Any:
+    """A flow's end: its result (its last method's) as the method returned it, that method's
+    copy when there is one."""
+    try:
+        result = _get(event, "result")
+        run = _flow_run.get()
+        kept = run.copy_of(result) if run is not None and result is not None else _NOTHING
+        if kept is _NOTHING:
+            kept = _flow_value(result)
+        return _AsEmitted(event, {"result": kept})
+    except Exception:
+        log_safely(
+            logging.DEBUG, "sightline: crewai: could not read a flow's result", exc_info=True
         )
         return event
 
@@ -927,7 +1023,8 @@ def _flow_started(span: Span, event: Any, source: Any) -> None:
 
 @_guarded
 def _flow_finished(span: Span, event: Any, source: Any) -> None:
-    span.set_output(_flow_value(_get(event, "result")))
+    result = _get(event, "result")
+    span.set_output(result if isinstance(event, _AsEmitted) else _flow_value(result))
 
 
 @_guarded
@@ -950,10 +1047,10 @@ def _method_started(span: Span, event: Any, source: Any) -> None:
     """Chain of a flow method: the arguments CrewAI calls it with (a listener's is the output
     of the method that triggered it, ``_0``) and the flow's state as the method starts."""
     params = _get(event, "params")
-    if isinstance(params, Mapping) and params:
-        params = {key: _flow_value(value) for key, value in params.items()}
-    else:
+    if not isinstance(params, Mapping) or not params:
         params = None
+    elif not isinstance(event, _AsEmitted):  # as called (copied once): recorded as they are
+        params = {key: _flow_value(value) for key, value in params.items()}
     span.set_input(_drop_none({"params": params, "state": _get(event, "state")}))
 
 
@@ -1008,7 +1105,8 @@ def _route(span: Span, event: Any, source: Any) -> str | None:
 @_guarded
 def _method_finished(span: Span, event: Any, source: Any) -> None:
     """Chain of a flow method: its result; a router's is also its ``route``."""
-    span.set_output(_flow_value(_get(event, "result")))
+    result = _get(event, "result")
+    span.set_output(result if isinstance(event, _AsEmitted) else _flow_value(result))
     route = _route(span, event, source)
     if route is not None:
         span.set_metadata(route=route)
@@ -1147,7 +1245,15 @@ RULES: dict[str, CrewEventRule] = {
     # a flow run and each of its methods -> chain (CrewAI's own flows, such as the agent
     # executor, stay scopes that only carry parents)
     "FlowStartedEvent": _user_flows_only(_start(EventType.CHAIN, _flow_name, _flow_started)),
-    "FlowFinishedEvent": _user_flows_only(_end("FlowStartedEvent", _flow_finished, "flow_name")),
+    "FlowFinishedEvent": _user_flows_only(
+        CrewEventRule(
+            END,
+            fill=_flow_finished,
+            pair=("flow_name",),
+            start="FlowStartedEvent",
+            as_emitted=_flow_result_as_returned,
+        )
+    ),
     "FlowFailedEvent": _user_flows_only(
         _end("FlowStartedEvent", _failed(ErrorKind.ORCHESTRATION), "flow_name")
     ),

@@ -60,6 +60,15 @@ for _rule in (*RULES.values(), *UNEXPORTED_RULES.values()):
 
 _FLOW_START, _METHOD_START = "FlowStartedEvent", "MethodExecutionStartedEvent"
 
+
+def _pair_keys(start_kind: str, event: Any, source: Any) -> tuple[Any, ...]:
+    """What identifies a start of ``start_kind`` for the end that closes it: the start's (or
+    the end's) pair attributes; for a flow method also the flow (the event's source), so that
+    two runs of the same flow class going on at once never close each other's methods."""
+    keys = tuple(getattr(event, key, None) for key in _PAIR_KEYS.get(start_kind, ()))
+    return (*keys, id(source)) if start_kind == _METHOD_START else keys
+
+
 # Why an item waits (see SpanTree._waiting).
 _ORPHAN, _EARLY_END, _DEFERRED_END = 0, 1, 2
 
@@ -572,7 +581,7 @@ class SpanTree:
                 return
             if self._inputs and event_id in self._inputs:
                 span.set_input(self._inputs.pop(event_id))
-            keys = tuple(getattr(event, key, None) for key in _PAIR_KEYS.get(item.kind, ()))
+            keys = _pair_keys(item.kind, event, item.source)
             node = _Node(event_id, item.kind, span, _Anchor.of(span), item.seq, keys, parent_id)
         self._adopt(node, parent_node, rule)
         self._nodes[event_id] = node
@@ -588,6 +597,23 @@ class SpanTree:
         if end is not None:
             self._waiting.pop(id(end), None)
             self._close(node, end)
+        if self._early_ends:
+            self._misnamed_ends(event_id, item.kind)
+
+    def _misnamed_ends(self, event_id: str, kind: str) -> None:
+        """The ends that came early naming the start ``event_id``, which is of another kind: a
+        stale scope CrewAI named (a method's end after its crew timed out names the crew's
+        executor flow). As in :meth:`_end`, each closes the start of its own kind found by its
+        pair keys, or nothing."""
+        misnamed = [key for key in self._early_ends if key[0] == event_id and key[1] != kind]
+        for key in misnamed:
+            end = self._early_ends[key]
+            start_id = self._pair(end)
+            node = self._nodes.get(start_id) if start_id else None
+            if node is not None:  # else it waits (for its own start) as it did
+                del self._early_ends[key]
+                self._waiting.pop(id(end), None)
+                self._close(node, end)
 
     def _adopt(self, node: _Node, parent: _Node | None, rule: CrewEventRule) -> None:
         """Place a new node in its kickoff: what forgets it, which usage it adds to."""
@@ -758,7 +784,7 @@ class SpanTree:
         start_kind = item.rule.start
         if start_kind is None:
             return None
-        wanted = tuple(getattr(item.event, key, None) for key in _PAIR_KEYS.get(start_kind, ()))
+        wanted = _pair_keys(start_kind, item.event, item.source)
         seq = item.seq
         best: tuple[int, str] | None = None
         for event_id, node in self._nodes.items():
@@ -810,12 +836,25 @@ class SpanTree:
                 key2 = (str(start_id), item.rule.start)
                 if start_id and self._early_ends.get(key2) is item:
                     del self._early_ends[key2]
-                    if start_id not in self._nodes:  # else it named a start of another kind
-                        self._record_unpaired(item)
+                    self._expire_early_end(item, known=start_id in self._nodes)
             else:
                 self._expire_orphan(item)
         if self._deferred:
             self._settle()
+
+    def _expire_early_end(self, item: _Item, *, known: bool) -> None:
+        """An end that waited too long for the start it names: CrewAI may have named a stale
+        scope (a method's end after its crew timed out names the crew's executor flow, which
+        may be forgotten by now, or seen as a start of another kind: ``known``). A flow
+        method's end closes its own open start, found by its flow and names (see
+        :func:`_pair_keys`); else an end whose named start never arrived is recorded from what
+        it knows, one that named a start of another kind is dropped."""
+        start_id = self._pair(item) if item.rule.start == _METHOD_START else None
+        node = self._nodes.get(start_id) if start_id else None
+        if node is not None:
+            self._close(node, item)
+        elif not known:
+            self._record_unpaired(item)
 
     def _expire_orphan(self, item: _Item) -> None:
         parent_id: str | None = getattr(item.event, "parent_event_id", None)
