@@ -248,7 +248,11 @@ def test_recording_into_a_store_this_user_cannot_write_fails_at_once_saying_why(
         import sightline
         from sightline.store import SqliteStore, StoreError
 
-        for path in ({str(layout.db)!r}, {str(layout.folder / "new.db")!r}):
+        for path in (
+            {str(layout.db)!r},
+            {str(layout.folder / "new.db")!r},
+            {str(layout.folder / "sub" / "deeper" / "new.db")!r},
+        ):
             started = time.monotonic()
             try:
                 SqliteStore(path)
@@ -264,7 +268,7 @@ def test_recording_into_a_store_this_user_cannot_write_fails_at_once_saying_why(
     )
     result = reader.run("-c", script, cwd=layout.base)
     assert result.returncode == 0, (reader.how, result.stderr)
-    existing, new, counted = result.stdout.splitlines()
+    existing, new, in_new_folder, counted = result.stdout.splitlines()
     seconds, message = existing.split(" ", 1)
     assert float(seconds) < 5  # not retried as if the file were locked
     assert message.startswith(
@@ -278,6 +282,11 @@ def test_recording_into_a_store_this_user_cannot_write_fails_at_once_saying_why(
         f"cannot record into the store {layout.folder / 'new.db'}: this user cannot write its "
         f"folder {layout.folder}, where SQLite keeps new.db-wal and new.db-shm beside it ("
     )
+    assert in_new_folder.split(" ", 1)[1].startswith(
+        f"cannot record into the store {layout.folder / 'sub' / 'deeper' / 'new.db'}: this user "
+        f"cannot create its folder {layout.folder / 'sub' / 'deeper'} in {layout.folder} ("
+    )
+    assert not (layout.folder / "sub").exists()
     assert counted == "failed 1"
     assert (
         f"sightline sightline: exporter 'sqlite' raised StoreError: cannot record into the store "

@@ -326,6 +326,17 @@ def write_obstacle(path: str) -> str | None:
     return None
 
 
+def _uncreatable(folder: str, exc: OSError) -> str:
+    """Why the store's ``folder`` could not be created: the phrase names the nearest folder
+    above it that exists, with its owner and mode, when that is what stood in the way."""
+    above = os.path.dirname(folder)
+    while above and not os.path.isdir(above) and above != os.path.dirname(above):
+        above = os.path.dirname(above)
+    if isinstance(exc, PermissionError) and os.path.isdir(above):
+        return f"this user cannot create its folder {folder} in {above} ({_owner_and_mode(above)})"
+    return f"its folder {folder} cannot be created ({exc.strerror or exc})"
+
+
 @dataclass(frozen=True)
 class TraceFilter:
     """Filters of a trace listing. Times are nanoseconds since the epoch."""
@@ -384,7 +395,10 @@ class SqliteStore:
             return
         if path not in ("", ":memory:"):
             directory = os.path.dirname(os.path.abspath(path))
-            os.makedirs(directory, exist_ok=True)
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as exc:
+                raise self._cannot_record(_uncreatable(directory, exc)) from None
             # Before SQLite opens anything: it would open a file it cannot write read-only,
             # create the -wal and -shm as this user's files, and fail only at the first write.
             why = write_obstacle(path)
