@@ -108,6 +108,8 @@ async def test_unwrapped_streaming_calls_have_usage_and_time_to_first_chunk(reco
         assert event.metadata["stream"] is True
         assert 0 <= event.metadata["time_to_first_chunk_ms"] <= event.duration_ms
         assert event.model == "gpt-4o-mini"  # a stream's log does not name the served model
+        assert "tools" not in event.metadata  # nor the tools offered (never "none offered")
+    assert [tool["function"]["name"] for tool in server.requests[0]["tools"]] == ["get_weather"]
     assert first.usage.to_dict() == {"input_tokens": 30, "output_tokens": 8, "total_tokens": 38}
     assert first.metadata["finish_reason"] == "function_calls"
     assert first.output == [

@@ -230,11 +230,55 @@ async def test_a_tool_call_cut_short_by_cancellation_is_recorded_as_incomplete(r
         await task
 
     tool = recorded.one(type="tool_call", name="wait_forever")
-    assert (tool.status.value, tool.error.kind, tool.error.type) == ("error", "tool", "Incomplete")
+    assert (tool.status.value, tool.error.kind, tool.error.type) == (
+        "error",
+        "orchestration",  # the tool did nothing wrong
+        "Incomplete",
+    )
+    assert tool.error.message == "the agent turn ended before the tool call reported a result"
     assert tool.metadata == {"call_id": "call_w"}
     turn = recorded.one(type="agent")
     assert (turn.status.value, turn.error.type) == ("error", "CancelledError")
+    assert "closed_early" not in turn.metadata
     assert tool.parent_span_id == turn.span_id
+
+
+async def test_a_stream_the_caller_stops_reading_marks_the_turn_closed_early(recorded):
+    TOOL_THREADS.clear()
+    agent = weather_agent()
+    stream = agent.run_stream(task="Weather in Paris?")
+    seen = []
+    async for item in stream:
+        seen.append(type(item).__name__)
+        if seen[-1] == "ToolCallRequestEvent":
+            break
+    await stream.aclose()
+
+    assert seen == ["TextMessage", "ToolCallRequestEvent"]
+    turn = recorded.one(type="agent")
+    assert (turn.status.value, turn.metadata["closed_early"]) == ("ok", True)
+    tool = recorded.one(type="tool_call")
+    assert (tool.status.value, tool.error.kind, tool.error.type, tool.error.message) == (
+        "error",
+        "orchestration",
+        "Incomplete",
+        "the caller stopped reading the agent's stream before the tool call reported a result",
+    )
+    assert tool.parent_span_id == turn.span_id
+    assert TOOL_THREADS == []  # the tool never ran
+
+
+async def test_a_stream_read_to_its_result_and_then_closed_is_not_closed_early(recorded):
+    stream = weather_agent().run_stream(task="Weather in Paris?")
+    async for item in stream:
+        if type(item).__name__ == "TaskResult":
+            break
+    await stream.aclose()
+
+    turn = recorded.one(type="agent")
+    assert turn.status.value == "ok"
+    assert "closed_early" not in turn.metadata
+    assert recorded.one(type="tool_call").status.value == "ok"
 
 
 async def test_round_robin_team_is_a_run_with_one_agent_span_per_turn(recorded):

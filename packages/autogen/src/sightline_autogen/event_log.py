@@ -197,12 +197,11 @@ class SightlineEventLogHandler(logging.Handler):
         model = read.get("model")
         if model is None and scope is not None and scope.kind == "agent":
             model = model_name_of(getattr(scope.subject, "_model_client", None))
-        metadata: dict[str, Any] = {
-            "stream": stream,
-            "tools": tool_names(fields.get("tools")),
-            "source": "event_log",
-            "start_inferred": True,
-        }
+        metadata: dict[str, Any] = {"stream": stream}
+        if "tools" in fields:  # AutoGen logs them with a whole call, not with a stream's start
+            metadata["tools"] = tool_names(fields["tools"])
+        metadata["source"] = "event_log"
+        metadata["start_inferred"] = True
         if "finish_reason" in read:
             metadata["finish_reason"] = read["finish_reason"]
         if first_chunk_ns is not None and scope is not None:

@@ -259,8 +259,13 @@ class ScopeRegistry:
                 self._teams[key] = scope
         return scope
 
-    def close(self, scope: Scope, error: BaseException | None = None) -> None:
-        """End a scope's span, and the tool calls it left unfinished."""
+    def close(
+        self, scope: Scope, error: BaseException | None = None, *, closed_early: bool = False
+    ) -> None:
+        """End a scope's span, and the tool calls it left unfinished (errors of kind
+        ``orchestration``, type ``Incomplete``: the tool did nothing wrong). ``closed_early``:
+        the caller stopped reading the scope's stream before its end (metadata
+        ``closed_early``)."""
         with self._lock:
             if scope.kind == "agent":
                 scopes = self._agents.get(scope.name)
@@ -291,11 +296,18 @@ class ScopeRegistry:
             elif not pending.ended:
                 pending.ended = True
                 pending.span.set_error(
-                    kind=ErrorKind.TOOL,
+                    kind=ErrorKind.ORCHESTRATION,
                     type="Incomplete",
-                    message="the agent turn ended before the tool call reported a result",
+                    message=(
+                        "the caller stopped reading the agent's stream before the tool call "
+                        "reported a result"
+                        if closed_early
+                        else "the agent turn ended before the tool call reported a result"
+                    ),
                 )
                 pending.span.end()
+        if closed_early:
+            scope.span.set_metadata({"closed_early": True})
         if error is not None:
             scope.span.set_error(error)
         scope.span.end()

@@ -264,9 +264,21 @@ def _observe(scope: Scope, item: Any) -> None:
         scope.span.set_metadata(metadata)
 
 
-def _close(patcher: StructurePatcher, scope: Scope, error: BaseException | None) -> None:
+def _is_final(item: Any) -> bool:
+    """Whether ``item`` is the last a stream yields: a ``Response`` or a ``TaskResult``."""
+    if getattr(item, "chat_message", None) is not None:
+        return True
+    return getattr(item, "messages", None) is not None and hasattr(item, "stop_reason")
+
+
+def _close(
+    patcher: StructurePatcher,
+    scope: Scope,
+    error: BaseException | None,
+    closed_early: bool = False,
+) -> None:
     try:
-        REGISTRY.close(scope, error)
+        REGISTRY.close(scope, error, closed_early=closed_early)
     except Exception as exc:
         patcher.warn_once("end of a turn", exc)
 
@@ -324,6 +336,7 @@ async def _stream_in_scope(
             await stream.aclose()
         return
     error: BaseException | None = None
+    finished = closed_early = False
     try:
         while True:
             with activate(scope):
@@ -332,8 +345,12 @@ async def _stream_in_scope(
                 except StopAsyncIteration:
                     break
             _safe_observe(patcher, scope, item)
+            # The final item (the turn's Response, the run's TaskResult): a caller may stop
+            # reading there without cutting anything short.
+            finished = _is_final(item)
             yield item
     except GeneratorExit:
+        closed_early = not finished  # the caller stopped reading (break, aclose) mid-way
         raise
     except BaseException as exc:
         error = exc
@@ -342,7 +359,7 @@ async def _stream_in_scope(
         try:
             await stream.aclose()
         finally:
-            _close(patcher, scope, error)
+            _close(patcher, scope, error, closed_early)
 
 
 def _inside(subject: object, kind: str) -> Scope | None:
