@@ -111,7 +111,10 @@ def test_a_deny_is_recorded_as_a_decision_event_with_kind_guardrail(sightline_ca
     )
     assert decision.parent_span_id == run.span_id
     assert decision.trace_id == run.trace_id
-    assert decision.input == {"tool": "delete_account", "arguments": {"user_id": "u-1"}}
+    assert decision.input == {
+        "tool": "delete_account",
+        "arguments": {"user_id": "u-1", "reason": ""},
+    }
     assert decision.output == {"decision": "deny", "reason": "destructive"}
     assert decision.metadata == {"governance": True}
     assert sightline_capture.one(type="run").status.value == "ok"
@@ -240,6 +243,25 @@ def test_a_guarded_tool_with_var_positional_and_var_keyword_arguments_gets_them_
     assert search("a", "b", limit=2, fuzzy=True) == (("a", "b"), 2, {"fuzzy": True})
     [(_, arguments, _)] = policy.calls
     assert arguments == {"queries": ("a", "b"), "limit": 2, "options": {"fuzzy": True}}
+
+
+def test_the_policy_sees_the_defaults_the_tool_runs_with(sightline_capture, install):
+    # A limit on amount must hold when the caller leaves amount at its default.
+    policy = install(
+        Policy(lambda tool, args: Decision(args["amount"] <= 100, "over the refund limit"))
+    )
+
+    @sightline.guard
+    def refund(order: str, amount: int = 5000, *notes: str, **extra: Any) -> str:
+        return f"refunded {amount} on {order}"
+
+    with pytest.raises(ToolDenied, match="over the refund limit"):
+        refund("o-1")
+    assert refund("o-2", 40) == "refunded 40 on o-2"
+    assert [arguments for _, arguments, _ in policy.calls] == [
+        {"order": "o-1", "amount": 5000},  # an empty *notes / **extra is not shown
+        {"order": "o-2", "amount": 40},
+    ]
 
 
 def test_a_guarded_tool_with_positional_only_parameters_gets_them_unchanged(

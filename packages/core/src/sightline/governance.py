@@ -224,17 +224,31 @@ def guard(tool: F | None = None, *, name: str | None = None) -> Any:
     def decorate(function: F) -> F:
         tool_name: str = name or str(getattr(function, "__name__", repr(function)))
         signature = inspect.signature(function)
+        spread = {
+            parameter.name
+            for parameter in signature.parameters.values()
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        }
 
         def authorized_call(
             args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> tuple[tuple[Any, ...], dict[str, Any]]:
             """The positional and keyword arguments to call the tool with, once authorized.
 
-            Going back through the bound signature keeps positional-only parameters positional
-            and ``*args`` / ``**kwargs`` spread, as the caller passed them.
+            The policy sees every parameter the tool will run with, defaults included (a
+            limit on ``amount`` holds when the caller leaves ``amount`` at its default), and
+            ``*args`` / ``**kwargs`` only when the caller passed some. Going back through the
+            bound signature keeps positional-only parameters positional and ``*args`` /
+            ``**kwargs`` spread, as the caller passed them.
             """
             bound = signature.bind(*args, **kwargs)
-            allowed = authorize(tool_name, dict(bound.arguments))
+            bound.apply_defaults()
+            arguments = {
+                key: value
+                for key, value in bound.arguments.items()
+                if value or key not in spread  # an empty *args / **kwargs: nothing passed
+            }
+            allowed = authorize(tool_name, arguments)
             bound.arguments.clear()
             bound.arguments.update(allowed)
             return bound.args, bound.kwargs
