@@ -332,7 +332,7 @@ def test_a_model_failure_in_a_crew_fails_its_method_and_the_flow_as_orchestratio
         "Calculator": ("error", "orchestration"),
         "gpt-4o-mini": ("error", "model"),
     }
-    for name in ("ResearchFlow", "solve"):
+    for name in ("ResearchFlow", "solve", "crew", "Add 1 and 2"):
         assert instrumented.one(name=name).error.type == "InternalServerError"
     assert open_spans() == 0
 

@@ -15,12 +15,14 @@ from unittest.mock import ANY
 import openai
 import pytest
 from crewai import Agent, Crew, Task
+from crewai.hooks.dispatch import InterceptionPoint, _resolve_hooks
 from crewai.memory import Memory
 
 import sightline
 import sightline_crewai
 from sightline.testing import capture
 from sightline_crewai import SightlineEventListener
+from sightline_crewai.kickoff import _execution_ended
 from tests.crewai.crewai_support import (
     CREWAI_WARNINGS,
     DrainingCapture,
@@ -193,6 +195,11 @@ def test_model_failure_is_kind_model_and_fails_agent_task_and_run(instrumented, 
     }
     assert "the model is down" in by_type["llm_invoke"].error.message
     assert by_type["chain"].error.type == "InternalServerError"
+    # The run names the exception its caller got (CrewAI's failed event carries the message
+    # only); the agent and the model call have CrewAI's message alone.
+    assert by_type["run"].error.type == "InternalServerError"
+    assert "the model is down" in by_type["run"].error.message
+    assert (by_type["agent"].error.type, by_type["llm_invoke"].error.type) == ("Error", "Error")
 
 
 def test_kickoff_nests_under_the_ambient_sightline_span(instrumented, server, llm):
@@ -297,6 +304,7 @@ def test_uninstrument_stops_recording_and_instrument_is_idempotent(cap, server, 
     server.add(Reply.tool_call("add", {"a": 1, "b": 2}), Reply.text("3"), Reply.text("4"))
     try:
         calculator_crew(llm()).kickoff()
+        assert _resolve_hooks(InterceptionPoint.EXECUTION_END).count(_execution_ended) == 1
     finally:
         sightline_crewai.uninstrument()
         sightline_crewai.uninstrument()
@@ -307,6 +315,8 @@ def test_uninstrument_stops_recording_and_instrument_is_idempotent(cap, server, 
     calculator_crew(llm(), tools=[]).kickoff()
     assert cap.events == []
     assert not sightline_crewai.is_instrumented()
+    # The execution_end hook that names a failed kickoff's exception is gone too.
+    assert _execution_ended not in _resolve_hooks(InterceptionPoint.EXECUTION_END)
 
 
 def test_disabled_sightline_records_nothing(server, llm):

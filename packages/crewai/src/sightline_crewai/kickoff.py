@@ -34,7 +34,13 @@ from contextvars import ContextVar
 from typing import Any
 
 from sightline.logs import log_safely
-from sightline_crewai.mapping import flow_run, flow_run_ended, method_call, method_call_ended
+from sightline_crewai.mapping import (
+    flow_run,
+    flow_run_ended,
+    method_call,
+    method_call_ended,
+    note_crew_failure,
+)
 from sightline_crewai.patching import ORIGINAL, MethodPatches
 
 __all__ = ["unwatch", "watch"]
@@ -64,6 +70,7 @@ def watch(on_abort: OnAbort) -> None:
             return
         for module_name, class_name, names, wrapper in _ENTRY_POINTS:
             _patches.wrap(module_name, class_name, names, wrapper)
+        _hook_execution_end(True)
 
 
 def unwatch() -> None:
@@ -72,6 +79,36 @@ def unwatch() -> None:
     with _lock:
         _on_abort = None
         _patches.restore()
+        _hook_execution_end(False)
+
+
+def _hook_execution_end(on: bool) -> None:
+    """Register (or remove) the interception hook CrewAI calls, with the exception, when a
+    crew's kickoff fails: on the kickoff's thread, before it emits ``CrewKickoffFailedEvent``
+    (which carries the message only). An older CrewAI without the hook: no type is noted."""
+    try:
+        from crewai.hooks.dispatch import InterceptionPoint, register, unregister
+    except ImportError:
+        return
+    try:
+        if on:
+            register(InterceptionPoint.EXECUTION_END, _execution_ended)
+        else:
+            unregister(InterceptionPoint.EXECUTION_END, _execution_ended)
+    except Exception:
+        log_safely(logging.DEBUG, "sightline: crewai: cannot hook execution_end", exc_info=True)
+
+
+def _execution_ended(context: Any) -> None:
+    """CrewAI's ``execution_end`` hook: note the type of a failed kickoff's exception."""
+    error = getattr(context, "error", None)
+    crew = getattr(context, "crew", None)
+    if error is None or crew is None:
+        return None
+    started = getattr(crew, "_kickoff_event_id", None)
+    if started:
+        note_crew_failure(str(started), error)
+    return None
 
 
 def _watched(original: Callable[..., Any]) -> Callable[..., Any]:

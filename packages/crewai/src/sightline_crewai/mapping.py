@@ -260,9 +260,28 @@ def _crew_completed(span: Span, event: Any, source: Any) -> None:
     span.set_output(_output_of(_get(event, "output")))
 
 
+# The type of the exception each failed kickoff raised, by the id of its start event: CrewAI's
+# CrewKickoffFailedEvent carries the message only. Noted on the kickoff's thread before the event
+# is emitted (see kickoff.py), read when it is handled; bounded.
+_CREW_FAILURES: dict[str, str] = {}
+_CREW_FAILURES_KEPT = 1024
+
+
+def note_crew_failure(started_event_id: str, error: BaseException) -> None:
+    """Remember the type of the exception a kickoff (start event ``started_event_id``) raised."""
+    if len(_CREW_FAILURES) >= _CREW_FAILURES_KEPT:
+        try:
+            del _CREW_FAILURES[next(iter(_CREW_FAILURES))]
+        except (StopIteration, KeyError, RuntimeError):  # another thread took it first
+            pass
+    _CREW_FAILURES[started_event_id] = type(error).__name__
+
+
 @_guarded
 def _crew_failed(span: Span, event: Any, source: Any) -> None:
-    _set_error(span, event, ErrorKind.ORCHESTRATION)
+    started = _get(event, "started_event_id")
+    error_type = _CREW_FAILURES.pop(str(started), None) if started else None
+    _set_error(span, event, ErrorKind.ORCHESTRATION, error_type)
 
 
 # -- task -----------------------------------------------------------------------------------------
