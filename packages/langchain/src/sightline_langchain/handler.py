@@ -60,13 +60,31 @@ the run keeps its kind (see ``_fail``)."""
 class _Stream:
     """What streaming has shown of a model run so far (made at its first streamed chunk)."""
 
-    __slots__ = ("deltas", "first_chunk_ns", "first_token_ns", "tokens")
+    __slots__ = (
+        "deltas",
+        "first_chunk_ns",
+        "first_token_ns",
+        "room",
+        "text",
+        "text_from",
+        "tokens",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, room: int) -> None:
         self.first_token_ns = 0  # first chunk with content
         self.first_chunk_ns = 0  # first chunk of any kind (tool-call-only streams)
         self.tokens = 0  # on_llm_new_token calls with content
         self.deltas = 0  # on_stream_event content deltas (stream_events v3)
+        # The text streamed so far: the output of a run ended before its model's end arrived
+        # (see _close_children). Kept from one kind of callback, the first to bring text
+        # (stream_events v3 may bring each piece twice), and only as far as the client records
+        # a string (its max_string, and one character more for the sanitizer to mark the cut).
+        self.text: list[str] = []
+        self.text_from = 0  # _TOKENS or _DELTAS, once one brought text
+        self.room = room  # characters of text still kept
+
+
+_TOKENS, _DELTAS = 1, 2
 
 
 class _Run:
@@ -313,6 +331,8 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         self.client = client
         self.agent = agent
         self.session_id = session_id
+        if isinstance(tags, str):  # one tag, not one per character
+            tags = [tags]
         self.tags: list[str] | None = list(tags) if tags else None
         self.is_global = False  # True for the handler installed by instrument()
 
@@ -561,10 +581,23 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         client = _client or get_client()
         if parent_run_id is None:
             parent = None
+            parent_span = _ambient
         else:
             parent = runs.get(
                 parent_run_id.int if parent_run_id.__class__ is UUID else parent_run_id
             )
+            if parent is None:
+                parent_span = _ambient
+            else:
+                parent_span = parent.span
+                if parent_span.client is not client:
+                    # Recorded to another client (an explicit handler with a client of its own
+                    # inside a globally traced chain, a refused tool call recorded to the global
+                    # client): nested under it, this run would point at a parent its client
+                    # never receives, and whether it did would depend on which client's worker
+                    # came first. It starts a trace of its own, as _placed told _IDS (and
+                    # governance) it would; it still ends with its parent (children below).
+                    parent_span = _ambient
 
         agent = self.agent
         session_id = self.session_id
@@ -572,17 +605,30 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         meta = None
         pinned = 0
         if metadata:
-            value = metadata.get("sightline_agent") or metadata.get("lc_agent_name")
-            if value and isinstance(value, str):
-                agent = value
-                pinned = _PINNED_AGENT
-            value = metadata.get("sightline_session_id")
-            if value:
-                session_id = str(value)
-                pinned |= _PINNED_SESSION
-            value = metadata.get("sightline_tags")
-            if value:
-                event_tags = _merge_tags(event_tags, [value] if isinstance(value, str) else value)
+            # Each field guarded alone: a value that cannot be read (a str() that raises) loses
+            # that field, not the run.
+            try:
+                value = metadata.get("sightline_agent") or metadata.get("lc_agent_name")
+                if value and isinstance(value, str):
+                    agent = value
+                    pinned = _PINNED_AGENT
+            except Exception:
+                _callback_failed("reading metadata['sightline_agent']")
+            try:
+                value = metadata.get("sightline_session_id")
+                if value:
+                    session_id = value if value.__class__ is str else str(value)
+                    pinned |= _PINNED_SESSION
+            except Exception:
+                _callback_failed("reading metadata['sightline_session_id']")
+            try:
+                value = metadata.get("sightline_tags")
+                if value:
+                    event_tags = _merge_tags(
+                        event_tags, [value] if isinstance(value, str) else value
+                    )
+            except Exception:
+                _callback_failed("reading metadata['sightline_tags']")
             meta = mapping.user_metadata(metadata)
         # Most runs carry one positional tag ("seq:step:2"): skip the general path for them.
         if tags and (
@@ -612,7 +658,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             span = client.start_span(
                 name,
                 type,
-                parent=parent.span if parent is not None else _ambient,
+                parent=parent_span,
                 trace_id=trace_id,
                 span_id=span_id,
                 input=input,
@@ -624,7 +670,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             span = client.start_span(
                 name,
                 type,
-                parent=parent.span if parent is not None else _ambient,
+                parent=parent_span,
                 trace_id=trace_id,
                 span_id=span_id,
                 input=input,
@@ -654,14 +700,27 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         return record
 
     def _join(self, record: _Run) -> None:
-        """Another Sightline handler records this run: only say that this one saw it too."""
+        """Another Sightline handler records this run: only say that this one saw it too.
+
+        An explicit handler given to the run itself (a model's ``callbacks=[...]``) lends the
+        run its ``agent``, ``session_id`` and ``tags`` when the handler recording it came from
+        further out: the global handler, or a handler given to an enclosing run (LangChain
+        calls the handlers inherited from the parent first). The nearest handler's settings
+        win, as a run's own metadata wins over both (``pinned``).
+        """
         if record.joined is None:
             record.joined = [self]
         else:
             record.joined.append(self)
         owner = record.owner
-        if owner is not None and owner.is_global and not self.is_global:
-            # An explicit handler's settings win over the global handler's defaults.
+        if (
+            owner is not None
+            and owner is not self
+            and not self.is_global
+            and (
+                owner.is_global or (_sees(record.parent, owner) and not _sees(record.parent, self))
+            )
+        ):
             event = record.span.event
             if self.agent is not None and not record.pinned & _PINNED_AGENT:
                 event.agent = self.agent
@@ -972,11 +1031,13 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 return
             stream = record.stream
             if stream is None:
-                stream = record.stream = _Stream()
+                stream = record.stream = _new_stream()
             if token:
                 if not stream.first_token_ns:
                     stream.first_token_ns = _at
                 stream.tokens += 1
+                if stream.room > 0 and stream.text_from != _DELTAS:
+                    _keep_text(stream, token, _TOKENS)
             elif not stream.first_chunk_ns:
                 stream.first_chunk_ns = _at
         except Exception:
@@ -992,11 +1053,15 @@ class SightlineCallbackHandler(BaseCallbackHandler):
                 return
             stream = record.stream
             if stream is None:
-                stream = record.stream = _Stream()
+                stream = record.stream = _new_stream()
             if event.get("event") == "content-block-delta":
                 if not stream.first_token_ns:
                     stream.first_token_ns = _at
                 stream.deltas += 1
+                if stream.room > 0 and stream.text_from != _TOKENS:
+                    delta = event.get("delta")
+                    if delta.__class__ is dict and delta.get("type") == "text-delta":
+                        _keep_text(stream, delta.get("text"), _DELTAS)
             elif not stream.first_chunk_ns:
                 stream.first_chunk_ns = _at
         except Exception:
@@ -1308,7 +1373,10 @@ def _running_run(
 def _placed(key: Any, parent_key: Any, client: Client, ambient: Span | None) -> tuple[Any, Any]:
     """``(parent key, trace)`` of a run starting now: its parent's trace (a run LangChain lost
     the parent of takes the run going on, see _running_run), the ambient span's, or a trace of
-    its own (its key). ``trace`` is a trace id or a run key (see _IDS)."""
+    its own (its key). ``trace`` is a trace id or a run key (see _IDS).
+
+    A parent recorded to another client gives no trace (see ``_start``): the run's span would
+    point at a parent its client never receives."""
     if parent_key is not None:
         parent = _IDS.get(parent_key)
     else:
@@ -1318,7 +1386,7 @@ def _placed(key: Any, parent_key: Any, client: Client, ambient: Span | None) -> 
             parent_key, parent = running
         else:
             parent = None
-    if parent is not None:  # most runs: the parent's trace
+    if parent is not None and parent[2] is client:  # most runs: the parent's trace
         return parent_key, parent[0]
     if ambient is not None and ambient.is_recording:
         return parent_key, ambient.event.trace_id
@@ -1397,7 +1465,24 @@ def _fill_llm_result(record: _Run, outcome: mapping.LLMOutcome) -> None:
         _fill_streaming(record)
 
 
+def _new_stream() -> _Stream:
+    return _Stream((_client or get_client()).config.max_string + 1)
+
+
+def _keep_text(stream: _Stream, text: Any, source: int) -> None:
+    """Add a streamed piece of text to what ``stream`` keeps (see ``_Stream``)."""
+    if text.__class__ is not str:
+        return
+    stream.text_from = source
+    if len(text) > stream.room:
+        text = text[: stream.room]
+    stream.text.append(text)
+    stream.room -= len(text)
+
+
 def _fill_streaming(record: _Run) -> None:
+    """The streaming metadata of a model run, and when its end gave no output (it was ended
+    before its model's end came: see ``_close_children``), the text streamed so far."""
     stream = record.stream
     if stream is None:
         return
@@ -1406,6 +1491,29 @@ def _fill_streaming(record: _Run) -> None:
     event.metadata["ttft_ms"] = round((first - event.start_ns) / 1e6, 3)
     # A model streamed through stream_events(v3) may report both kinds: count one.
     event.metadata["streamed_tokens"] = stream.tokens or stream.deltas
+    if event.output is None and stream.text:
+        text = "".join(stream.text)
+        event.output = (
+            text if _is_text_prompt(event.input) else {"role": "assistant", "content": text}
+        )
+
+
+def _is_text_prompt(input: Any) -> bool:
+    """Whether a model run's input is a text model's prompt (``on_llm_start``: a string, or a
+    list of strings), not a chat model's messages: its output is then text, not a message."""
+    return input.__class__ is str or (
+        input.__class__ is list and bool(input) and input[0].__class__ is str
+    )
+
+
+def _sees(record: _Run | None, handler: SightlineCallbackHandler) -> bool:
+    """Whether ``handler`` saw the run ``record`` start (it records it or joined it)."""
+    if record is None:
+        return False
+    if record.owner is handler:
+        return True
+    joined = record.joined
+    return joined is not None and handler in joined
 
 
 def _merge_tags(first: list[str] | None, more: Any) -> list[str] | None:
@@ -1430,6 +1538,8 @@ def _evict_oldest() -> None:
         record.done = True
         _remember_closed(key)  # its end, if it ever comes, is not recorded a second time
         record.span.event.metadata["unfinished"] = True
+        if record.stream is not None:
+            _fill_streaming(record)
         record.span.end(_at)
 
 
@@ -1447,7 +1557,10 @@ def _close_children(record: _Run, error: BaseException | None) -> bool:
     cancelled (its ``except`` catches ``Exception`` only), nor, before their parent's end, for
     the runs of a sync stream the caller stopped reading: without this they would never be
     recorded and their entries never freed. Each is marked ``unfinished`` and, when the parent
-    failed, carries the parent's error (the cancellation that went through both).
+    failed, carries the parent's error (the cancellation that went through both). A model keeps
+    what it streamed so far, its text as its output (see ``_fill_streaming``): the end LangChain
+    sends for it afterwards (a sync stream's, with the full reply and usage) is ignored, since
+    the span was handed to the client when it ended and cannot be ended again.
     """
     children = record.children
     record.children = None

@@ -46,10 +46,19 @@ def instrument(client: Client | None = None) -> None:
     """Record every LangChain run in this process (``sightline.init()`` calls this).
 
     ``client`` is the Sightline client to report to; ``None`` uses the global client at the
-    time of each run. Idempotent: a second call while instrumented installs nothing more (it
-    only switches to ``client`` if that is another one).
+    time of each run, which records nothing until ``sightline.init()`` (or
+    ``sightline.set_client()``) installs one: a warning says so once. Idempotent: a second call
+    while instrumented installs nothing more (it only switches to ``client`` if that is another
+    one).
+
+    Instrumenting LangChain alone, reporting to the global client::
+
+        sightline.init(instrument=False)  # the global client, no integration instrumented
+        sightline_langchain.instrument()
     """
     global _wanted, _client, _watcher
+    if client is None:
+        _warn_if_nothing_records()
     with _lock:
         if _wanted:
             if client is not _client:
@@ -60,6 +69,30 @@ def instrument(client: Client | None = None) -> None:
         _wanted = True
         _client = client
         _watcher = when_imported(["langchain_core"], _on_langchain_imported)
+
+
+_warned_disabled = False
+
+
+def _warn_if_nothing_records() -> None:
+    """Warn once when instrument() reports to the global client while it is the disabled one."""
+    global _warned_disabled
+    if _warned_disabled:
+        return
+    try:
+        from sightline.client import get_client
+
+        if get_client().enabled:
+            return
+    except Exception:
+        return
+    _warned_disabled = True
+    log_safely(
+        logging.WARNING,
+        "sightline: sightline_langchain.instrument() reports to the global client, which "
+        "records nothing until sightline.init() (or sightline.set_client()) installs one; "
+        "call sightline.init() first, or pass instrument(client=...)",
+    )
 
 
 def uninstrument() -> None:

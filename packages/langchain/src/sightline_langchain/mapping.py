@@ -174,7 +174,11 @@ def user_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not metadata:
         return None
     try:
-        out = {k: v for k, v in metadata.items() if not k.startswith(_INTERNAL_METADATA_PREFIXES)}
+        out = {
+            k: v
+            for k, v in metadata.items()
+            if not isinstance(k, str) or not k.startswith(_INTERNAL_METADATA_PREFIXES)
+        }
         node = metadata.get("langgraph_node")
         if node is not None:
             out["langgraph_node"] = node
@@ -654,11 +658,22 @@ def documents_summary(documents: Any) -> tuple[int | None, list[dict[str, Any]] 
 
 
 def retry_record(retry_state: Any) -> dict[str, Any]:
-    """What one retry of a run looked like (``attempt``, ``slept_s``, ``error``)."""
+    """What one retry of a run looked like: ``attempt`` (the number of the attempt that
+    failed), ``slept_s`` (the seconds waited after it, before the next attempt: this retry's
+    wait, not the total so far) and ``error``.
+
+    ``on_retry`` is called from tenacity's ``before_sleep``, with the wait about to be slept:
+    ``upcoming_sleep``, or in a tenacity without it the ``sleep`` of the ``next_action``
+    (``idle_for`` is the total of the waits so far, this one included).
+    """
     record: dict[str, Any] = {}
     try:
         record["attempt"] = retry_state.attempt_number
-        record["slept_s"] = retry_state.idle_for
+        sleep = getattr(retry_state, "upcoming_sleep", None)
+        if sleep is None:
+            sleep = getattr(getattr(retry_state, "next_action", None), "sleep", None)
+        if sleep is not None:
+            record["slept_s"] = float(sleep)
         outcome = retry_state.outcome
         if outcome is not None and outcome.failed:
             exc = outcome.exception()
