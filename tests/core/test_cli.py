@@ -168,7 +168,7 @@ def test_runs_limit_prints_how_to_continue_and_the_cursor_continues(db, tmp_path
     first = sightline_cli("runs", "--db", str(db), "--limit", "2", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     hint = first.stdout.strip().splitlines()[-1]
-    assert hint.startswith("More runs: sightline runs --cursor ")
+    assert hint.startswith(f"More runs: sightline runs --db {db} --limit 2 --cursor ")
     cursor = hint.rsplit(" ", 1)[1]
     rest = sightline_cli("runs", "--db", str(db), "--json", "--cursor", cursor, cwd=tmp_path)
     assert run_names(rest) == ["nightly-report"]

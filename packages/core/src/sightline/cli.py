@@ -9,8 +9,8 @@ store (another user's ``.sightline/``) is read as a snapshot when no program rec
 a one-line note on stderr: SQLite cannot, or must not, create its WAL index as this user, so what
 is recorded meanwhile is not seen (``tail`` prints the ``--last`` events asked for and stops).
 A failure the user can act on (no store, a file that is not one, a schema from a newer
-Sightline) is one line on stderr, ``sightline: error: ...``, and exit status 1; a malformed
-argument is argparse's usage message and exit status 2.
+Sightline, a malformed ``SIGHTLINE_*`` variable) is one line on stderr, ``sightline: error:
+...``, and exit status 1; a malformed argument is argparse's usage message and exit status 2.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any, TextIO
 
 __all__ = ["CommandError", "CommandLine", "main"]
@@ -51,6 +53,9 @@ class CommandLine:
         self.parser.add_argument("--version", action="version", version=f"sightline {__version__}")
         self.subparsers = self.parser.add_subparsers(dest="command", metavar="COMMAND")
         self.handlers: dict[str, Handler] = {}
+        # A SIGHTLINE_* variable that cannot be read keeps plugins from loading: said once, by
+        # main(), as what the command runs allows (see there).
+        self.config_error: Exception | None = None
 
     def command(self, name: str, help: str, handler: Handler) -> argparse.ArgumentParser:
         """Add a subcommand; returns its parser so that arguments can be added to it."""
@@ -259,20 +264,35 @@ def _seconds(low: float) -> Any:
     return parse
 
 
+_MAX_NS = 2**63 - 1  # the store keeps times as signed 64-bit nanoseconds: up to 2262-04-11
+
+
 def parse_since(value: str) -> int:
-    """``30s``, ``15m``, ``2h``, ``7d`` ago, or an ISO timestamp → nanoseconds since the epoch."""
+    """``30s``, ``15m``, ``2h``, ``7d`` ago, or an ISO timestamp → nanoseconds since the epoch.
+
+    Nothing is recorded before 1970 (event times start at the epoch), so an earlier time
+    (``300000d``, ``0001-01-01``) is the epoch: every run. A time after 2262-04-11, the last
+    the store can hold, is a usage error.
+    """
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", value)
     if match:
         unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
-        return time.time_ns() - int(float(match.group(1)) * unit * 1_000_000_000)
-    from sightline.event import parse_time
+        # Decimal, not float: a count of many digits is exact, never inf.
+        ns = time.time_ns() - int(Decimal(match.group(1)) * unit * 1_000_000_000)
+    else:
+        from sightline.event import parse_time
 
-    try:
-        return parse_time(value)
-    except ValueError:
+        try:
+            ns = parse_time(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid time {value!r}: use 30m, 2h, 7d or an ISO timestamp"
+            ) from None
+    if ns > _MAX_NS:
         raise argparse.ArgumentTypeError(
-            f"invalid time {value!r}: use 30m, 2h, 7d or an ISO timestamp"
-        ) from None
+            f"invalid time {value!r}: after 2262-04-11, the last time Sightline can record"
+        )
+    return max(0, ns)
 
 
 def _local_time(text: str) -> str:
@@ -280,6 +300,9 @@ def _local_time(text: str) -> str:
 
 
 # -- commands ---------------------------------------------------------------------------------
+
+
+_RUNS_LIMIT = 20  # runs listed when --limit is not given
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -321,8 +344,28 @@ def cmd_runs(args: argparse.Namespace) -> int:
                "TOKENS", "COST"]  # fmt: skip
     _table(rows, headers, sys.stdout)
     if cursor:
-        print(f"\nMore runs: sightline runs --cursor {cursor}")
+        print(f"\nMore runs: {_next_page_command(args, cursor)}")
     return 0
+
+
+def _next_page_command(args: argparse.Namespace, cursor: str) -> str:
+    """The ``sightline runs`` that lists the next page: the same store and filters (a relative
+    ``--since`` as the time it stood for, so that the listing does not shift) and the cursor."""
+    from sightline.event import format_time
+
+    words = ["sightline", "runs"]
+    for option, value in (
+        ("--db", args.db),
+        ("--agent", args.agent),
+        ("--status", args.status),
+        ("--type", args.type),
+        ("--since", format_time(args.since) if args.since is not None else None),
+        ("--limit", str(args.limit) if args.limit != _RUNS_LIMIT else None),
+    ):
+        if value is not None:
+            words += [option, value]
+    words += ["--cursor", cursor]
+    return " ".join(shlex.quote(word) for word in words)
 
 
 def _filtered(args: argparse.Namespace) -> bool:
@@ -483,9 +526,13 @@ def cmd_tail(args: argparse.Namespace) -> int:
     position = backlog_end = store.last_position()
     if args.last:
         position = max(0, position - args.last)
+    elif args.timeout == 0 and not store.snapshot:
+        # --timeout 0 prints what is there, all of it, and stops. (A snapshot, which tail cannot
+        # follow, prints only the --last N asked for: the note on stderr says so.)
+        position = 0
     timeout = 0.0 if store.snapshot else args.timeout  # a snapshot never changes
     deadline = time.monotonic() + timeout if timeout is not None else None
-    if not args.json and not store.snapshot:
+    if not args.json and timeout != 0:
         print(f"Following {store.path} (Ctrl-C to stop)", file=sys.stderr)
     try:
         while True:
@@ -629,7 +676,10 @@ def build() -> CommandLine:
     runs.add_argument("--type", help="only runs containing an event of this type (e.g. tool_call)")
     runs.add_argument("--since", type=parse_since, help="30m, 2h, 7d or an ISO timestamp")
     runs.add_argument(
-        "--limit", type=_count(1, 1000), default=20, help="how many runs, 1 to 1000 (default 20)"
+        "--limit",
+        type=_count(1, 1000),
+        default=_RUNS_LIMIT,
+        help=f"how many runs, 1 to 1000 (default {_RUNS_LIMIT})",
     )
     runs.add_argument("--cursor", type=parse_cursor, help="continue a previous listing")
 
@@ -663,7 +713,8 @@ def build() -> CommandLine:
         "--timeout",
         type=_seconds(0.0),
         default=None,
-        help="stop after this many seconds (0: print what is there and stop)",
+        help="stop after this many seconds (0: print every event recorded so far, or the --last "
+        "N, and stop)",
     )
 
     stats = cli.command("stats", "counts, error rate, latency, tokens and cost", cmd_stats)
@@ -680,19 +731,37 @@ def build() -> CommandLine:
         doctor.register(cli)
     except ImportError:
         pass
+    from sightline.errors import ConfigError
+
     try:
         _plugin_manager().call("sightline_cli", cli=cli)
+    except ConfigError as exc:
+        cli.config_error = exc  # main() says it, once
     except Exception as exc:  # a broken plugin must not break the built-in commands
         print(f"sightline: plugin commands unavailable: {exc}", file=sys.stderr)
     return cli
+
+
+# Commands that report a configuration error themselves: `plugins` as its error, `doctor` as
+# its failed "config" check. Any other command says once that plugin commands are unavailable.
+_REPORT_CONFIG_ERRORS = {"plugins", "doctor"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sightline`` command."""
     global _USE_COLOR
     _USE_COLOR = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    from sightline.errors import ConfigError
+
     cli = build()
-    args = cli.parser.parse_args(argv)
+    try:
+        args = cli.parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code and cli.config_error is not None:  # say why a plugin's command is missing
+            _plugins_unavailable(cli.config_error)
+        raise
+    if cli.config_error is not None and args.command not in _REPORT_CONFIG_ERRORS:
+        _plugins_unavailable(cli.config_error)
     handler = getattr(args, "_handler", None)
     if handler is None:
         cli.parser.print_help()
@@ -703,6 +772,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except CommandError as exc:
         return _fail(str(exc), exc.exit_code)
+    except ConfigError as exc:  # a malformed SIGHTLINE_* variable, for any command
+        return _fail(str(exc), 1)
     except Exception as exc:
         from sightline.store import StoreError
 
@@ -712,6 +783,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The file went bad after it opened (a corrupt page, a disk error...).
             return _fail(f"cannot read the store: {exc}", 1)
         raise
+
+
+def _plugins_unavailable(error: Exception) -> None:
+    print(f"sightline: plugin commands unavailable: {error}", file=sys.stderr)
 
 
 def _fail(message: str, exit_code: int) -> int:

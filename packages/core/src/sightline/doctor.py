@@ -129,21 +129,18 @@ def run_checks(
 def _check_store(config: Any, checks: list[Check]) -> None:
     """The embedded store: a SQLite file of a schema this Sightline writes, that this user can
     write (SQLite also writes ``-wal`` / ``-shm`` files beside it), or a folder to create it in."""
+    from sightline.spool import folder_obstacle
     from sightline.store.sqlite import SchemaVersionError, SqliteStore, write_obstacle
 
     path = os.path.abspath(config.db)
     # A link's target is where SQLite writes (and its folder where -wal and -shm go).
     folder = os.path.dirname(os.path.realpath(path))
     if not os.path.exists(path):
-        parent = folder
-        while not os.path.exists(parent) and os.path.dirname(parent) != parent:
-            parent = os.path.dirname(parent)
-        if os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK):
+        obstacle = folder_obstacle(folder)
+        if obstacle is None:
             checks.append(Check("store", OK, f"{path} will be created when events are recorded"))
         else:
-            checks.append(
-                Check("store", FAIL, f"{path} cannot be created: {parent} is not writable")
-            )
+            checks.append(Check("store", FAIL, f"{path} cannot be created: {obstacle}"))
         return
     try:
         store = SqliteStore(path, readonly=True)
@@ -310,7 +307,7 @@ def _check_key_itself(config: Any, timeout: float, reachable: bool, checks: list
 
 
 def _check_spool(config: Any, checks: list[Check]) -> None:
-    from sightline.spool import SpoolDirectory, spool_path_for
+    from sightline.spool import SpoolDirectory, folder_obstacle, spool_path_for
 
     base = config.resolved_spool_dir
     if config.spool_max_bytes <= 0:
@@ -319,6 +316,20 @@ def _check_spool(config: Any, checks: list[Check]) -> None:
                 "spool",
                 WARN,
                 "disabled (SIGHTLINE_SPOOL_MAX_BYTES=0): undeliverable batches are dropped",
+            )
+        )
+        return
+    obstacle = folder_obstacle(base)
+    if obstacle is not None and not os.path.isdir(base):
+        # A file where the spool's folder should be (or above it), or a folder this user cannot
+        # create: nothing can be spooled.
+        checks.append(
+            Check(
+                "spool",
+                FAIL,
+                f"none can be kept in {base}: {obstacle}; set SIGHTLINE_SPOOL_DIR (or "
+                "--spool-dir) to a folder this user can write",
+                {"path": base},
             )
         )
         return
@@ -331,18 +342,17 @@ def _check_spool(config: Any, checks: list[Check]) -> None:
             for name in os.listdir(base)
             if os.path.isdir(os.path.join(base, name))
         )
-    except FileNotFoundError:
+    except OSError:  # not there yet, or not a folder this user can list (said below)
         others = []
     paths += [p for p in others if p not in paths]
     paths = [p for p in paths if os.path.isdir(p)]
     if not paths:
-        writable = _writable(base)
         checks.append(
             Check(
                 "spool",
-                OK if writable else FAIL,
+                OK if obstacle is None else FAIL,
                 f"empty ({base}, limit {_size(config.spool_max_bytes)})"
-                + ("" if writable else "; cannot be created: not writable"),
+                + ("" if obstacle is None else f"; {obstacle}"),
                 {"path": base, "files": 0, "events": 0, "bytes": 0},
             )
         )
@@ -374,21 +384,10 @@ def _check_spool(config: Any, checks: list[Check]) -> None:
             text += "; nearly full: the oldest batches will be evicted"
         if config.endpoint and path != paths[0]:
             text += " (another endpoint's spool; delivered only by a client configured for it)"
-        if not _writable(path):
+        if folder_obstacle(path) is not None:
             status = FAIL
             text += "; not writable"
         checks.append(Check("spool", status, text, details))
-
-
-def _writable(path: str) -> bool:
-    """Whether ``path``, or the nearest existing folder above it, can be written to."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            return False
-        path = parent
-    return os.access(path, os.W_OK)
 
 
 def _headers(api_key: str | None) -> dict[str, str]:

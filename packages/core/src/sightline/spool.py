@@ -52,6 +52,7 @@ __all__ = [
     "SpoolEntry",
     "SpoolUsage",
     "adopt_legacy_spool",
+    "folder_obstacle",
     "spool_path_for",
 ]
 
@@ -126,6 +127,23 @@ def spool_path_for(base_dir: str, endpoint: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "_", host).strip("_")[:40] or "endpoint"
     digest = hashlib.sha256(normalized.encode()).hexdigest()[:8]
     return os.path.join(base_dir, f"{slug}-{digest}")
+
+
+def folder_obstacle(path: str) -> str | None:
+    """Why no spool can be kept in the folder ``path`` (a phrase naming what is in the way), or
+    ``None`` when it is a folder this user can write, or one it can create.
+
+    Example: ``"/var/tmp/sightline is not a folder"`` when a file of that name is there.
+    """
+    path = os.path.abspath(path)
+    existing = path
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)  # the root always exists
+    if not os.path.isdir(existing):
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"this user cannot write {existing}"
+    return None
 
 
 def _legacy_spool_path_for(base_dir: str, endpoint: str) -> str:
@@ -393,7 +411,9 @@ class SpoolDirectory:
         found: list[SpoolEntry] = []
         try:
             iterator = os.scandir(self.path)
-        except FileNotFoundError:
+        except OSError:
+            # Not there yet, or it cannot be (a file in the way, no permission): nothing spooled
+            # to list. Writing there fails, and the exporter counts and reports that.
             return found
         with iterator:
             for item in iterator:
@@ -459,7 +479,7 @@ class SpoolDirectory:
         try:
             temp = sum(1 for name in os.listdir(self.path) if name.startswith(TEMP_PREFIX))
             corrupt = len(os.listdir(os.path.join(self.path, "corrupt")))
-        except FileNotFoundError:
+        except OSError:  # not there, or not a folder this user can read
             pass
         return SpoolUsage(
             path=self.path,
@@ -478,7 +498,7 @@ class SpoolDirectory:
         cutoff = time.time() - older_than
         try:
             names = os.listdir(self.path)
-        except FileNotFoundError:
+        except OSError:
             return 0
         for name in names:
             if not name.startswith(TEMP_PREFIX):

@@ -63,7 +63,13 @@ from sightline.event import Event
 from sightline.jsonwire import dumps_bytes
 from sightline.logs import log_safely
 from sightline.pipeline import ExportResult
-from sightline.spool import SpoolDirectory, adopt_legacy_spool, decode_body, spool_path_for
+from sightline.spool import (
+    SpoolDirectory,
+    adopt_legacy_spool,
+    decode_body,
+    folder_obstacle,
+    spool_path_for,
+)
 from sightline.threads import start_background_thread
 
 __all__ = [
@@ -373,6 +379,18 @@ class HttpExporter:
             spool_dir = os.path.join(tempfile.gettempdir(), "sightline-spool")
         adopt_legacy_spool(spool_dir, self.endpoint)  # batches spooled before an upgrade
         self.spool = SpoolDirectory(spool_path_for(spool_dir, self.endpoint), spool_max_bytes)
+        if self.spool.enabled and (obstacle := folder_obstacle(self.spool.path)):
+            # As for a store that cannot be written: said at once, and the events it costs are
+            # counted as failed; the user's code goes on, and delivery works while the
+            # collector answers.
+            log_safely(
+                logging.WARNING,
+                "sightline: no spool can be kept in the spool_dir %s: %s. Batches the collector "
+                "does not take at once are dropped and counted as failed; set SIGHTLINE_SPOOL_DIR "
+                "(or spool_dir=) to a folder this user can write",
+                spool_dir,
+                obstacle,
+            )
         self.sent = 0
         self.retried = 0
         self.failed = 0
@@ -748,8 +766,8 @@ class HttpExporter:
             self._add(failed=len(events))
             self._report(
                 DeliveryError(
-                    f"could not write to the spool {self.spool.path}: {exc}; {len(events)} "
-                    "events are dropped",
+                    f"could not write to the spool {self.spool.path}: "
+                    f"{folder_obstacle(self.spool.path) or exc}; {len(events)} events are dropped",
                     url=self.shown_url,
                 ),
                 events,
@@ -809,12 +827,20 @@ class HttpExporter:
         self._wake.set()
         if not self._outage_logged:
             self._outage_logged = True
-            log_safely(
-                logging.WARNING,
-                "sightline: %s; batches are kept in the spool %s and retried with backoff",
-                outcome.error,
-                self.spool.path,
-            )
+            log_safely(logging.WARNING, "sightline: %s; %s", outcome.error, self._outage_plan())
+
+    def _outage_plan(self) -> str:
+        """What happens to batches while the collector does not take them, as a log says it."""
+        dropped = (
+            "so undelivered batches are dropped and counted as failed: this one, and those made "
+            "before the collector is tried again (after a backoff)"
+        )
+        if not self.spool.enabled:
+            return f"the spool is disabled (spool_max_bytes=0), {dropped}"
+        obstacle = folder_obstacle(self.spool.path)
+        if obstacle is not None:
+            return f"the spool {self.spool.path} cannot be used ({obstacle}), {dropped}"
+        return f"batches are kept in the spool {self.spool.path} and retried with backoff"
 
     def _reject(self, outcome: _Outcome, events: Sequence[Any]) -> None:
         self._add(failed=len(events))
@@ -831,14 +857,17 @@ class HttpExporter:
             self._halted = error
             self._spooling = True
             self._progress.notify_all()
+        if self.spool.enabled and folder_obstacle(self.spool.path) is None:
+            kept = f"are kept in the spool {self.spool.path} for a process started with a valid key"
+        else:
+            kept = "cannot be spooled, so they are dropped and counted as failed"
         log_safely(
             logging.ERROR,
             "sightline: the collector at %s rejected the API key (%s). Nothing more is sent by "
-            "this process; undelivered events are kept in the spool %s for a process started "
-            "with a valid key (check it with `sightline doctor`).",
+            "this process; undelivered events %s (check the key with `sightline doctor`).",
             self.shown_url,
             outcome.status,
-            self.spool.path,
+            kept,
         )
         self._call_on_error(error, events)
 
