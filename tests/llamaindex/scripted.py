@@ -3,7 +3,7 @@ reports a model and provider-style token usage, a small index, and an agent buil
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import Any
 
 from llama_index.core import VectorStoreIndex
@@ -12,12 +12,15 @@ from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
     ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseGen,
     LLMMetadata,
     MessageRole,
     ToolCallBlock,
 )
 from llama_index.core.embeddings import MockEmbedding
-from llama_index.core.llms.callbacks import llm_chat_callback
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.schema import TextNode
 from llama_index.core.tools import FunctionTool
@@ -76,6 +79,50 @@ class ScriptedLLM(MockFunctionCallingLLM):
             first = ChatMessage(role="assistant", content=text[:half])
             yield ChatResponse(message=first, delta=text[:half], raw={"choices": []})
             yield ChatResponse(message=message, delta=text[half:], raw={"usage": usage})
+
+        return chunks()
+
+
+class WordsLLM(ScriptedLLM):
+    """A ``ScriptedLLM`` whose streams (``stream_chat``, ``astream_chat``, ``stream_complete``)
+    yield its answer a word at a time, each chunk carrying the text so far (as LlamaIndex's
+    integrations' chunks do), and no usage."""
+
+    def _texts(self, messages: Sequence[ChatMessage]) -> list[str]:
+        words = (self._reply(messages).content or "").split(" ")
+        return [" ".join(words[: n + 1]) for n in range(len(words))]
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        texts = self._texts(messages)
+
+        def chunks() -> Generator[ChatResponse, None, None]:
+            for text in texts:
+                yield ChatResponse(message=ChatMessage(role="assistant", content=text))
+
+        return chunks()
+
+    @llm_chat_callback()
+    async def astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        texts = self._texts(messages)
+
+        async def chunks() -> AsyncGenerator[ChatResponse, None]:
+            for text in texts:
+                yield ChatResponse(message=ChatMessage(role="assistant", content=text))
+
+        return chunks()
+
+    @llm_completion_callback()
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        texts = self._texts([ChatMessage(role="user", content=prompt)])
+
+        def chunks() -> Generator[CompletionResponse, None, None]:
+            for text in texts:
+                yield CompletionResponse(text=text)
 
         return chunks()
 

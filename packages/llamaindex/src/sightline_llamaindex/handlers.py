@@ -96,12 +96,14 @@ class _Call:
         "owned",
         "owner_id",
         "parent",
+        "partial",
         "reading",
         "response_seen",
         "span",
         "started",
         "stream_keys",
         "stream_ref",
+        "tool_names",
         "wait_own_end",
         "waiting",
     )
@@ -141,6 +143,12 @@ class _Call:
         self.waiting: BaseException | None = None
         # the streamed response being read when its span started (its work is the stream's)
         self.reading: _ResponseStream | None = None
+        # an LLM call's: the latest chunk its stream yielded (the response so far), what it
+        # ends with when the stream stops before its end event
+        self.partial: Any = None
+        # an agent run's: the tools its calls ran, as they ended (a run that does not return
+        # has no final output listing them)
+        self.tool_names: list[str] | None = None
 
 
 _UNRECORDED_ROOT = _Call(None)
@@ -249,6 +257,7 @@ class _OpenSpans:
             finalizer.atexit = False
         except TypeError:  # not weak-referenceable: the end event or the bound will close it
             pass
+        _end_open_at_exit_once()  # a stream still open at exit ends then, ``incomplete``
 
     def stream_done(self, span_id: str) -> _Call | None:
         """The stream of ``span_id`` ended; finish its call if its LlamaIndex span has exited."""
@@ -475,12 +484,19 @@ class _OpenSpans:
             parent.child_error = (err, error.kind)
 
     def finish(self, call: _Call, incomplete: bool = False) -> None:
-        """End the call's Sightline span (once) and forget its streams."""
+        """End the call's Sightline span (once) and forget its streams.
+
+        A streamed LLM call that ends without its stream's end event (closed or dropped
+        half-read, failed or cancelled midway, open at exit) ends with the response it had
+        received: the latest chunk's. An agent run that did not return ends with the tools its
+        calls ran (``tool_calls``)."""
+        partial = None
         if call.kind == Kind.LLM:  # its stream's end may race its span's exit: serialize
             with self.lock:
                 if call.finished:
                     return
                 call.finished = True
+                partial, call.partial = call.partial, None
                 for key in call.stream_keys:
                     self.streams.pop(key, None)
                 call.stream_keys = []
@@ -499,6 +515,13 @@ class _OpenSpans:
         span = call.span
         if span is None:
             return
+        if partial is not None and not call.response_seen:  # formatted once, at its end
+            apply_llm_response(span, partial)
+        if call.kind == Kind.TOOL_STEP:
+            _ran_in_run(call)
+        elif call.tool_names is not None:  # a run that did not return (failed, cancelled...)
+            span.set_metadata(tool_calls=call.tool_names)
+            call.tool_names = None
         if incomplete:
             span.set_metadata(incomplete=True)
         span.end()
@@ -510,6 +533,22 @@ class _OpenSpans:
                 logging.WARNING, "sightline: too many %s; closing the oldest as incomplete", what
             )
 
+
+def _ran_in_run(call: _Call) -> None:
+    """The tool call ``call`` (a ``call_tool`` step) ended: the agent run it is a step of
+    lists it among the tools it ran (used unless the run returns its own list)."""
+    run = call.parent
+    if run is None or run.kind != Kind.AGENT or run.finished or not call.name:
+        return
+    names = run.tool_names
+    if names is None:
+        run.tool_names = [call.name]
+    elif len(names) < _MAX_TOOL_NAMES:
+        names.append(call.name)
+
+
+# A run's tools, listed as they end: bounded, however long the run.
+_MAX_TOOL_NAMES = 1_000
 
 OPEN_SPANS = _OpenSpans()
 
@@ -820,6 +859,8 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
                 )
                 if result is None and _unfinished(call):
                     _end_unfinished(call)
+                elif call.kind == Kind.AGENT and result is not None:
+                    call.tool_names = None  # a run that returned lists its own tool calls
             call.exited = True
             if stream:
                 OPEN_SPANS.await_stream(call, id_, result, _announces_end(id_))
@@ -1066,6 +1107,12 @@ def _on_exception(call: _Call, event: Any, span_id: str) -> None:
     OPEN_SPANS.stream_done(span_id)
 
 
+def _on_progress(call: _Call, event: Any, span_id: str) -> None:
+    # A chunk of a stream: the handler keeps it on its call on a short path of its own (see
+    # ``SightlineEventHandler.handle``); this route only names the events that take it.
+    call.partial = event.response
+
+
 def _on_cancelled(call: _Call, event: Any, span_id: str) -> None:
     # A run stopped by ``handler.cancel_run()`` (reason "workflow cancelled by user"), or a step
     # cancelled with it: LlamaIndex then exits the span normally, with no result.
@@ -1081,6 +1128,8 @@ _ROUTE_BY_NAME: dict[str, _Route] = {
     "LLMCompletionStartEvent": _on_completion_start,
     "LLMChatEndEvent": _on_llm_end,
     "LLMCompletionEndEvent": _on_llm_end,
+    "LLMChatInProgressEvent": _on_progress,
+    "LLMCompletionInProgressEvent": _on_progress,
     "LLMStructuredPredictStartEvent": _on_structured_start,
     "LLMStructuredPredictEndEvent": _on_structured_end,
     "ExceptionEvent": _on_exception,
@@ -1106,7 +1155,9 @@ class SightlineEventHandler(BaseEventHandler):
     """Completes the spans a :class:`SightlineSpanHandler` records from LlamaIndex events.
 
     It reads LLM messages, responses and token usage (``LLMChatStartEvent``/``EndEvent``...)
-    and closes streamed LLM calls when their stream ends. Events of spans that no Sightline
+    and closes streamed LLM calls when their stream ends; of each chunk of a stream
+    (``LLMChatInProgressEvent``...) it keeps a reference to the latest only, what a stream that
+    stops before its end ends with. Events of spans that no Sightline
     span handler recorded are ignored.
     """
 
@@ -1125,6 +1176,13 @@ class SightlineEventHandler(BaseEventHandler):
             if route is _UNSEEN:
                 route = _route_of(cls)
             if route is None:
+                return
+            if route is _on_progress:
+                # Every chunk of every stream comes here: keep the latest (a reference) on the
+                # stream's call, to end it with if the stream stops before its end event.
+                call = OPEN_SPANS.streams.get(event.span_id)
+                if call is not None:
+                    call.partial = event.response
                 return
             span_id = event.span_id
             call = None
