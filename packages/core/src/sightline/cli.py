@@ -88,7 +88,10 @@ def _open_store(args: argparse.Namespace, following: bool = False) -> Any:
 def _open_store_readonly(args: argparse.Namespace) -> Any:
     from sightline.store import SchemaVersionError, SqliteStore, StoreError, open_store
 
-    path = args.db or os.environ.get("SIGHTLINE_DB") or os.path.join(".sightline", "sightline.db")
+    from_env = os.environ.get("SIGHTLINE_DB", "")
+    if not from_env.strip():  # set to nothing (or spaces): not set, as for init()
+        from_env = ""
+    path = args.db or from_env or os.path.join(".sightline", "sightline.db")
     if not os.path.exists(path):
         raise CommandError(
             f"no store at {path}. Run an instrumented program first "

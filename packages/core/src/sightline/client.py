@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sightline.config import Config
+from sightline.config import Config, require_bool
 from sightline.errors import ConfigError
 from sightline.event import (
     ErrorInfo,
@@ -29,7 +29,7 @@ from sightline.event import (
     new_span_id,
     new_trace_id,
 )
-from sightline.pipeline import log_safely
+from sightline.pipeline import log_safely, time_left, timeout_seconds
 from sightline.span import (
     _PARENT_SOURCES,
     NOOP_SPAN,
@@ -63,7 +63,10 @@ class Client:
 
     Arguments are those of :func:`sightline.init`; each falls back to its ``SIGHTLINE_*``
     environment variable, then to a default. An explicit client does not instrument frameworks
-    unless ``instrument=True`` is passed. Use it as a context manager to flush and close it::
+    unless ``instrument=True`` is passed. ``exporters`` is a list of names and exporter objects,
+    a comma-separated string of names (``"sqlite,jsonl"``) or a single exporter object; the
+    other list options (``redact_keys``, ``plugins``, ``disable_plugins``) likewise take a
+    comma-separated string. Use it as a context manager to flush and close it::
 
         with sightline.Client(exporters=["jsonl"]) as client:
             client.log_event("tool_call", "search", input={"q": "refund"})
@@ -78,12 +81,12 @@ class Client:
         db: str | None = None,
         instrument: bool = False,
         enabled: bool | None = None,
-        exporters: Sequence[str | Exporter] | str | None = None,
+        exporters: Sequence[str | Exporter] | str | Exporter | None = None,
         capture_content: bool | None = None,
-        plugins: Sequence[str] | None = None,
+        plugins: Sequence[str] | str | None = None,
         **options: Any,
     ) -> None:
-        self.config = Config.resolve(
+        config = Config.resolve(
             endpoint=endpoint,
             api_key=api_key,
             project=project,
@@ -96,7 +99,22 @@ class Client:
             plugins=plugins,
             **options,
         )
+        self._configure(config)
+
+    @classmethod
+    def _disabled(cls) -> Client:
+        """A client that records nothing, built without reading ``SIGHTLINE_*`` variables: the
+        one :func:`get_client` hands out before :func:`init`, which a malformed variable must
+        not turn into an error raised by every instrumented call."""
+        client = cls.__new__(cls)
+        client._configure(Config(enabled=False))
+        return client
+
+    def _configure(self, config: Config) -> None:
+        """Set the client up for ``config``, already resolved and checked."""
+        self.config = config
         self.enabled = self.config.enabled
+        self._warned: set[str] = set()  # what _warn_once() has logged at warning level
         self.agents: dict[str, dict[str, Any]] = {}
         self._closed = False  # close() has been called (it may still be running)
         self._close_lock = threading.RLock()
@@ -222,18 +240,43 @@ class Client:
         """Hand a finished event to the pipeline. Never blocks, never raises.
 
         Returns False when the event was not accepted (disabled, closed, or queue full: counted
-        in :meth:`stats`).
+        in :meth:`stats`). Anything but an :class:`Event` (``None``, a dict) is refused: counted
+        in ``stats()["dropped"]`` and logged once at warning level.
         """
         pipeline = self._pipeline
         if pipeline is None:
             if self._closed and self.enabled:
                 self._count_after_close()
             return False
-        if event.end_ns is None:
-            event.end_ns = time.time_ns()
-        if event.agent is None:
-            event.agent = self._default_agent
+        try:
+            if event.__class__ is not Event and not isinstance(event, Event):
+                self._refuse_track(pipeline, f"it was given {type(event).__name__}, not an Event")
+                return False
+            if event.end_ns is None:
+                event.end_ns = time.time_ns()
+            if event.agent is None:
+                event.agent = self._default_agent
+        except Exception as exc:  # an Event missing its fields (built with __new__)
+            self._refuse_track(pipeline, f"the event could not be read ({type(exc).__name__})")
+            return False
         return pipeline.submit(event)
+
+    def _refuse_track(self, pipeline: Pipeline, why: str) -> None:
+        pipeline.refused.add()
+        self._warn_once(
+            "track",
+            "sightline: track() dropped an event: %s; counted in stats()['dropped'] (further "
+            "ones are logged at debug level)",
+            why,
+        )
+
+    def _warn_once(self, topic: str, message: str, *args: object) -> None:
+        """Log ``message`` on the ``sightline`` logger at warning level the first time for
+        ``topic`` on this client, at debug level after that: a misuse repeated in a loop is
+        told once, not once per call. Never raises."""
+        first = topic not in self._warned
+        self._warned.add(topic)
+        log_safely(logging.WARNING if first else logging.DEBUG, message, *args)
 
     def defer(self, record: tuple[Any, ...]) -> bool:
         """Queue a deferred record: the worker calls ``record[0](record)`` later, in order with
@@ -445,23 +488,26 @@ class Client:
 
     # -- delivery -----------------------------------------------------------------------------
 
-    def flush(self, timeout: float = 5.0) -> bool:
+    def flush(self, timeout: float | None = 5.0) -> bool:
         """Deliver everything tracked so far; True when it all reached the exporters in time.
 
-        Integrations whose framework records on threads of its own are waited for first
-        (the ``sightline_flush`` hook), within the same ``timeout``.
+        ``timeout`` is in seconds; ``None`` means no limit (as does ``float("inf")``), and a
+        negative one is 0. Integrations whose framework records on threads of its own are
+        waited for first (the ``sightline_flush`` hook), within the same ``timeout``.
         """
+        seconds = timeout_seconds(timeout)
         pipeline = self._pipeline
         if pipeline is None:
             return True
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + seconds
         if self._plugins is not None:
-            self._plugins.call("sightline_flush", client=self, timeout=timeout)
-        return pipeline.flush(max(0.0, deadline - time.monotonic()))
+            self._plugins.call("sightline_flush", client=self, timeout=seconds)
+        return pipeline.flush(time_left(deadline))
 
-    def close(self, timeout: float = 5.0) -> bool:
+    def close(self, timeout: float | None = 5.0) -> bool:
         """Flush, stop the background threads and shut the exporters down; True when every
-        event reached the exporters in time.
+        event reached the exporters in time. ``timeout`` is read as by :meth:`flush`: ``None``
+        means no limit.
 
         Idempotent: once a close has completed, a later call returns True at once. A call made
         while another thread is closing waits for that close, within its own ``timeout``, and
@@ -470,14 +516,15 @@ class Client:
         """
         return self._close(timeout)
 
-    def _close(self, timeout: float, suspended: threading.Thread | None = None) -> bool:
+    def _close(self, timeout: float | None, suspended: threading.Thread | None = None) -> bool:
         """:meth:`close`. ``suspended`` is a thread stopped under a signal handler (the
         SIGTERM handler's): a close it was running cannot progress, so it is taken over here,
         not waited for; so is one started by this same thread (an exporter's ``shutdown`` or
         a signal handler calling ``close`` again)."""
-        deadline = time.monotonic() + timeout
+        seconds = timeout_seconds(timeout)
+        deadline = time.monotonic() + seconds
         me = threading.current_thread()
-        if not self._close_lock.acquire(timeout=max(0.0, timeout)):
+        if not self._close_lock.acquire(timeout=seconds):
             return False
         try:
             self._closed = True
@@ -486,7 +533,7 @@ class Client:
                 owner = self._close_owner
                 if owner is None or owner is me or owner is suspended:
                     break
-                remaining = deadline - time.monotonic()
+                remaining = time_left(deadline)
                 if remaining <= 0:
                     return False
                 waited = True
@@ -511,7 +558,7 @@ class Client:
         pipeline = self._pipeline
         result = True
         if pipeline is not None:
-            result = pipeline.close(max(0.0, deadline - time.monotonic()))
+            result = pipeline.close(time_left(deadline))
             self._closed_pipeline = pipeline
             self._pipeline = None
             _CLIENTS.discard(self)
@@ -527,8 +574,10 @@ class Client:
         ``processor_errors`` counts the events a built-in processor failed on (dropped, so
         that nothing unredacted is exported), deferred records that failed and
         :meth:`log_event` calls that could not make an event;
-        ``dropped_after_close`` the events recorded after :meth:`close` began. The counts go on
-        after ``close``: an export still running then is counted when it ends.
+        ``dropped_after_close`` the events recorded after :meth:`close` began; ``dropped`` the
+        events refused because the queue was full, and what :meth:`track` refused for not being
+        an :class:`Event`. The counts go on after ``close``: an export still running then is
+        counted when it ends.
         """
         pipeline = self._pipeline
         if pipeline is None:
@@ -577,14 +626,18 @@ class AsyncClient(Client):
     (``flush``, ``close``) are coroutines, run off the event loop.
     """
 
-    async def flush(self, timeout: float = 5.0) -> bool:  # type: ignore[override]
+    async def flush(self, timeout: float | None = 5.0) -> bool:  # type: ignore[override]
+        """:meth:`Client.flush`, awaited; ``None`` means no limit."""
         import asyncio
 
+        timeout_seconds(timeout)  # a timeout that is not a number raises here, not in a thread
         return await asyncio.to_thread(Client.flush, self, timeout)
 
-    async def close(self, timeout: float = 5.0) -> bool:  # type: ignore[override]
+    async def close(self, timeout: float | None = 5.0) -> bool:  # type: ignore[override]
+        """:meth:`Client.close`, awaited; ``None`` means no limit."""
         import asyncio
 
+        timeout_seconds(timeout)
         return await asyncio.to_thread(Client.close, self, timeout)
 
     async def __aenter__(self) -> AsyncClient:
@@ -613,17 +666,20 @@ def init(
     db: str | None = None,
     instrument: bool = True,
     enabled: bool | None = None,
-    exporters: Sequence[str | Exporter] | str | None = None,
+    exporters: Sequence[str | Exporter] | str | Exporter | None = None,
     capture_content: bool | None = None,
-    plugins: Sequence[str] | None = None,
+    plugins: Sequence[str] | str | None = None,
     **options: Any,
 ) -> Client:
     """Build the global client, discover plugins and instrument every installed integration.
 
     With no arguments, events go to the embedded SQLite store ``./.sightline/sightline.db``.
     Calling ``init`` again replaces the global client (the old one is flushed and closed).
+    Options are read as by :class:`Client`; a value that cannot work (``enabled="false"``,
+    a string where ``True`` or ``False`` is wanted) raises :class:`ConfigError`.
     """
     global _GLOBAL
+    require_bool("instrument", instrument)
     client = Client(
         endpoint=endpoint, api_key=api_key, project=project, agent=agent, db=db,
         instrument=False, enabled=enabled, exporters=exporters,
@@ -648,12 +704,16 @@ def get_client() -> Client:
 
 def _disabled_client() -> Client:
     global _DISABLED, _warned_no_init
-    if _DISABLED is None:
-        _DISABLED = Client(enabled=False)
+    client = _DISABLED
+    if client is None:
+        with _GLOBAL_LOCK:
+            if _DISABLED is None:
+                _DISABLED = Client._disabled()
+            client = _DISABLED
     if not _warned_no_init:
         _warned_no_init = True
         log_safely(logging.INFO, "sightline: init() has not been called; nothing is recorded")
-    return _DISABLED
+    return client
 
 
 def set_client(client: Client | None) -> Client | None:
@@ -664,8 +724,8 @@ def set_client(client: Client | None) -> Client | None:
     return previous
 
 
-def shutdown(timeout: float = 5.0) -> bool:
-    """Flush and close the global client."""
+def shutdown(timeout: float | None = 5.0) -> bool:
+    """Flush and close the global client (``timeout`` as for :meth:`Client.close`)."""
     global _GLOBAL
     with _GLOBAL_LOCK:
         client, _GLOBAL = _GLOBAL, None
@@ -851,6 +911,6 @@ def uninstrument(names: Iterable[str] | None = None) -> None:
     get_client().uninstrument(names)
 
 
-def flush(timeout: float = 5.0) -> bool:
-    """Flush the global client."""
+def flush(timeout: float | None = 5.0) -> bool:
+    """Flush the global client (``timeout`` as for :meth:`Client.flush`)."""
     return get_client().flush(timeout)

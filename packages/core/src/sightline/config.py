@@ -19,6 +19,7 @@ __all__ = [
     "endpoint_url",
     "redact_url",
     "redacted_endpoint_url",
+    "require_bool",
     "strip_userinfo",
     "userinfo_ignored",
     "validate_api_key",
@@ -26,7 +27,7 @@ __all__ = [
 
 API_KEY_PATTERN = re.compile(r"sl_[A-Za-z0-9_-]{32,}")
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 # Seconds settings end up as timeouts of threading waits, which refuse longer ones.
 MAX_SECONDS = threading.TIMEOUT_MAX
@@ -38,6 +39,10 @@ _INT_SETTINGS = (
     "http_max_batch_bytes",
 )
 _SECONDS_SETTINGS = ("flush_interval", "http_timeout", "http_backoff_max")
+# True or False, never a value that merely looks like one ("false" is a true string).
+_BOOL_SETTINGS = ("instrument", "enabled", "capture_content", "trace_plugins", "handle_signals")
+# Lists that may also be given as one comma-separated string, as their variables are.
+_NAME_LIST_SETTINGS = ("redact_keys", "disable_plugins", "plugins")
 
 # Every environment variable Sightline reads, with the Config field it sets.
 ENVIRONMENT = {
@@ -199,8 +204,17 @@ class Config:
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @classmethod
-    def resolve(cls, environ: dict[str, str] | None = None, **arguments: Any) -> Config:
-        """Arguments that are not ``None`` win, then ``SIGHTLINE_*`` variables, then defaults."""
+    def resolve(cls, environ: Mapping[str, str] | None = None, **arguments: Any) -> Config:
+        """Arguments that are not ``None`` win, then ``SIGHTLINE_*`` variables, then defaults.
+
+        A variable set to nothing (``SIGHTLINE_DB=``, or only spaces) counts as not set. The
+        list options (``exporters``, ``redact_keys``, ``disable_plugins``, ``plugins``) take a
+        list or, as their variables do, one comma-separated string
+        (``redact_keys="ssn, iban"``); ``exporters`` also takes a single exporter object::
+
+            >>> Config.resolve(environ={}, redact_keys="ssn, iban").redact_keys
+            ('ssn', 'iban')
+        """
         env = os.environ if environ is None else environ
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(arguments) - known)
@@ -210,20 +224,19 @@ class Config:
         sources: dict[str, str] = {}  # field -> the variable it was read from
         for variable, name in ENVIRONMENT.items():
             raw = env.get(variable)
-            if raw is not None:
-                values[name] = _parse(name, variable, raw)
-                sources[name] = variable
+            # `export SIGHTLINE_DB=` (or a blank value in an .env file) means "not set": never
+            # an empty path, project name or list, nor "false".
+            if raw is None or not raw.strip():
+                continue
+            values[name] = _parse(name, variable, raw)
+            sources[name] = variable
         for name, value in arguments.items():
             if value is not None:
                 values[name] = value
                 sources.pop(name, None)
-        if "exporters" in values and isinstance(values["exporters"], (str, bytes)):
-            values["exporters"] = _split(str(values["exporters"]))
-        for name in ("exporters", "redact_keys", "disable_plugins"):
-            if name in values:
-                values[name] = tuple(values[name])
-        if values.get("plugins") is not None:
-            values["plugins"] = tuple(values["plugins"])
+        for name in ("exporters", *_NAME_LIST_SETTINGS):
+            if values.get(name) is not None:
+                values[name] = _as_tuple(name, values[name])
         config = cls(**values)
         config.check(sources)
         return config
@@ -241,6 +254,25 @@ class Config:
                 message += f" (set by {', '.join(variables)})"
             raise ConfigError(message)
 
+        for name in _BOOL_SETTINGS:
+            problem = _not_bool(name, getattr(self, name), allow_none=name == "handle_signals")
+            if problem:
+                fail(problem, name)
+        for name in _NAME_LIST_SETTINGS:
+            names = getattr(self, name)
+            if names is None and name == "plugins":
+                continue  # every installed plugin
+            if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+                fail(f"{name} must be a list of names (strings), got {names!r}", name)
+        if not isinstance(self.exporters, (tuple, list)):
+            fail(f"exporters must be a list, got {self.exporters!r}", "exporters")
+        for item in self.exporters:
+            if not isinstance(item, str) and not callable(getattr(item, "export", None)):
+                fail(
+                    f"exporter {item!r} is neither a name (such as 'sqlite') nor an object "
+                    "with export() and shutdown()",
+                    "exporters",
+                )
         if self.endpoint:
             if not self.endpoint.startswith(("http://", "https://")):
                 fail(
@@ -315,15 +347,49 @@ class Config:
         return os.path.join(os.path.dirname(os.path.abspath(self.db)), "spool")
 
 
+def require_bool(name: str, value: Any, allow_none: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is ``True`` or ``False`` (or ``None`` when
+    ``allow_none``): a string such as ``"false"`` is refused rather than taken as true."""
+    problem = _not_bool(name, value, allow_none)
+    if problem:
+        raise ConfigError(problem)
+
+
+def _not_bool(name: str, value: Any, allow_none: bool) -> str | None:
+    """What is wrong with ``value`` for the boolean option ``name``, or ``None``."""
+    if isinstance(value, bool) or (allow_none and value is None):
+        return None
+    if allow_none:
+        return f"{name} must be True, False or None (decided when the client starts), got {value!r}"
+    return f"{name} must be True or False, got {value!r}"
+
+
 def _split(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _as_tuple(name: str, value: Any) -> tuple[Any, ...]:
+    """A list option as a tuple: a string is split at commas, as its variable is, and a single
+    exporter object is a list of one."""
+    if isinstance(value, str):
+        return _split(value)
+    if name == "exporters" and callable(getattr(value, "export", None)):
+        return (value,)
+    if isinstance(value, (bytes, bytearray, Mapping)):
+        raise ConfigError(f"{name} must be a list or a comma-separated string, got {value!r}")
+    try:
+        return tuple(value)
+    except TypeError:
+        raise ConfigError(
+            f"{name} must be a list or a comma-separated string, got {value!r}"
+        ) from None
 
 
 def _parse(name: str, variable: str, raw: str) -> Any:
     try:
         if name in ("enabled", "capture_content", "trace_plugins", "handle_signals"):
             lowered = raw.strip().lower()
-            if name == "handle_signals" and lowered in ("", "auto"):
+            if name == "handle_signals" and lowered == "auto":
                 return None  # the default: decided when the client starts
             if lowered in _TRUE:
                 return True
@@ -340,4 +406,4 @@ def _parse(name: str, variable: str, raw: str) -> Any:
             return float(raw)
     except ValueError:
         raise ConfigError(f"{variable}={raw!r} is not a valid value for {name}") from None
-    return raw or None
+    return raw

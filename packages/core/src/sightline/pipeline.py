@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import numbers
 import os
 import threading
 import time
@@ -30,7 +31,40 @@ class ProcessingFailed(Exception):
     ``processor_errors``."""
 
 
-__all__ = ["ExportResult", "Exporter", "Pipeline"]
+__all__ = ["ExportResult", "Exporter", "Pipeline", "time_left", "timeout_seconds"]
+
+# The longest wait threading accepts (about 292 years): "no limit" in practice.
+_MAX_WAIT = threading.TIMEOUT_MAX
+
+
+def timeout_seconds(timeout: float | None) -> float:
+    """A ``timeout`` of ``flush()`` / ``close()`` as the seconds to wait: ``None`` means no
+    limit, a value longer than ``threading.TIMEOUT_MAX`` (``float("inf")``) is that maximum, and a
+    negative one (or NaN) is 0, an immediate check::
+
+        >>> timeout_seconds(None) == timeout_seconds(float("inf")) == threading.TIMEOUT_MAX
+        True
+        >>> timeout_seconds(-1)
+        0.0
+
+    Raises ``TypeError`` for a value that is not a number (``"5"``).
+    """
+    if timeout is None:
+        return _MAX_WAIT
+    if not isinstance(timeout, numbers.Real):
+        raise TypeError(
+            f"timeout must be a number of seconds, or None for no limit; got {timeout!r}"
+        )
+    seconds = float(timeout)
+    if not seconds > 0:  # negative, zero or NaN
+        return 0.0
+    return min(seconds, _MAX_WAIT)
+
+
+def time_left(deadline: float) -> float:
+    """Seconds until ``deadline`` (a ``time.monotonic()`` value), as threading's waits take
+    them: never negative, never more than ``threading.TIMEOUT_MAX``."""
+    return min(max(0.0, deadline - time.monotonic()), _MAX_WAIT)
 
 
 class ExportResult(Enum):
@@ -316,7 +350,7 @@ class ExporterWorker:
                 return not self._batches
         with self._cond:
             while self._batches or self._busy:
-                remaining = deadline - time.monotonic()
+                remaining = time_left(deadline)
                 if remaining <= 0:
                     return False
                 self._cond.wait(remaining)
@@ -325,7 +359,7 @@ class ExporterWorker:
         flush = getattr(self.exporter, "force_flush", None)
         if callable(flush):
             try:
-                return bool(flush(max(0.0, deadline - time.monotonic())))
+                return bool(flush(time_left(deadline)))
             except Exception:
                 log_safely(
                     logging.ERROR,
@@ -351,7 +385,7 @@ class ExporterWorker:
             self._shut_down_on_exit = True
             return
         if thread is not None:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            thread.join(time_left(deadline))
             if thread.is_alive():
                 self.persist_pending()
                 self._abandon()
@@ -416,7 +450,8 @@ class Pipeline:
             for name, exp in exporters
         ]
         self.tracked = 0  # approximate under concurrency; exact counts are below
-        self.dropped = _Counter()
+        self.dropped = _Counter()  # refused by the full queue
+        self.refused = _Counter()  # not events (Client.track): counted as dropped in stats()
         self.filtered = _Counter()
         self.processor_errors = _Counter()
         self.dropped_after_close = _Counter()
@@ -613,9 +648,11 @@ class Pipeline:
 
     # -- control ------------------------------------------------------------------------------
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Process everything queued so far and wait until every exporter has taken it."""
-        deadline = time.monotonic() + timeout
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Process everything queued so far and wait until every exporter has taken it.
+
+        ``timeout`` is read by :func:`timeout_seconds`: ``None`` means no limit."""
+        deadline = time.monotonic() + timeout_seconds(timeout)
         if self._thread is None and not self._queue:
             return self._wait_exporters(deadline)
         if self._thread is None:
@@ -630,29 +667,30 @@ class Pipeline:
                 return not self._queue and self._wait_exporters(deadline)
             self._flush_waiters.append(done)
         self._wake.set()
-        if not done.wait(max(0.0, deadline - time.monotonic())):
+        if not done.wait(time_left(deadline)):
             return False
         return self._wait_exporters(deadline)
 
     def _wait_exporters(self, deadline: float) -> bool:
         return all([worker.wait_idle(deadline) for worker in self.exporters])
 
-    def close(self, timeout: float = 5.0) -> bool:
+    def close(self, timeout: float | None = 5.0) -> bool:
         """Flush, stop the worker and shut every exporter down.
 
         Idempotent: once a close has completed, a later call returns True. A close that did
         not complete (interrupted by ``KeyboardInterrupt``) is taken up again by the next call.
+        ``timeout`` is read by :func:`timeout_seconds`: ``None`` means no limit.
         """
         if self._close_completed:
             return True
-        deadline = time.monotonic() + timeout
-        flushed = self.flush(timeout)
+        deadline = time.monotonic() + timeout_seconds(timeout)
+        flushed = self.flush(time_left(deadline))
         self._closed = True
         self._stopping = True
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, deadline - time.monotonic()))
+            thread.join(time_left(deadline))
         if not flushed:
             self._hand_over_leftovers(thread)
         for worker in self.exporters:
@@ -710,7 +748,7 @@ class Pipeline:
         return {
             "queued": len(self._queue),
             "processed": self.processed,
-            "dropped": self.dropped.value,
+            "dropped": self.dropped.value + self.refused.value,
             "filtered": self.filtered.value,
             "exported": sum(s["exported"] for s in exporters.values()),
             "failed": sum(s["failed"] for s in exporters.values()),

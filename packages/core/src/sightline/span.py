@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
@@ -284,13 +284,42 @@ class Span:
         self.event.cost_usd = cost_usd
         return self
 
-    def set_metadata(self, metadata: dict[str, Any] | None = None, **values: Any) -> Span:
-        """Merge keys into the event's metadata."""
-        if metadata:
-            self.event.metadata.update(metadata)
+    def set_metadata(self, metadata: Mapping[str, Any] | None = None, **values: Any) -> Span:
+        """Merge keys into the event's metadata: those of ``metadata`` (a dict or another
+        mapping), then the keyword arguments. Never raises: ``metadata`` that is not a mapping
+        (a string, a list) is ignored, and logged once at warning level::
+
+            span.set_metadata({"hits": 3}, source="kb")
+        """
+        if metadata is not None:
+            if metadata.__class__ is dict or isinstance(metadata, Mapping):
+                self._merge_metadata(metadata)
+            else:
+                self._client._warn_once(
+                    "set_metadata",
+                    "sightline: set_metadata() takes a mapping (a dict), not %s; it is ignored "
+                    "(further ones are logged at debug level)",
+                    type(metadata).__name__,
+                )
         if values:
-            self.event.metadata.update(values)
+            self._merge_metadata(values)
         return self
+
+    def _merge_metadata(self, values: Mapping[str, Any]) -> None:
+        try:
+            self.event.metadata.update(values)
+            return
+        except Exception:  # metadata set to something odd, or a mapping that cannot be read
+            pass
+        current = self.event.metadata
+        merged: dict[str, Any] = {}
+        for source in (current, values):
+            try:
+                if isinstance(source, Mapping):
+                    merged.update(source)
+            except Exception:
+                pass  # that one is lost, not the span
+        self.event.metadata = merged
 
     add_metadata = set_metadata
 
