@@ -339,3 +339,23 @@ def test_set_metadata_on_a_span_whose_metadata_was_replaced_by_none_merges():
             run.event.metadata = None  # type: ignore[assignment]
             run.set_metadata({"hits": 3})
     assert [e.metadata for e in exporter.events] == [{"hits": 3}]
+
+
+def test_set_status_ignores_a_status_that_does_not_exist_and_warns_once(caplog):
+    exporter = InMemoryExporter()
+    with caplog.at_level(logging.WARNING, logger="sightline"):
+        with Client(exporters=[exporter]) as client:
+            with client.trace("ticket") as run:
+                assert run.set_status("weird") is run
+                run.set_status(["odd"])  # type: ignore[arg-type]
+                run.set_status("error")
+            with client.trace("second") as other:
+                other.set_status(sightline.Status.ERROR)
+    assert [(e.name, e.status.value) for e in exporter.events] == [
+        ("ticket", "error"),
+        ("second", "error"),
+    ]
+    assert warnings_of(caplog) == [
+        "sightline: set_status() takes one of 'ok', 'error', not 'weird'; it is ignored "
+        "(further ones are logged at debug level)"
+    ]

@@ -354,7 +354,21 @@ class Span:
         self.event.tags = merged
 
     def set_status(self, status: Status | str) -> Span:
-        self.event.status = status if isinstance(status, Status) else Status(status)
+        """Set the span's status (``"ok"``, ``"error"`` or a :class:`Status`). Never raises:
+        another value is ignored, and logged once at warning level."""
+        if isinstance(status, Status):
+            self.event.status = status
+            return self
+        try:
+            self.event.status = Status(status)
+        except ValueError:
+            self._client._warn_once(
+                "set_status",
+                "sightline: set_status() takes one of %s, not %r; it is ignored "
+                "(further ones are logged at debug level)",
+                ", ".join(repr(member.value) for member in Status),
+                status,
+            )
         return self
 
     def set_error(
