@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import inspect
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -295,3 +296,20 @@ def test_plugin_hooks_have_tests(hook):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 implemented |= {h for h in HOOK_NAMES if f"def {h}(" in node.value}
     assert hook in implemented, f"no test implements {hook}"
+
+
+def test_sightline_plugins_says_once_that_a_plugin_failed_to_import(tmp_path):
+    broken = make_distribution(tmp_path, "broken", "raise ImportError('no such backend')")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGHTLINE_")}
+    env.update(PYTHONPATH=os.pathsep.join([str(broken), env.get("PYTHONPATH", "")]), NO_COLOR="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "sightline.cli", "plugins"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("plugin 'broken' failed to import and is disabled") == 1
+    assert "broken failed: ImportError: no such backend" in result.stdout

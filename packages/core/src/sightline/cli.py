@@ -661,12 +661,19 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+_MANAGER: Any = None  # the plugin manager of this command (made once: a plugin that fails to
+# import says so once, not once for the commands and again for `plugins`)
+
+
 def _plugin_manager() -> Any:
     # The CLI sends nothing: a malformed SIGHTLINE_API_KEY must not hide the plugins.
-    from sightline.config import Config
-    from sightline.plugins import get_plugin_manager
+    global _MANAGER
+    if _MANAGER is None:
+        from sightline.config import Config
+        from sightline.plugins import get_plugin_manager
 
-    return get_plugin_manager(Config.resolve(enabled=False))
+        _MANAGER = get_plugin_manager(Config.resolve(enabled=False))
+    return _MANAGER
 
 
 def build() -> CommandLine:
@@ -752,8 +759,9 @@ _REPORT_CONFIG_ERRORS = {"plugins", "doctor"}
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sightline`` command."""
-    global _USE_COLOR
+    global _USE_COLOR, _MANAGER
     _USE_COLOR = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    _MANAGER = None  # discovered anew for each command (main() may run more than once)
     from sightline.errors import ConfigError
 
     cli = build()
