@@ -13,6 +13,10 @@ Everything lands in the embedded store (``SIGHTLINE_DB`` or ``./.sightline/sight
 
     python examples/autogen_agent.py
     sightline show <trace id printed below>
+
+Run it from a checkout of this repository (``make demo`` runs it): it uses the scripted server
+of ``tests/support`` and ``autogen-ext[openai]`` beside ``sightline[autogen]`` (both in the
+workspace's dev dependencies).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ token counts) and the tool call land in the embedded store:
 
     python examples/crewai_agent.py
     sightline show <trace id printed at the end>
+
+Run it from a checkout of this repository (``make demo`` runs it): it uses the scripted server
+of ``tests/support``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ under the tool call it refused or changed::
     sightline show latest
 
 The agent is the one of ``examples/langchain_agent.py`` (a scripted model, offline).
+It needs ``langchain`` (for ``create_agent``) beside ``sightline[langchain]``, as that example
+does.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ retrieval and the tool error land in the embedded store (``SIGHTLINE_DB`` or
 
     python examples/langchain_agent.py
     sightline show <trace id printed at the end>
+
+Beside ``sightline[langchain]`` it needs ``langchain`` (for ``create_agent``; in the workspace's
+dev dependencies, so ``make demo`` has it): ``pip install langchain``.
 """
 
 from __future__ import annotations
