@@ -146,6 +146,31 @@ def folder_obstacle(path: str) -> str | None:
     return None
 
 
+def _make_private_folders(path: str) -> None:
+    """Create the folder ``path`` and its missing parents, each readable by this user only
+    (``0700``); folders that exist already, such as a ``SIGHTLINE_SPOOL_DIR`` the user made, are
+    left as they are.
+
+    ``os.makedirs(path, mode=0o700)`` would give the parents it creates the default mode
+    (``0755`` under the usual umask), so the endpoint's folder would show the names of its
+    batches to every user.
+    """
+    missing: list[str] = []
+    folder = os.path.abspath(path)
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(folder):  # a file, or a link to nowhere, is in the way
+                raise
+
+
 def _legacy_spool_path_for(base_dir: str, endpoint: str) -> str:
     """The name earlier versions gave an endpoint's spool (credentials and query included)."""
     import hashlib
@@ -168,7 +193,7 @@ def adopt_legacy_spool(base_dir: str, endpoint: str) -> int:
         new = spool_path_for(base_dir, endpoint)
         if old == new or not os.path.isdir(old):
             return 0
-        os.makedirs(new, mode=0o700, exist_ok=True)
+        _make_private_folders(new)
         moved = 0
         for name in os.listdir(old):
             if _NAME.match(name):
@@ -349,7 +374,7 @@ class SpoolDirectory:
 
     def _ensure_dir(self) -> None:
         if not self._made or not os.path.isdir(self.path):
-            os.makedirs(os.path.join(self.path, "corrupt"), mode=0o700, exist_ok=True)
+            _make_private_folders(os.path.join(self.path, "corrupt"))
             self._made = True
 
     def _fsync_dir(self) -> None:

@@ -27,6 +27,11 @@ was spooled. The rules:
 The spool is drained in order when the endpoint answers again, by this process or the next one
 to start (the drainer starts at construction when the spool is not empty).
 
+A request ends within ``timeout`` seconds, however slowly the collector answers (past it, the
+request is a timeout, as above). Of an answer, at most ``REPLY_LIMIT`` bytes (64 KiB, once
+decoded) are read: the status, ``Retry-After`` and the receipt's counts are what is used, and
+what an error quotes of it has the API key and other bearer tokens or keys masked.
+
 The exporter accounts for every event it is handed (``sent``, ``spooled`` or ``failed`` in
 :meth:`HttpExporter.stats`), so :meth:`~HttpExporter.export` returns ``SUCCESS`` unless it
 raised: the pipeline adds its own ``failed`` count to the exporter's, and nothing is counted
@@ -43,14 +48,17 @@ import gzip
 import json
 import logging
 import random
+import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sightline import __version__
+from sightline.capture import MASK, Sanitizer
 from sightline.config import (
     endpoint_url,
     redact_url,
@@ -75,6 +83,7 @@ from sightline.threads import start_background_thread
 __all__ = [
     "DEFAULT_MAX_BATCH_BYTES",
     "NEVER_RETRIED",
+    "REPLY_LIMIT",
     "DeliveryError",
     "HttpExporter",
     "RetryPolicy",
@@ -87,7 +96,12 @@ GZIP_THRESHOLD = 1024
 NEVER_RETRIED = frozenset({400, 401, 403, 413, 422})
 KEY_REJECTED = frozenset({401, 403})
 TRUNCATED = "…[truncated]"
+REPLY_LIMIT = 64 * 1024
+"""The most of a collector's answer that is read, in bytes once decoded: enough for a receipt
+or an error message, and never a body that decompresses to gigabytes."""
+_WRITE_PIECE = 64 * 1024
 _ENVELOPE_BYTES = len(b'{"events":[]}')
+_REJECTED = re.compile(rb'"rejected"\s*:\s*(\d{1,9})')
 
 
 class DeliveryError(SightlineError):
@@ -398,6 +412,7 @@ class HttpExporter:
         self.drained = 0
         self.requests = 0
         self._client: Any = None
+        self._deadlines: _DeadlineBackend | None = None
         self._logged: set[Any] = set()
         self._reset_threads()
         if self.spool.entries():
@@ -524,6 +539,7 @@ class HttpExporter:
     def after_fork(self) -> None:
         """In a forked child: fresh threads, locks and connections; the spool is shared."""
         self._client = None
+        self._deadlines = None
         self._reset_threads()
         self.spool.after_fork()
 
@@ -599,21 +615,27 @@ class HttpExporter:
                 return self._client
             import httpx
 
-            headers = {"User-Agent": f"sightline-python/{__version__}"}
+            headers = {
+                "User-Agent": f"sightline-python/{__version__}",
+                # The codings _read_reply decodes (with a bound) itself.
+                "Accept-Encoding": "gzip, deflate",
+            }
             if self.api_key:
                 headers["Authorization"] = f"Bearer {self.api_key}"
             limits = httpx.Limits(max_connections=4, max_keepalive_connections=2)
+            # Headers and body go out in separate writes; without TCP_NODELAY the body's
+            # tail can wait for a delayed ACK (~40 ms a request on keep-alive connections).
+            transport = httpx.HTTPTransport(
+                limits=limits,
+                verify=self.url.startswith("https://"),  # no CA bundle to load for http://
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            )
+            self._deadlines = _DeadlineBackend.install(transport)
             self._client = httpx.Client(
                 timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 5.0)),
                 headers=headers,
                 limits=limits,
-                # Headers and body go out in separate writes; without TCP_NODELAY the body's
-                # tail can wait for a delayed ACK (~40 ms a request on keep-alive connections).
-                transport=httpx.HTTPTransport(
-                    limits=limits,
-                    verify=self.url.startswith("https://"),  # no CA bundle to load for http://
-                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-                ),
+                transport=transport,
             )
             return self._client
 
@@ -623,19 +645,40 @@ class HttpExporter:
         return body, "identity"
 
     def _post(self, body: bytes, encoding: str) -> _Outcome:
+        """One request, over within ``timeout`` seconds, whatever the collector does.
+
+        httpx's timeouts apply to each read and write, so a collector dripping its answer a byte
+        at a time would hold the batch for as long as it liked: every connect, read and write of
+        the request waits at most until its deadline (``_DeadlineBackend``), and the answer is
+        read in pieces, checking the deadline between them. Of the answer, at most
+        ``REPLY_LIMIT`` decoded bytes are read (``_read_reply``).
+        """
         import httpx
 
         headers = {"Content-Type": "application/json"}
         if encoding == "gzip":
             headers["Content-Encoding"] = "gzip"
         self._add(requests=1)
+        deadline = time.monotonic() + self.timeout
+        deadlines: _DeadlineBackend | None = None
         try:
-            response = self._http().post(self.url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
+            client = self._http()
+            deadlines = self._deadlines
+            if deadlines is not None:
+                deadlines.local.deadline = deadline
+            with client.stream("POST", self.url, content=body, headers=headers) as response:
+                status = response.status_code
+                retry_after_header = response.headers.get("Retry-After")
+                reply, complete = _read_reply(response, deadline)
+        except (httpx.TimeoutException, _DeadlinePassed) as exc:
+            reason = str(exc) or type(exc).__name__
             return _Outcome(
                 "retry",
                 error=DeliveryError(
-                    self._shown(f"timed out posting to {self.shown_url}: {exc}"),
+                    self._shown(
+                        f"timed out posting to {self.shown_url} (timeout {self.timeout:g} s): "
+                        f"{reason}"
+                    ),
                     retryable=True,
                     url=self.shown_url,
                 ),
@@ -650,11 +693,13 @@ class HttpExporter:
                 ),
                 dropped_connection=isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)),
             )
-        status = response.status_code
+        finally:
+            if deadlines is not None:
+                deadlines.local.deadline = None
         if 200 <= status < 300:
-            self._read_receipt(response)
+            self._read_receipt(reply, complete)
             return _Outcome("ok", status)
-        detail = _excerpt(response)
+        detail = self._excerpt(reply)
         if status in KEY_REJECTED:
             kind = "key"
         elif status in NEVER_RETRIED:
@@ -663,9 +708,7 @@ class HttpExporter:
             kind = "retry"
         retry_after = None
         if status in (429, 503):
-            retry_after = _retry_after(
-                response.headers.get("Retry-After"), self.retry.max_retry_after
-            )
+            retry_after = _retry_after(retry_after_header, self.retry.max_retry_after)
         error = DeliveryError(
             f"the collector at {self.shown_url} answered {status}"
             + (f": {detail}" if detail else ""),
@@ -676,14 +719,21 @@ class HttpExporter:
         )
         return _Outcome(kind, status, error, retry_after)
 
-    def _read_receipt(self, response: Any) -> None:
+    def _read_receipt(self, reply: bytes, complete: bool) -> None:
         # 202 {"accepted": n, "duplicate": n, "rejected": n, "errors": [...]}: events the server
         # refused one by one are not retried (they would be refused again) but are counted.
         try:
-            receipt = response.json()
+            receipt = json.loads(reply)
             rejected = int(receipt.get("rejected") or 0)
+            errors = str(receipt.get("errors"))
         except Exception:
-            return
+            # A receipt longer than REPLY_LIMIT (a long list of errors) is cut: its count,
+            # written before the list, is still read.
+            found = None if complete else _REJECTED.search(reply)
+            if found is None:
+                return
+            rejected = int(found.group(1))
+            errors = f"(the receipt is longer than {REPLY_LIMIT} bytes; not shown)"
         if rejected > 0:
             self._add(rejected_by_server=rejected)
             self._log_once(
@@ -691,8 +741,21 @@ class HttpExporter:
                 "sightline: the collector rejected %d event(s) of a batch: %s (counted as "
                 "rejected_by_server in client.stats())",
                 rejected,
-                str(receipt.get("errors"))[:500],
+                self._masked(errors)[:500],
             )
+
+    def _excerpt(self, reply: bytes, limit: int = 300) -> str:
+        """The start of an answer, for a log or an error: one line, secrets masked."""
+        text = " ".join(reply.decode("utf-8", "replace").split())
+        text = self._masked(text)
+        return text[:limit] + ("…" if len(text) > limit else "")
+
+    def _masked(self, text: str) -> str:
+        """``text`` (from the collector) with the API key, bearer tokens and key-shaped strings
+        masked: a collector, or a proxy before it, may echo the request's ``Authorization``."""
+        if self.api_key:
+            text = text.replace(self.api_key, MASK)
+        return str(Sanitizer(max_string=REPLY_LIMIT)(text))
 
     def _deliver_inline(self, body: bytes, encoding: str, events: Sequence[Event]) -> bool:
         """Send one chunk now; spool it if that fails (False only when it was rejected)."""
@@ -1041,10 +1104,142 @@ class _LazyEvents(Sequence[Any]):
         return events
 
 
-def _excerpt(response: Any, limit: int = 300) -> str:
-    try:
-        text = response.text
-    except Exception:
-        return ""
-    text = " ".join(text.split())
-    return text[:limit] + ("…" if len(text) > limit else "")
+class _DeadlinePassed(Exception):
+    """The collector's answer was still coming in when the request's deadline passed."""
+
+
+def _read_reply(response: Any, deadline: float, limit: int = REPLY_LIMIT) -> tuple[bytes, bool]:
+    """The start of ``response``'s body, decoded, at most ``limit`` bytes, and whether that is
+    all of it.
+
+    The raw body is decoded here, gzip and deflate alike, never producing more than ``limit``
+    bytes: httpx would decode each piece read whole, and a 1 MB gzip answer can decompress to
+    gigabytes. An answer in any other coding is not read. The rest of a longer answer is left
+    unread: closing the response then closes its connection. Raises ``_DeadlinePassed`` when the answer
+    is still coming in at ``deadline``.
+    """
+    coding = response.headers.get("Content-Encoding", "").strip().lower()
+    inflate: Any = None
+    if coding in ("gzip", "x-gzip", "deflate"):
+        inflate = zlib.decompressobj(32 + zlib.MAX_WBITS)  # a gzip or zlib header, detected
+    elif coding not in ("", "identity"):
+        return b"", False
+    decoded = bytearray()
+    raw_bytes = 0
+    for raw in response.iter_raw():
+        raw_bytes += len(raw)
+        room = limit - len(decoded)
+        if inflate is None:
+            decoded += raw[:room]
+        else:
+            try:
+                decoded += inflate.decompress(raw, room)
+            except zlib.error:
+                return bytes(decoded), False
+        if len(decoded) >= limit or raw_bytes > 4 * limit:
+            return bytes(decoded), False
+        if time.monotonic() >= deadline:
+            raise _DeadlinePassed(f"the answer was still coming in after {len(decoded)} bytes")
+    return bytes(decoded), True
+
+
+class _DeadlineBackend:
+    """httpcore's network backend, with a deadline for the request each thread is sending.
+
+    httpx's timeouts apply to each connect, read and write, not to a request: a collector that
+    sends its answer a byte at a time never trips them. The exporter sets ``local.deadline``
+    around each request; a connect, read or write of that thread then waits at most until the
+    deadline, and fails as a timeout of its kind once it has passed.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        import httpcore
+
+        self.inner = inner
+        self.local = threading.local()
+        self.connect_timeout = httpcore.ConnectTimeout
+        self.read_timeout = httpcore.ReadTimeout
+        self.write_timeout = httpcore.WriteTimeout
+
+    @classmethod
+    def install(cls, transport: Any) -> _DeadlineBackend | None:
+        """Put a deadline backend under the connection pool of an ``httpx.HTTPTransport``.
+
+        ``None`` when the transport does not have the expected shape (another httpx version):
+        the answer's pieces are then still read against the deadline (``_read_reply``), only
+        a single slow read may go past it.
+        """
+        pool = getattr(transport, "_pool", None)
+        inner = getattr(pool, "_network_backend", None)
+        if pool is None or not hasattr(inner, "connect_tcp"):
+            return None
+        backend = cls(inner)
+        pool._network_backend = backend
+        return backend
+
+    def wait(self, timeout: float | None, error: type[Exception]) -> float | None:
+        """``timeout`` shortened to what is left of this thread's deadline, if it has one."""
+        deadline = getattr(self.local, "deadline", None)
+        if deadline is None:
+            return timeout
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise error("the request's deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+    def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, **options: Any
+    ) -> Any:
+        timeout = self.wait(timeout, self.connect_timeout)
+        return _DeadlineStream(self.inner.connect_tcp(host, port, timeout=timeout, **options), self)
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None, **options: Any) -> Any:
+        timeout = self.wait(timeout, self.connect_timeout)
+        return _DeadlineStream(
+            self.inner.connect_unix_socket(path, timeout=timeout, **options), self
+        )
+
+    def sleep(self, seconds: float) -> None:
+        self.inner.sleep(seconds)
+
+
+class _DeadlineStream:
+    """A connection's stream whose reads and writes end at the deadline of the request."""
+
+    def __init__(self, inner: Any, backend: _DeadlineBackend) -> None:
+        self.inner = inner
+        self.backend = backend
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        data: bytes = self.inner.read(
+            max_bytes, timeout=self.backend.wait(timeout, self.backend.read_timeout)
+        )
+        return data
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        # In pieces, so that a collector reading the body slowly meets the deadline too.
+        for piece in _pieces(buffer, _WRITE_PIECE):
+            self.inner.write(piece, timeout=self.backend.wait(timeout, self.backend.write_timeout))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> _DeadlineStream:
+        timeout = self.backend.wait(timeout, self.backend.connect_timeout)
+        return _DeadlineStream(
+            self.inner.start_tls(ssl_context, server_hostname=server_hostname, timeout=timeout),
+            self.backend,
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.inner.get_extra_info(info)
+
+
+def _pieces(buffer: bytes, size: int) -> Iterator[bytes]:
+    if len(buffer) <= size:
+        yield buffer
+        return
+    for start in range(0, len(buffer), size):
+        yield buffer[start : start + size]
