@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DeniedHandoff",
+    "arguments_with_defaults",
     "authorize_handoff",
     "denied_calls",
     "handoff_tool_of",
@@ -71,6 +72,33 @@ class DeniedHandoff(tuple):
     """
 
     __slots__ = ()
+
+
+def arguments_with_defaults(tool: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` (a tool call's arguments), with the defaults of the tool's parameters they
+    leave out, as the tool will run with them: what a policy is asked about, for any tool and
+    for a handoff's (a limit on ``amount`` holds when the model leaves ``amount`` at its
+    default).
+
+    ``run_json`` validates the arguments with the tool's ``args_type()`` and runs with the
+    result, so the defaults are read from that same validation. ``given`` itself when it leaves
+    nothing out, when the tool has no readable ``args_type()``, or when the arguments do not
+    validate (the tool then refuses them without running)."""
+    try:
+        schema = tool.args_type()
+        fields = schema.model_fields
+        left_out = [
+            name
+            for name, field in fields.items()
+            if name not in given and (field.alias is None or field.alias not in given)
+        ]
+        if not left_out:
+            return given
+        validated = schema.model_validate(given)
+        defaults = {name: getattr(validated, name) for name in left_out}
+    except Exception:
+        return given
+    return {**given, **defaults}
 
 
 def handoff_tool_of(call: Any, handoff_tools: Any) -> Any:
@@ -125,7 +153,9 @@ def authorize_handoff(patcher: StructurePatcher, call: Any, tool: Any, agent_nam
             decoded = json.loads(call.arguments)
         except (TypeError, ValueError):
             decoded = None
-        arguments = dict(decoded) if isinstance(decoded, Mapping) else {}
+        arguments = arguments_with_defaults(
+            tool, dict(decoded) if isinstance(decoded, Mapping) else {}
+        )
         pending = REGISTRY.pending_call(getattr(call, "id", None))
         agent = agent_name if isinstance(agent_name, str) else None
     except Exception as exc:

@@ -62,6 +62,7 @@ from sightline.logs import log_safely
 from sightline.span import current_span, use_span
 from sightline_autogen.handoffs import (
     DeniedHandoff,
+    arguments_with_defaults,
     authorize_handoff,
     denied_calls,
     handoff_tool_of,
@@ -572,7 +573,8 @@ def _authorized(
         arguments = args[0] if args else kwargs.get("args")
         if not isinstance(arguments, Mapping):
             return args, kwargs
-        given = dict(arguments)
+        # The policy sees the defaults too; allowed as they are, the tool fills them in itself.
+        given = arguments_with_defaults(tool, dict(arguments))
         name = str(getattr(tool, "name", None) or type(tool).__name__)
     except Exception as exc:
         patcher.warn_once("tool governance", exc)

@@ -8,16 +8,17 @@ parsed arguments are wrapped (and restored by ``uninstrument()``):
 - ``CrewStructuredTool.invoke`` / ``ainvoke``: CrewAI's ReAct text loop calls
   ``structured_tool.invoke(input=arguments)``.
 
-With no policy registered (:func:`sightline.governance.enforced` is false) a wrapper only
-calls the original. With one, :func:`sightline.governance.authorize` is asked first, inside
-CrewAI's tool scope (so its ``decision`` event nests under the ``tool_call``): the tool runs
-with the arguments it returns (a policy may replace them; the ``tool_call`` then records those
-as its input), or ``ToolDenied`` is raised where the tool would have run. CrewAI turns an
-exception of a tool into an error message for the agent: the model reads
-``Error executing tool: tool 'x' denied: <reason>`` and goes on; the ``tool_call`` is recorded
-failed with kind ``guardrail``. CrewAI's ReAct loop invokes a failing tool a second time with
-its unfiltered arguments within the same attempt: the same arguments are denied again without
-asking twice.
+With no policy registered (:func:`sightline.governance.enforced` is false) a wrapper only calls
+the original. With one, :func:`sightline.governance.authorize` is asked first, inside CrewAI's
+tool scope (so its ``decision`` event nests under the ``tool_call``), with the arguments the
+tool will run with (the defaults of its ``args_schema`` included): the tool runs as it was
+called, or with the arguments the policy returns when it replaces them (the ``tool_call`` then
+records those as its input), or ``ToolDenied`` is raised where the tool would have run. CrewAI
+turns an exception of a tool into an error message for the agent: the model reads ``Error
+executing tool: tool 'x' denied: <reason>`` and goes on; the ``tool_call`` is recorded failed
+with kind ``guardrail``. CrewAI's ReAct loop invokes a failing tool a second time with its
+unfiltered arguments within the same attempt: the same arguments are denied again without asking
+twice.
 """
 
 from __future__ import annotations
@@ -183,10 +184,12 @@ def _with_keywords(original: Callable[..., Any]) -> Callable[..., Any]:
     CrewAI never passes, under ``"args"``)."""
 
     def authorized(self: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        arguments = dict(kwargs)
-        if args:
-            arguments["args"] = list(args)
-        allowed = dict(_ask(self, client, arguments))
+        # CrewAI validates (and fills in the defaults of) keyword arguments alone.
+        arguments = {**kwargs, "args": list(args)} if args else _with_defaults(self, dict(kwargs))
+        answer = _ask(self, client, arguments)
+        if answer is arguments:  # the tool fills its defaults in itself, as without a policy
+            return args, kwargs
+        allowed = dict(answer)
         return tuple(allowed.pop("args", args) or ()), allowed
 
     if inspect.iscoroutinefunction(original):
@@ -222,6 +225,31 @@ def _with_keywords(original: Callable[..., Any]) -> Callable[..., Any]:
     return governed
 
 
+def _with_defaults(tool: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """``given``, with the defaults of the tool's parameters they leave out, as the tool will
+    run with them: a limit on ``amount`` holds when the model leaves ``amount`` at its default.
+
+    CrewAI validates a tool's arguments with its ``args_schema`` and runs it with the result
+    (``model_dump()``), so the defaults are read from that same validation. ``given`` itself
+    when it leaves nothing out, when the tool has no readable schema, or when the arguments do
+    not validate (the tool then refuses them without running)."""
+    try:
+        schema = tool.args_schema
+        fields = schema.model_fields
+        left_out = [
+            name
+            for name, field in fields.items()
+            if name not in given and (field.alias is None or field.alias not in given)
+        ]
+        if not left_out:
+            return given
+        validated = schema.model_validate(given).model_dump()
+        defaults = {name: validated[name] for name in left_out if name in validated}
+    except Exception:
+        return given
+    return {**given, **defaults}
+
+
 def _parsed(value: Any) -> dict[str, Any] | None:
     """A structured tool's ``input`` as a dict (it is one, or JSON text of one), else None."""
     if isinstance(value, dict):
@@ -249,8 +277,12 @@ def _with_input(original: Callable[..., Any]) -> Callable[..., Any]:
                 return await original(self, input, *args, **kwargs)
             token = _RUNNING.set(getattr(self, "name", None))
             try:
+                arguments = _with_defaults(self, arguments)
                 allowed = _ask(self, client, arguments)
-                return await original(self, allowed, *args, **kwargs)
+                # Allowed as they are, the tool gets its input as it was (and fills in its defaults).
+                return await original(
+                    self, input if allowed is arguments else allowed, *args, **kwargs
+                )
             finally:
                 _RUNNING.reset(token)
 
@@ -265,8 +297,10 @@ def _with_input(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, input, *args, **kwargs)
         token = _RUNNING.set(getattr(self, "name", None))
         try:
+            arguments = _with_defaults(self, arguments)
             allowed = _ask(self, client, arguments)
-            return original(self, allowed, *args, **kwargs)
+            # Allowed as they are, the tool gets its input as it was (and fills in its defaults).
+            return original(self, input if allowed is arguments else allowed, *args, **kwargs)
         finally:
             _RUNNING.reset(token)
 

@@ -4,8 +4,10 @@
 ``BaseTool.arun``, through which every LangChain tool runs (``invoke``, ``ainvoke``, LangGraph's
 ``ToolNode``, ``create_agent``). With no policy registered the wrapper costs one cached lookup
 (:func:`sightline.governance.enforced`). With one, :func:`sightline.governance.authorize` is
-consulted with the tool's arguments (without the arguments LangChain injects, such as the
-graph's state or runtime, which are the application's and not the model's):
+consulted with the arguments the tool will run with: the model's, and the defaults of the
+parameters it left out, from the tool's own schema (``tool_call_schema``); not the arguments
+LangChain injects, such as the graph's state or runtime, which are the application's and not the
+model's:
 
 - allowed: the tool runs, with the arguments the policy gave when it replaced them;
 - denied: the tool does not run and :class:`sightline.ToolDenied` is raised from it, in the
@@ -22,8 +24,9 @@ call, saying why.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from sightline.errors import ToolDenied
@@ -127,6 +130,9 @@ def check_tool_start(
         inputs = kwargs.get("inputs")
         # ``inputs``: the arguments without those LangChain injects (None for a string input).
         arguments = dict(inputs) if isinstance(inputs, dict) else {"input": input_str}
+        tool = _tool_calling_back(name)
+        if tool is not None:
+            arguments = _with_defaults(tool, arguments, string_input=not isinstance(inputs, dict))
         authorize(
             name,
             arguments,
@@ -251,21 +257,139 @@ def _authorized(tool: Any, tool_input: Any, client: Any, run: tuple[str, str] | 
     agent = _agent_running()
     if isinstance(tool_input, dict):
         arguments = _model_arguments(tool, tool_input)
-        allowed = authorize(
-            name, arguments, client=client, framework=FRAMEWORK, agent=agent, run=run
-        )
-        if allowed is arguments:
+        asked = _with_defaults(tool, arguments)
+        allowed = authorize(name, asked, client=client, framework=FRAMEWORK, agent=agent, run=run)
+        if allowed is asked:  # the tool fills its defaults in itself, as without a policy
             return tool_input
         # The injected arguments (state, runtime, store...) are kept as LangChain gave them.
         injected = {key: value for key, value in tool_input.items() if key not in arguments}
         return {**allowed, **injected}
-    arguments = {"input": tool_input}
-    allowed = authorize(name, arguments, client=client, framework=FRAMEWORK, agent=agent, run=run)
-    if allowed is arguments:
+    asked = _with_defaults(tool, {"input": tool_input}, string_input=True)
+    allowed = authorize(name, asked, client=client, framework=FRAMEWORK, agent=agent, run=run)
+    if allowed is asked:
         return tool_input
     if set(allowed) == {"input"}:  # a one-string tool stays one
         return allowed["input"]
+    first = _first_parameter(tool) if "input" in allowed else None
+    if first is not None and first not in allowed:
+        # The string fills the tool's first parameter; the others are as the policy gave them.
+        rest = {key: value for key, value in allowed.items() if key != "input"}
+        return {first: allowed["input"], **rest}
     return allowed
+
+
+# LangChain's names for the fields a schema gets from ``*args`` / ``**kwargs``: never passed.
+_VARIADIC = frozenset({"args", "kwargs"})
+
+
+def _with_defaults(
+    tool: Any, arguments: dict[str, Any], *, string_input: bool = False
+) -> dict[str, Any]:
+    """``arguments`` (the model's, without the injected ones), with the defaults of the tool's
+    parameters they leave out, as the tool will run with them: a limit on ``amount`` holds when
+    the model leaves ``amount`` at its default. ``string_input``: ``arguments`` is
+    ``{"input": <a string>}``, which fills the tool's first parameter.
+
+    The defaults come from ``tool_call_schema`` (the tool's schema without the injected
+    arguments; made from ``_run``'s signature for a tool without ``args_schema``), or the
+    ``default`` of a JSON schema's properties. ``arguments`` itself when there are none, or
+    when they cannot be read (the policy then sees the model's arguments alone)."""
+    try:
+        defaults = _defaults(tool, arguments, string_input)
+    except Exception:
+        log_safely(
+            logging.DEBUG,
+            "sightline: cannot read the defaults of LangChain tool %r",
+            getattr(tool, "name", None),
+            exc_info=True,
+        )
+        return arguments
+    return {**arguments, **defaults} if defaults else arguments
+
+
+def _defaults(tool: Any, given: Collection[str], string_input: bool) -> dict[str, Any]:
+    """The defaults of ``tool``'s model-facing parameters that ``given`` leaves out."""
+    schema = tool.tool_call_schema
+    if isinstance(schema, dict):  # a JSON schema: its declared defaults
+        if string_input:
+            return {}  # LangChain rejects a string for such a tool: it does not run
+        properties = schema.get("properties")
+        return {
+            name: spec["default"]
+            for name, spec in (properties.items() if isinstance(properties, dict) else ())
+            if isinstance(spec, dict) and "default" in spec and name not in given
+        }
+    from langchain_core.utils.pydantic import get_fields
+
+    fields = get_fields(schema)
+    aliases = _aliases(tool)
+    defaults: dict[str, Any] = {}
+    for index, (name, field) in enumerate(fields.items()):
+        if (
+            (string_input and index == 0)  # the string is this one
+            or name in given
+            or aliases.get(name) in given
+            or name in _VARIADIC
+        ):
+            continue
+        if hasattr(field, "is_required"):  # pydantic 2
+            if not field.is_required():
+                defaults[name] = field.get_default(call_default_factory=True)
+        elif not getattr(field, "required", True):  # pydantic.v1
+            defaults[name] = field.get_default()
+    # Never an argument LangChain injects (``tool_call_schema`` leaves them out already).
+    return _model_arguments(tool, defaults) if defaults else defaults
+
+
+def _aliases(tool: Any) -> dict[str, str]:
+    """``{field: alias}`` of the tool's ``args_schema`` (``tool_call_schema`` drops aliases),
+    for a model that passed an argument by its alias."""
+    try:
+        from langchain_core.utils.pydantic import get_fields
+
+        fields = get_fields(tool.args_schema)
+    except Exception:  # no pydantic args_schema
+        return {}
+    return {name: f.alias for name, f in fields.items() if isinstance(f.alias, str)}
+
+
+def _first_parameter(tool: Any) -> str | None:
+    """The parameter a string input fills (the first of the tool's schema), or None."""
+    try:
+        from langchain_core.utils.pydantic import get_fields
+
+        return next(iter(get_fields(tool.tool_call_schema)), None)
+    except Exception:
+        return None
+
+
+def _tool_calling_back(name: str) -> Any:
+    """The tool whose run is calling ``on_tool_start`` (the ``self`` of the nearest
+    ``BaseTool.run`` / ``arun`` up the stack, if it is named ``name``), or None.
+
+    LangChain hands callbacks the tool's name, not the tool, and the policies must see the
+    defaults the tool fills in. An inline handler (ours is one) is called on the run's own
+    thread and, for ``arun``, from a chain of awaits, so that run is up the stack."""
+    try:
+        from langchain_core.tools import BaseTool
+
+        codes: set[Any] = set()
+        for method in (BaseTool.run, BaseTool.arun):
+            function: Any = method
+            while function is not None:  # through another library's wrapper, if any
+                code = getattr(function, "__code__", None)
+                if code is not None:
+                    codes.add(code)
+                function = getattr(function, "__wrapped__", None)
+        frame = inspect.currentframe()
+        while frame is not None:
+            if frame.f_code in codes:
+                tool = frame.f_locals.get("self")
+                return tool if isinstance(tool, BaseTool) and tool.name == name else None
+            frame = frame.f_back
+    except Exception:
+        log_safely(logging.DEBUG, "sightline: cannot find the LangChain tool", exc_info=True)
+    return None
 
 
 def _agent_running() -> str | None:

@@ -10,7 +10,8 @@ yours, including the ones defined later and those whose methods come from a mixi
 choose as a call of its tool (see :mod:`sightline_llamaindex.patches`).
 
 Without a policy the wrapper costs one :func:`sightline.governance.enforced` call. With one, the
-tool's arguments go to :func:`sightline.governance.authorize` first, inside the tool's own
+tool's arguments (with the defaults of the parameters the call leaves out, as the tool will run
+with them) go to :func:`sightline.governance.authorize` first, inside the tool's own
 LlamaIndex span: a deny raises ``ToolDenied`` from the tool call (an agent hands it back to the
 model as a failed tool call), which fails that ``tool_call`` with kind ``guardrail``, and
 records a ``decision`` event under it; an allow runs the tool with the arguments the policy
@@ -37,8 +38,10 @@ def authorized(
     workflow ``Context`` an agent passes to a tool that asks for it), positional ones named
     after the parameters of ``method`` (the bound tool method called: ``def call(self, query,
     limit)`` of a tool class of yours), else of a ``FunctionTool``'s function (``input`` for
-    another tool's single argument). What it returns goes back the same way; the tool call's
-    recorded input becomes those arguments.
+    another tool's single argument); and the defaults of the parameters the call leaves out
+    (see :func:`_defaults`). What it returns goes back the same way; the tool call's recorded
+    input becomes those arguments. A policy that allows without replacing them leaves the call
+    as it was: the tool fills its defaults in itself.
     """
     from sightline_llamaindex.handlers import record_tool_arguments, running_agent
 
@@ -47,6 +50,7 @@ def authorized(
     arguments = {key: value for key, value in kwargs.items() if key not in context}
     names = _positional_names(tool, method, len(args)) if args else []
     arguments.update(zip(names, args, strict=True))
+    arguments.update(_defaults(tool, method, arguments, context))
     allowed = authorize(name, arguments, client=client, framework=FRAMEWORK, agent=running_agent())
     if allowed is arguments:
         return args, kwargs
@@ -58,6 +62,71 @@ def authorized(
         positional.append(keywords.pop(key))
     record_tool_arguments(name, positional, keywords)
     return tuple(positional), {**keywords, **context}
+
+
+def _defaults(
+    tool: Any, method: Any, given: dict[str, Any], context: dict[str, Any]
+) -> dict[str, Any]:
+    """The defaults of the parameters the call leaves out, as the tool will run with them: a
+    limit on ``amount`` holds when the model leaves ``amount`` at its default.
+
+    They are those of ``method`` (a tool class of yours: ``def call(self, sku, limit=5)``),
+    else of a ``FunctionTool``'s function (LlamaIndex calls it with what it was given, so the
+    function's defaults apply, a pydantic ``Field`` default as the tool computed it). Not the
+    workflow ``Context`` nor a ``FunctionTool``'s ``partial_params``, which the application
+    gives the tool (as its ``fn_schema`` leaves them out). Empty when none can be read."""
+    try:
+        function = method if _named_parameters(method) else _real_fn(tool)
+        parameters = _named_parameters(function)
+        if not parameters:
+            return {}
+        skipped = {
+            *given,
+            *context,
+            *(getattr(tool, "partial_params", None) or ()),
+            getattr(tool, "ctx_param_name", None),
+        }
+        computed = getattr(tool, "_field_defaults", None) or {}  # FunctionTool's Field defaults
+        defaults = {}
+        for parameter in parameters:
+            if parameter.name in skipped or _is_context(parameter):
+                continue
+            if parameter.name in computed:
+                defaults[parameter.name] = computed[parameter.name]
+            elif parameter.default is not parameter.empty and not _is_field(parameter.default):
+                defaults[parameter.name] = parameter.default
+        return defaults
+    except Exception:
+        return {}  # the policy sees the arguments given
+
+
+def _named_parameters(function: Any) -> list[inspect.Parameter]:
+    """The parameters of ``function`` that take an argument by name (no ``*args`` /
+    ``**kwargs``, no ``self``)."""
+    if function is None:
+        return []
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except Exception:  # no readable signature
+        return []
+    return [
+        p
+        for p in parameters
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"
+    ]
+
+
+def _is_context(parameter: inspect.Parameter) -> bool:
+    """Whether the parameter takes a workflow ``Context`` (by the annotation's name: importing
+    LlamaIndex's workflows to compare would load them)."""
+    annotation = parameter.annotation
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return name == "Context" or str(name).endswith(".Context")
+
+
+def _is_field(default: Any) -> bool:
+    """A pydantic ``Field(...)`` default (its value is not the default itself)."""
+    return type(default).__name__ == "FieldInfo"
 
 
 def _positional_names(tool: Any, method: Any, count: int) -> list[str]:
