@@ -1,13 +1,13 @@
 """``@monitor`` is transparent and records what happened when it happened; governance survives a
-plugin that answers outside the ``sightline_authorize_tool`` contract.
+plugin that answers outside the ``sightline_authorize_tool`` contract by failing closed.
 
 - A monitored generator behaves as the generator it wraps: ``send()`` / ``throw()`` /
   ``close()`` (and ``asend()`` / ``athrow()`` / ``aclose()``) reach it, its return value comes
   back through ``yield from``, and its span ends once whichever way it stops.
 - Arguments and results are recorded as they were at the call, not as the caller changed them
   before the background worker read them (top-level list, dict and set values).
-- A malformed governance answer disables the plugin (logged once) and the tool runs unless
-  another plugin decides: the same fail-open rule as for a plugin that raises.
+- A malformed governance answer, like a policy that raises, refuses the call it was given for
+  (governance fails closed), logged at error level once; the plugin stays enabled.
 """
 
 from __future__ import annotations
@@ -414,7 +414,7 @@ def status_of(capture: Any, name: str) -> tuple[str, str | None]:
         ),
     ],
 )
-def test_a_malformed_answer_disables_the_plugin_once_and_the_tool_runs(
+def test_a_malformed_answer_refuses_the_call_and_the_plugin_stays_enabled(
     sightline_capture, install, caplog, answer, error
 ):
     policy = install(Policy(answer), "test-malformed")
@@ -425,44 +425,79 @@ def test_a_malformed_answer_disables_the_plugin_once_and_the_tool_runs(
         ran.append(user_id)
         return f"deleted {user_id}"
 
-    with caplog.at_level(logging.ERROR, logger="sightline"):
-        assert delete_account("u-1") == "deleted u-1"
-        assert delete_account("u-2") == "deleted u-2"
-    assert ran == ["u-1", "u-2"]
-    assert policy.calls == 1
-    assert status_of(sightline_capture, "test-malformed") == ("failed", error)
-    logged = [r.getMessage() for r in caplog.records if r.name == "sightline"]
-    assert len(logged) == 1
-    assert logged[0].startswith(f"sightline: plugin 'test-malformed' is disabled: {error}")
-    assert sightline_capture.find(type="decision") == []
+    reason = f"policy 'test-malformed' failed ({error}), so the call is refused"
+    with caplog.at_level(logging.DEBUG, logger="sightline"):
+        for user in ("u-1", "u-2"):
+            with pytest.raises(ToolDenied) as raised:
+                delete_account(user)
+            assert raised.value.reason == reason
+    assert ran == []
+    assert policy.calls == 2  # asked again: a broken policy is not switched off
+    assert status_of(sightline_capture, "test-malformed") == ("ok", None)
+    failures = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if "failed in sightline_" in r.getMessage()
+    ]
+    message = (
+        f"sightline: plugin 'test-malformed' failed in sightline_authorize_tool: {error}; the "
+        "call it failed on is refused (governance fails closed). It stays enabled (further "
+        "failures of it are logged at debug level)"
+    )
+    assert failures == [(logging.ERROR, message), (logging.DEBUG, message)]
+    decisions = sightline_capture.find(type="decision")
+    assert [d.output for d in decisions] == [{"decision": "deny", "reason": reason}] * 2
 
 
-def test_after_a_malformed_answer_the_next_plugin_decides(sightline_capture, install):
-    deny = install(Policy(Decision(False, "second says no")), "test-deny")
+def test_a_policy_that_raises_on_odd_arguments_refuses_that_call_and_still_decides_later(
+    sightline_capture, install
+):
+    # A model sending "amount": "1000" must not switch the limit off for the next calls.
+    class RefundLimit:
+        @sightline.hookimpl
+        def sightline_authorize_tool(self, tool_name, arguments, context):
+            return Decision(arguments["amount"] <= 100, "over the refund limit")
+
+    install(RefundLimit(), "refund-limit")
+
+    @sightline.guard
+    def refund(order: str, amount: Any) -> str:
+        return f"refunded {amount}"
+
+    with pytest.raises(ToolDenied, match=r"policy 'refund-limit' failed \(TypeError: "):
+        refund("o-1", "1000")
+    with pytest.raises(ToolDenied, match="over the refund limit"):
+        refund("o-2", 1000)  # the policy still decides
+    assert refund("o-3", 40) == "refunded 40"
+    assert status_of(sightline_capture, "refund-limit") == ("ok", None)
+
+
+def test_after_a_malformed_answer_the_next_plugin_is_not_asked(sightline_capture, install):
+    other = install(Policy(None), "test-allow")
     install(Policy({"allow": True}), "test-malformed")  # registered last: asked first
 
     @sightline.guard
     def delete_account(user_id: str) -> str:
         raise AssertionError("must not run")
 
-    with pytest.raises(ToolDenied, match="second says no"):
+    with pytest.raises(ToolDenied, match="policy 'test-malformed' failed"):
         delete_account("u-1")
-    assert deny.calls == 1
-    assert status_of(sightline_capture, "test-malformed")[0] == "failed"
-    assert status_of(sightline_capture, "test-deny") == ("ok", None)
+    assert other.calls == 0  # the first answer (the refusal) wins
+    assert status_of(sightline_capture, "test-malformed") == ("ok", None)
 
 
-async def test_a_malformed_answer_does_not_break_a_guarded_coroutine(sightline_capture, install):
+async def test_a_malformed_answer_refuses_a_guarded_coroutine(sightline_capture, install):
     install(Policy(1), "test-malformed")
 
     @sightline.guard(name="refund")
     async def issue_refund(order: str) -> str:
-        return f"refunded {order}"
+        raise AssertionError("must not run")
 
-    assert await issue_refund("o-1") == "refunded o-1"
-    assert status_of(sightline_capture, "test-malformed") == (
-        "failed",
-        "unsupported sightline_authorize_tool answer: 1",
+    with pytest.raises(ToolDenied) as raised:
+        await issue_refund("o-1")
+    assert raised.value.reason == (
+        "policy 'test-malformed' failed (unsupported sightline_authorize_tool answer: 1), so the "
+        "call is refused"
     )
 
 

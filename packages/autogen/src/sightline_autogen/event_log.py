@@ -142,12 +142,21 @@ class SightlineEventLogHandler(logging.Handler):
 
     def _on_llm_call(self, event: Any) -> None:
         fields = _kwargs(event)
+        if "tools" in fields:
+            self._note_offered_tools(fields["tools"])
         wrapped = wrapped_llm_span()
         if wrapped is not None:
             _enrich_wrapped(wrapped, fields.get("response"))
             return
         end_ns = time.time_ns()
         self._record_llm(fields, fields.get("response"), end_ns, None, stream=False)
+
+    def _note_offered_tools(self, tools: Any) -> None:
+        """With ``capture_content`` off, tell the current scope which tools its model was
+        offered: the tool names its calls may be recorded with (see ``Scope.offered``)."""
+        scope = current_scope()
+        if scope is not None and not self._client().config.capture_content:
+            self.registry.offer_tools(scope, tool_names(tools))
 
     def _on_stream_start(self, event: Any) -> None:
         wrapped = wrapped_llm_call()

@@ -135,10 +135,10 @@ def authorize_handoff(patcher: StructurePatcher, call: Any, tool: Any, agent_nam
     """Ask the governance plugins about the model's call ``call`` to the handoff ``tool`` (one
     of the agent's handoff tools: :func:`handoff_tool_of`).
 
-    Returns ``None`` when AutoGen is to run ``call`` as asked (no policy, an allow, or
-    governance that failed: it fails open), a copy of ``call`` carrying the arguments a policy
-    replaced them with, or the :class:`DeniedHandoff` to return instead of running it. Never
-    raises.
+    Returns ``None`` when AutoGen is to run ``call`` as asked (no policy, an allow, or a
+    failure of the adapter itself, which never raises into AutoGen), a copy of ``call``
+    carrying the arguments a policy replaced them with, or the :class:`DeniedHandoff` to return
+    instead of running it. Never raises.
     """
     try:
         name = getattr(call, "name", None)

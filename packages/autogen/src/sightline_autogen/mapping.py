@@ -18,7 +18,9 @@ from typing import Any
 
 __all__ = [
     "FRAMEWORK",
+    "UNKNOWN_TOOL",
     "agent_input",
+    "agent_tool_names",
     "bounded_text",
     "finish_reason_of",
     "function_calls_of",
@@ -35,6 +37,10 @@ __all__ = [
 FRAMEWORK = "autogen"
 """The ``framework`` of every event this adapter emits."""
 
+
+UNKNOWN_TOOL = "unknown_tool"
+"""A tool name a model asked for that names none of the agent's tools, as recorded with
+``capture_content`` off: a name the model made up is model output."""
 
 _MISSING = object()
 
@@ -117,6 +123,25 @@ def _tool_name(tool: Any) -> str | None:
     function = getattr(tool, "function", None)
     name = getattr(function, "name", None)
     return name if isinstance(name, str) else None
+
+
+def agent_tool_names(agent: Any) -> set[str]:
+    """The names of the tools an agent was given: an ``AssistantAgent``'s tools, handoff
+    tools and the tools of its static workbenches (a workbench listing its tools only when
+    awaited, such as MCP's, is known by the tools the agent offers its model instead)."""
+    names: set[str] = set()
+    try:
+        workbenches = getattr(agent, "_workbench", None) or ()
+        if not isinstance(workbenches, (list, tuple)):
+            workbenches = (workbenches,)
+        groups = [getattr(agent, "_tools", None), getattr(agent, "_handoff_tools", None)]
+        groups.extend(getattr(workbench, "_tools", None) for workbench in workbenches)
+        for group in groups:
+            if isinstance(group, (list, tuple)):
+                names.update(tool_names(group))
+    except Exception:
+        pass
+    return names
 
 
 def function_calls_of(content: Any) -> list[dict[str, Any]] | None:

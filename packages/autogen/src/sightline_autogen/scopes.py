@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any
 from sightline.client import AMBIENT
 from sightline.event import ErrorKind, EventType
 from sightline.span import current_span, use_span
-from sightline_autogen.mapping import FRAMEWORK, parse_arguments
+from sightline_autogen.mapping import (
+    FRAMEWORK,
+    UNKNOWN_TOOL,
+    agent_tool_names,
+    parse_arguments,
+)
 
 if TYPE_CHECKING:
     from sightline.client import Client
@@ -100,6 +105,7 @@ class Scope:
         "kind",
         "mark_ns",
         "name",
+        "offered",
         "pending",
         "relay_output",
         "span",
@@ -120,6 +126,17 @@ class Scope:
         # Tools that reported a result whose request was not seen, awaiting their call id.
         self.unrequested: list[PendingToolCall] = []
         self.relay_output = False  # take the output from the messages the container logs
+        # With capture_content off only: the names of the tools offered to the scope's model
+        # calls (as the model client logged them), which the agent may not list itself.
+        self.offered: set[str] | None = None
+
+    def known_tools(self) -> set[str]:
+        """The names of the tools this scope's agent has: a tool name its model asked for that
+        is none of them was made up (model output)."""
+        known = agent_tool_names(self.subject) if self.kind == "agent" else set()
+        if self.offered:
+            known |= self.offered
+        return known
 
     def __repr__(self) -> str:
         return f"<Scope {self.kind} {self.name!r} span={self.span.span_id}>"
@@ -196,7 +213,10 @@ class direct_tool_run:
 
 
 class PendingToolCall:
-    """A tool call an agent's model requested, waiting for its result."""
+    """A tool call an agent's model requested, waiting for its result.
+
+    ``name`` is the name the model asked for, whatever its span is named (see
+    :meth:`ScopeRegistry.request_tools`): reports are matched by it."""
 
     __slots__ = ("arguments", "call_id", "denied", "end_ns", "ended", "name", "scope", "span")
 
@@ -352,15 +372,20 @@ class ScopeRegistry:
     def request_tools(
         self, client: Client, agent_name: str | None, calls: list[dict[str, Any]], now_ns: int
     ) -> None:
-        """Open one ``tool_call`` span per requested call, under the requesting agent's turn."""
+        """Open one ``tool_call`` span per requested call, under the requesting agent's turn.
+
+        With ``capture_content`` off, a call naming none of the agent's tools is named
+        ``unknown_tool`` (until the tool itself reports it ran: see :meth:`finish_tool`).
+        """
         scope = self.agent_scope(agent_name)
         parent = scope.span if scope is not None else AMBIENT
+        known = None if client.config.capture_content else _known_tools(scope)
         for call in calls:
             call_id = call.get("id")
             name = call.get("name") or "tool"
             arguments = parse_arguments(call.get("arguments"))
             span = client.start_span(
-                name,
+                name if known is None or name in known else UNKNOWN_TOOL,
                 EventType.TOOL_CALL,
                 parent=parent,
                 input=arguments,
@@ -433,6 +458,8 @@ class ScopeRegistry:
             if found is not None:
                 found.ended = True
         if found is not None:
+            if found.span.event.name == UNKNOWN_TOOL:
+                found.span.event.name = tool_name  # the tool ran: its name is the code's
             found.span.set_output(result)
             found.span.end(now_ns)
             return
@@ -497,8 +524,11 @@ class ScopeRegistry:
                     pending.span.end(pending.end_ns)
                     continue
             if pending is None:
+                name = result.get("name") or "tool"
+                if not client.config.capture_content and name not in _known_tools(scope):
+                    name = UNKNOWN_TOOL
                 span = client.start_span(
-                    result.get("name") or "tool",
+                    name,
                     EventType.TOOL_CALL,
                     parent=scope.span if scope is not None else AMBIENT,
                     metadata={"call_id": call_id},
@@ -514,6 +544,16 @@ class ScopeRegistry:
             _finish_tool_span(pending.span, content, is_error and not pending.denied, now_ns)
         if scope is not None:
             scope.mark_ns = now_ns
+
+    def offer_tools(self, scope: Scope, names: list[str]) -> None:
+        """Note the tools offered to a model call of ``scope`` (see ``Scope.offered``)."""
+        if not names:
+            return
+        with self._lock:
+            if scope.offered is None:
+                scope.offered = set(names)
+            else:
+                scope.offered.update(names)
 
     def _claim_unrequested(self, scope: Scope, name: Any, content: Any) -> PendingToolCall | None:
         with self._lock:
@@ -564,6 +604,11 @@ def _match(pendings: Any, tool_name: str, arguments: Any, running: Any) -> Pendi
         if running is not None and pending.span is running:
             return pending
     return next((pending for pending in candidates if not pending.denied), None)
+
+
+def _known_tools(scope: Scope | None) -> set[str]:
+    """The names of the tools of ``scope``'s agent (none known outside a scope)."""
+    return scope.known_tools() if scope is not None else set()
 
 
 def _finish_tool_span(span: Span, content: Any, is_error: bool, now_ns: int) -> None:

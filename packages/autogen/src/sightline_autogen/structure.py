@@ -607,7 +607,7 @@ def _is_handoff(patcher: StructurePatcher, tool: Any) -> bool:
 
     Where that step of AutoGen is not wrapped (another layout), nothing can refuse a handoff
     without hanging the agent: AutoGen's own handoffs (``Handoff.handoff_tool``) then run
-    ungoverned, as documented (governance fails open)."""
+    ungoverned, as documented (nothing here can refuse them)."""
     if is_running_handoff(tool):
         return True
     if patcher.wraps(*_HANDOFF_STEP):

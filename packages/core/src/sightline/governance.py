@@ -133,8 +133,10 @@ def authorize(
     replacement equal to the arguments changes nothing and allows it.
 
     A deny (or a redaction) is recorded as a ``decision`` event under the ambient span. A
-    plugin that raises or answers outside the hook's contract is logged once and disabled,
-    and the next plugin decides; with no answer left the tool runs (governance fails open).
+    plugin that raises or answers outside the hook's contract denies the call it failed on,
+    saying so in the reason, and stays registered (governance fails closed: a policy that a
+    model's odd arguments make raise must not switch governance off); its first failure is
+    logged at error level.
     """
     from sightline.client import get_client
     from sightline.span import current_span, framework_run_within
@@ -152,18 +154,15 @@ def authorize(
     within = framework_run_within(span, owner) if run is None else run
     if within is not None:  # a framework's run (its tool call) inside that span
         context["trace_id"], context["span_id"] = within[0], within[1]
-    # The first answer wins. A plugin that raises or answers outside the hook's contract is
-    # broken, not denying: logged once, disabled, and the next one decides; with none left the
-    # tool runs (governance fails open).
+    # The first answer wins. A plugin that raises or answers outside the hook's contract
+    # denies this call (fails closed) and stays registered.
     decision = (
         owner.plugins.call(
             _HOOK,
             firstresult=True,
             accept=Decision.from_answer,
-            accepts=(
-                " (expected None, True, 'allow', False, 'deny' or a Decision); the next plugin "
-                "decides, or the tool runs"
-            ),
+            on_failure=_failed_policy,
+            on_failure_says="the call it failed on is refused (governance fails closed)",
             tool_name=tool_name,
             arguments=arguments,
             context=context,
@@ -201,6 +200,11 @@ def authorize(
     if not decision.allow:
         raise ToolDenied(tool_name, decision.reason)
     return dict(decision.arguments or {})
+
+
+def _failed_policy(plugin: str, problem: str) -> Decision:
+    """The answer of a policy that raised or answered outside the hook's contract: a deny."""
+    return Decision(False, f"policy {plugin!r} failed ({problem}), so the call is refused")
 
 
 def _same(replaced: Any, arguments: dict[str, Any]) -> bool:

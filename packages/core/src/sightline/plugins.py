@@ -67,6 +67,7 @@ class PluginManager:
         self._loaded = False
         self._lock = threading.RLock()
         self._trace = False
+        self._failures_logged: set[tuple[str, str]] = set()  # see _failed_answer
         self._impl_cache: dict[str, list[tuple[str, Any]]] = {}
         self._logged_builtin: set[str] = set()  # built-in processors that raised (logged)
 
@@ -194,6 +195,8 @@ class PluginManager:
         firstresult: bool = False,
         accept: Callable[[Any], Any] | None = None,
         accepts: str = "",
+        on_failure: Callable[[str, str], Any] | None = None,
+        on_failure_says: str = "its answer is replaced",
         **kwargs: Any,
     ) -> Any:
         """Call every implementation; a raising plugin is logged once and disabled.
@@ -201,6 +204,12 @@ class PluginManager:
         ``accept`` turns each answer other than ``None`` into the result, and raises for an
         answer outside the hook's contract: that plugin is then broken, not answering, and is
         logged once and disabled like one that raises (``accepts`` says what was expected).
+
+        ``on_failure(plugin name, what went wrong)``, when given, is what a plugin that raises
+        or answers outside the contract answers instead, and the plugin stays enabled: a
+        failure is logged at error level once per plugin (with ``on_failure_says``), later
+        ones at debug level (governance: a policy that fails denies the call it failed on, see
+        :func:`sightline.governance.authorize`).
         """
         results = []
         for name, function in self.implementations(hook_name):
@@ -209,37 +218,78 @@ class PluginManager:
             try:
                 result = function(**kwargs)
             except Exception as exc:
-                log_safely(
-                    logging.ERROR,
-                    "sightline: plugin %r raised in %s and is disabled: %s: %s",
-                    name,
-                    hook_name,
-                    type(exc).__name__,
-                    exc,
-                )
-                self.disable(name, exc)
-                continue
-            if result is not None and accept is not None:
-                try:
-                    result = accept(result)
-                except Exception as exc:  # TypeError, or whatever a hostile answer raised
-                    message = (
-                        str(exc) if isinstance(exc, TypeError) else f"{type(exc).__name__}: {exc}"
+                if on_failure is not None:
+                    result = self._failed_answer(
+                        name,
+                        hook_name,
+                        f"{type(exc).__name__}: {exc}",
+                        on_failure,
+                        on_failure_says,
                     )
+                else:
                     log_safely(
                         logging.ERROR,
-                        "sightline: plugin %r is disabled: %s%s",
+                        "sightline: plugin %r raised in %s and is disabled: %s: %s",
                         name,
-                        message,
-                        accepts,
+                        hook_name,
+                        type(exc).__name__,
+                        exc,
                     )
-                    self.disable(name, message)
+                    self.disable(name, exc)
                     continue
+            else:
+                if result is not None and accept is not None:
+                    try:
+                        result = accept(result)
+                    except Exception as exc:  # TypeError, or whatever a hostile answer raised
+                        message = (
+                            str(exc)
+                            if isinstance(exc, TypeError)
+                            else f"{type(exc).__name__}: {exc}"
+                        )
+                        if on_failure is not None:
+                            result = self._failed_answer(
+                                name, hook_name, message, on_failure, on_failure_says
+                            )
+                        else:
+                            log_safely(
+                                logging.ERROR,
+                                "sightline: plugin %r is disabled: %s%s",
+                                name,
+                                message,
+                                accepts,
+                            )
+                            self.disable(name, message)
+                            continue
             if result is not None:
                 if firstresult:
                     return result
                 results.append(result)
         return None if firstresult else results
+
+    def _failed_answer(
+        self,
+        name: str,
+        hook_name: str,
+        problem: str,
+        on_failure: Callable[[str, str], Any],
+        says: str,
+    ) -> Any:
+        """What plugin ``name``, which failed in ``hook_name``, answers: ``on_failure``'s
+        answer. Logged at error level the first time for this plugin and hook."""
+        first = (name, hook_name) not in self._failures_logged
+        if first:
+            self._failures_logged.add((name, hook_name))
+        log_safely(
+            logging.ERROR if first else logging.DEBUG,
+            "sightline: plugin %r failed in %s: %s; %s. It stays enabled (further failures of "
+            "it are logged at debug level)",
+            name,
+            hook_name,
+            problem,
+            says,
+        )
+        return on_failure(name, problem)
 
     def process_event(self, event: Any) -> bool:
         """Run every ``sightline_process_event``; False when one of them drops the event."""

@@ -102,6 +102,7 @@ class _Run:
         "pinned",
         "span",
         "stream",
+        "tools",
     )
 
     def __init__(self, span: Span, owner: SightlineCallbackHandler) -> None:
@@ -129,6 +130,10 @@ class _Run:
         # (exception class name, interrupts or None) when a run inside this one paused at a
         # LangGraph interrupt(): the run is marked interrupted too when it ends (see _paused).
         self.paused: tuple[str, list[Any] | None] | None = None
+        # With capture_content off only: the names of the application's tools known in this
+        # run (bound to a model run in it, or run in it), which are the tool names a model run
+        # inside may be recorded asking for (see _known_tools).
+        self.tools: set[str] | None = None
 
 
 # run_id → open run, shared by all handlers. Each operation on it is a single dict call, atomic
@@ -790,7 +795,7 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         parent = record.parent
         if parent is None and parent_run_id is not None:
             parent = _RUNS.get(_run_key(parent_run_id))
-        flow = mapping.control_flow(error)
+        flow = mapping.control_flow(error, _capture_content())
         if flow is not None:
             span.event.metadata[flow[0]] = flow[1]
             if flow[0] == "interrupted" and parent is not None:
@@ -938,8 +943,12 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             span = record.span
             span.event.type = EventType.AGENT
             tool = getattr(action, "tool", None)
+            if not isinstance(tool, str) or not tool:
+                tool = "agent_action"
+            elif not _capture_content() and tool not in _known_tools(record):
+                tool = mapping.UNKNOWN_TOOL  # the model's choice names no tool of the agent
             decision = span.child(
-                tool if isinstance(tool, str) and tool else "agent_action",
+                tool,
                 EventType.DECISION,
                 input=getattr(action, "tool_input", None),
                 framework=FRAMEWORK,
@@ -1001,10 +1010,9 @@ class SightlineCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None,
         kwargs: dict[str, Any],
     ) -> None:
-        model, provider = mapping.llm_identity(
-            serialized, kwargs.get("invocation_params"), metadata
-        )
-        self._start(
+        params = kwargs.get("invocation_params")
+        model, provider = mapping.llm_identity(serialized, params, metadata)
+        record = self._start(
             run_id,
             parent_run_id,
             mapping.run_name(serialized, kwargs.get("name"), "llm"),
@@ -1015,6 +1023,11 @@ class SightlineCallbackHandler(BaseCallbackHandler):
             model=model,
             extra={"provider": provider} if provider else None,
         )
+        if record is not None and params and not _capture_content():
+            names = mapping.offered_tool_names(params)
+            if names:
+                record.tools = names
+                _learn_tools(record.parent, names)
 
     def _llm_new_token(
         self,
@@ -1137,16 +1150,19 @@ class SightlineCallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             tool_call_id = kwargs.get("tool_call_id")
-            self._start(
+            name = mapping.run_name(serialized, kwargs.get("name"), "tool")
+            record = self._start(
                 run_id,
                 parent_run_id,
-                mapping.run_name(serialized, kwargs.get("name"), "tool"),
+                name,
                 EventType.TOOL_CALL,
                 mapping.tool_input(input_str, inputs),
                 tags,
                 metadata,
                 extra={"tool_call_id": tool_call_id} if tool_call_id else None,
             )
+            if record is not None and record.parent is not None and not _capture_content():
+                _learn_tools(record.parent, (name,))  # a tool LangChain runs: the code's name
         except Exception:
             _callback_failed("on_tool_start")
 
@@ -1459,10 +1475,36 @@ def _fill_llm_result(record: _Run, outcome: mapping.LLMOutcome) -> None:
         event.model = outcome.model
     if outcome.finish_reason:
         event.metadata["finish_reason"] = outcome.finish_reason
-    if outcome.tool_calls:
-        event.metadata["tool_calls"] = outcome.tool_calls
+    calls = outcome.tool_calls
+    if calls:
+        if not _capture_content():
+            calls = mapping.private_tool_names(calls, _known_tools(record))
+        event.metadata["tool_calls"] = calls
     if record.stream is not None:
         _fill_streaming(record)
+
+
+def _learn_tools(record: _Run | None, names: Any) -> None:
+    """Note the names of the application's tools ``names`` on ``record`` and the open runs
+    above it (see ``_Run.tools``)."""
+    while record is not None:
+        if record.tools is None:
+            record.tools = set(names)
+        else:
+            record.tools.update(names)
+        record = record.parent
+
+
+def _known_tools(record: _Run) -> set[str]:
+    """The names of the application's tools known to ``record`` and the runs above it: a tool
+    name a model asked for in it that is not one of them was made up (model output)."""
+    known: set[str] = set()
+    run: _Run | None = record
+    while run is not None:
+        if run.tools:
+            known.update(run.tools)
+        run = run.parent
+    return known
 
 
 def _new_stream() -> _Stream:

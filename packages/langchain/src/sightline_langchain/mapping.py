@@ -23,6 +23,7 @@ __all__ = [
     "INTERNAL_TAG_PREFIXES",
     "RETRIEVAL_PREVIEW_CHARS",
     "RETRIEVAL_PREVIEW_DOCUMENTS",
+    "UNKNOWN_TOOL",
     "LLMOutcome",
     "chain_event_type",
     "compact_value",
@@ -34,6 +35,8 @@ __all__ = [
     "llm_identity",
     "message_to_dict",
     "messages_to_dicts",
+    "offered_tool_names",
+    "private_tool_names",
     "read_llm_result",
     "retry_record",
     "run_name",
@@ -439,6 +442,18 @@ def _goto_value(goto: Any, depth: int) -> Any:
     return goto
 
 
+def _goto_nodes(goto: Any) -> Any:
+    """Where a Command sends the graph, as node names only (a ``Send`` as ``{node}``)."""
+    if isinstance(goto, str):
+        return goto
+    if isinstance(goto, (list, tuple)):
+        return [_goto_nodes(item) for item in goto]
+    node = getattr(goto, "node", None)
+    if isinstance(node, str):  # a Send
+        return {"node": node}
+    return True
+
+
 def messages_to_dicts(messages: Any) -> list[Any]:
     """A conversation as a list of :func:`message_to_dict` values (one bad message stays alone)."""
     out: list[Any] = []
@@ -551,6 +566,60 @@ def _first_int(mapping: Mapping[str, Any], *keys: str) -> int | None:
 
 
 # -- tools ------------------------------------------------------------------------------------
+
+UNKNOWN_TOOL = "unknown_tool"
+"""A tool name a model asked for that names none of the tools the application defined for the
+call, as recorded with ``capture_content`` off: a name the model made up is model output."""
+
+
+def offered_tool_names(invocation_params: Any) -> set[str]:
+    """The names of the tools bound to a model call (``invocation_params["tools"]``, or the
+    legacy ``functions``): names the application's code gave its tools.
+
+    Integrations bind them in their provider's format: OpenAI ``{"type": "function",
+    "function": {"name"}}`` (Responses: ``{"type": "function", "name"}``), Anthropic and most
+    others ``{"name"}``, Bedrock ``{"toolSpec": {"name"}}``, Gemini ``{"function_declarations":
+    [{"name"}]}``; tools bound as objects (``BaseTool``, functions, pydantic classes) as well.
+    """
+    names: set[str] = set()
+    try:
+        if not invocation_params:
+            return names
+        for key in ("tools", "functions"):
+            tools = invocation_params.get(key)
+            if tools and isinstance(tools, (list, tuple)):
+                for tool in tools:
+                    _add_tool_names(tool, names)
+    except Exception:
+        pass
+    return names
+
+
+def _add_tool_names(tool: Any, names: set[str]) -> None:
+    if isinstance(tool, Mapping):
+        for key in ("function", "toolSpec"):
+            inner = tool.get(key)
+            if isinstance(inner, Mapping):
+                tool = inner
+                break
+        name = tool.get("name")
+        declarations = tool.get("function_declarations") or tool.get("functionDeclarations")
+    else:
+        name = getattr(tool, "name", None)
+        if not isinstance(name, str):
+            name = getattr(tool, "__name__", None)
+        declarations = getattr(tool, "function_declarations", None)
+    if isinstance(name, str) and name:
+        names.add(name)
+    if declarations and isinstance(declarations, (list, tuple)):
+        for declaration in declarations:
+            _add_tool_names(declaration, names)
+
+
+def private_tool_names(names: Sequence[Any], known: Any) -> list[str]:
+    """The tool calls a model asked for (``names``) as recorded with ``capture_content`` off:
+    each name in ``known`` (the application's tools) as it is, any other as ``unknown_tool``."""
+    return [name if name.__class__ is str and name in known else UNKNOWN_TOOL for name in names]
 
 
 def tool_input(input_str: Any, inputs: Any) -> Any:
@@ -683,7 +752,7 @@ def retry_record(retry_state: Any) -> dict[str, Any]:
     return record
 
 
-def control_flow(exc: BaseException) -> tuple[str, Any] | None:
+def control_flow(exc: BaseException, content: bool = True) -> tuple[str, Any] | None:
     """How a run that ``exc`` ended without it having failed is marked: a metadata
     ``(key, value)``, or ``None`` for a failure.
 
@@ -692,7 +761,8 @@ def control_flow(exc: BaseException) -> tuple[str, Any] | None:
       (``GraphDrained``);
     - ``("handoff", goto)``: a node handed over to its parent graph
       (``Command(graph=Command.PARENT, goto=...)``: ``ParentCommand``), ``goto`` as
-      :func:`compact_value` writes it (``True`` when it names no node);
+      :func:`compact_value` writes it (``True`` when it names no node); without ``content``,
+      a ``Send`` is its node alone (its ``arg`` is state: messages, the model's tool calls);
     - ``("unfinished", True)``: the caller stopped reading a stream (``break``, ``aclose()``:
       ``GeneratorExit``), as a run ended with its parent is marked.
 
@@ -708,7 +778,9 @@ def control_flow(exc: BaseException) -> tuple[str, Any] | None:
         if "ParentCommand" in names:
             command = exc.args[0] if exc.args else None
             goto = getattr(command, "goto", None)
-            return "handoff", (_goto_value(goto, 0) if goto else True)
+            if not goto:
+                return "handoff", True
+            return "handoff", (_goto_value(goto, 0) if content else _goto_nodes(goto))
         return "interrupted", cls.__name__
     except Exception:
         return None

@@ -40,6 +40,7 @@ from sightline_llamaindex.mapping import (
     STREAM_END_METHODS,
     Kind,
     ResponseShape,
+    agent_tool_names,
     apply_llm_prompt,
     apply_llm_response,
     apply_llm_start,
@@ -53,6 +54,7 @@ from sightline_llamaindex.mapping import (
     start_step,
     step_kind,
     streamed_text,
+    tool_step_name,
 )
 
 if TYPE_CHECKING:
@@ -64,6 +66,8 @@ __all__ = ["SightlineEventHandler", "SightlineSpanHandler"]
 
 
 _RUN_KINDS = (Kind.AGENT, Kind.WORKFLOW)
+# Kinds whose result names the tools a model asked for (``tool_calls``).
+_NAMING_KINDS = (Kind.LLM, Kind.AGENT)
 # Timeouts that do not subclass TimeoutError, by class name (importing them would load
 # LlamaIndex's workflows package): a workflow or agent run out of time.
 _TIMEOUT_ERRORS = frozenset(("WorkflowTimeoutError",))
@@ -104,6 +108,7 @@ class _Call:
         "stream_keys",
         "stream_ref",
         "tool_names",
+        "tools",
         "wait_own_end",
         "waiting",
     )
@@ -149,6 +154,10 @@ class _Call:
         # an agent run's: the tools its calls ran, as they ended (a run that does not return
         # has no final output listing them)
         self.tool_names: list[str] | None = None
+        # with capture_content off only: the names of the application's tools this call knows
+        # (an agent run's tools, those offered to an LLM call in it, those that ran in it), the
+        # tool names a model in it may be recorded asking for (see _known_tools)
+        self.tools: set[str] | None = None
 
 
 _UNRECORDED_ROOT = _Call(None)
@@ -516,7 +525,7 @@ class _OpenSpans:
         if span is None:
             return
         if partial is not None and not call.response_seen:  # formatted once, at its end
-            apply_llm_response(span, partial)
+            apply_llm_response(span, partial, _known_tools(call))
         if call.kind == Kind.TOOL_STEP:
             _ran_in_run(call)
         elif call.tool_names is not None:  # a run that did not return (failed, cancelled...)
@@ -540,11 +549,12 @@ def _ran_in_run(call: _Call) -> None:
     run = call.parent
     if run is None or run.kind != Kind.AGENT or run.finished or not call.name:
         return
+    name = call.span.event.name if call.span is not None else call.name  # unknown_tool too
     names = run.tool_names
     if names is None:
-        run.tool_names = [call.name]
+        run.tool_names = [name]
     elif len(names) < _MAX_TOOL_NAMES:
-        names.append(call.name)
+        names.append(name)
 
 
 # A run's tools, listed as they end: bounded, however long the run.
@@ -793,6 +803,8 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
                         return
             if parent is not None and parent.owned:
                 if merges_into(parent.kind, parent.name, parent.instance_id, kind, instance):
+                    if parent.kind == Kind.TOOL_STEP and kind == Kind.TOOL:
+                        _tool_ran(parent)
                     OPEN_SPANS.add(id_, parent)
                     return
                 parent_span = parent.span
@@ -802,12 +814,20 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
                 parent_span = _innermost(parent_span)
             arguments = _arguments(bound_args)
             agent = parent.agent if parent is not None else None
+            private = not client.config.capture_content
+            tools = None
+            if private and kind == Kind.TOOL_STEP:
+                tools = _tools_known_to(parent)
             span = start_event(
-                client, kind, parent_span, prefix, method, instance, arguments, agent
+                client, kind, parent_span, prefix, method, instance, arguments, agent, tools
             )
             owner = parent if parent is not None and parent.owned else None
             call = _Call(span, kind, id_, True, id(instance), owner, parent)
             call.reading = being_read
+            if kind == Kind.TOOL_STEP:
+                call.name = tool_step_name(arguments) or call.name  # as the model asked
+            elif private and kind == Kind.AGENT:
+                call.tools = agent_tool_names(instance)
             OPEN_SPANS.add(id_, call)
         except Exception as exc:
             log_safely(
@@ -856,6 +876,7 @@ class SightlineSpanHandler(BaseSpanHandler[BaseSpan]):
                     call.started,
                     call.response_seen,
                     call.inner_error,
+                    _known_tools(call) if call.kind in _NAMING_KINDS else None,
                 )
                 if result is None and _unfinished(call):
                     _end_unfinished(call)
@@ -1029,6 +1050,53 @@ def _reading(candidates: Iterable[tuple[Any, _Call]], caller: Any) -> _Call | No
     return None
 
 
+def _private(call: _Call) -> bool:
+    """Whether ``call`` is recorded with ``capture_content`` off."""
+    span = call.span
+    return span is not None and span.is_recording and not span.client.config.capture_content
+
+
+def _known_tools(call: _Call) -> set[str] | None:
+    """With ``capture_content`` off, the names of the application's tools known to ``call``
+    (see :func:`_tools_known_to`); ``None`` when content is captured (names are kept)."""
+    return _tools_known_to(call) if _private(call) else None
+
+
+def _tools_known_to(call: _Call | None) -> set[str]:
+    """The names of the application's tools that ``call`` and the calls it is in know (see
+    ``_Call.tools``): a tool name a model asked for in it that is none of them was made up
+    (model output)."""
+    known: set[str] = set()
+    while call is not None:
+        if call.tools:
+            known.update(call.tools)
+        call = call.parent
+    return known
+
+
+def _learn_tools(call: _Call | None, names: Iterable[str]) -> None:
+    """Note the names of the application's tools ``names`` on ``call`` and the calls it is in
+    (see ``_Call.tools``)."""
+    names = [name for name in names if isinstance(name, str)]
+    while call is not None:
+        if call.tools is None:
+            call.tools = set(names)
+        else:
+            call.tools.update(names)
+        call = call.parent
+
+
+def _tool_ran(step: _Call) -> None:
+    """A tool of the name the ``call_tool`` step ``step`` was asked for runs in it: a tool of
+    the application's, whose name the step may have (with ``capture_content`` off, a name no
+    tool known to the run had is ``unknown_tool`` until then)."""
+    span = step.span
+    if span is None or not span.is_recording or span.event.name == step.name:
+        return
+    span.event.name = step.name
+    _learn_tools(step.parent, (step.name,))
+
+
 def _arguments(bound_args: Any) -> dict[str, Any]:
     arguments = getattr(bound_args, "arguments", None)
     return arguments if isinstance(arguments, dict) else {}
@@ -1049,6 +1117,9 @@ def _on_chat_start(call: _Call, event: Any, span_id: str) -> None:
     if call.kind == Kind.LLM and call.span is not None:
         call.started = True
         apply_llm_start(call.span, event.messages, event.additional_kwargs, event.model_dict)
+        offered = call.span.event.metadata.get("tools")
+        if offered and _private(call):
+            _learn_tools(call, offered)  # the names of the tools the application offers
 
 
 def _on_completion_start(call: _Call, event: Any, span_id: str) -> None:
@@ -1063,7 +1134,7 @@ def _on_llm_end(call: _Call, event: Any, span_id: str) -> None:
     response = event.response
     if response is not None:
         call.response_seen = True
-        apply_llm_response(call.span, response)
+        apply_llm_response(call.span, response, _known_tools(call))
     OPEN_SPANS.stream_done(span_id)
 
 

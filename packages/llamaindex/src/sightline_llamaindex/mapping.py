@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sightline import EventType
@@ -30,8 +30,10 @@ __all__ = [
     "EVENT_TYPES",
     "RESPONSE_KINDS",
     "STREAM_END_METHODS",
+    "UNKNOWN_TOOL",
     "Kind",
     "ResponseShape",
+    "agent_tool_names",
     "apply_llm_prompt",
     "apply_llm_response",
     "apply_llm_start",
@@ -39,12 +41,14 @@ __all__ = [
     "family",
     "finish_fields",
     "merges_into",
+    "private_tool_names",
     "response_shape",
     "span_prefix",
     "start_event",
     "start_step",
     "step_kind",
     "streamed_text",
+    "tool_step_name",
 ]
 
 
@@ -52,6 +56,10 @@ FRAMEWORK = "llamaindex"
 PREVIEW_CHARS = 200
 MAX_NODES = 10
 MAX_TEXTS = 3
+
+UNKNOWN_TOOL = "unknown_tool"
+"""A tool name a model asked for that names none of the tools the application gave the run, as
+recorded with ``capture_content`` off: a name the model made up is model output."""
 
 
 class Kind:
@@ -282,11 +290,14 @@ def start_event(
     instance: Any,
     arguments: Mapping[str, Any],
     agent: str | None = None,
+    tools: Collection[str] | None = None,
 ) -> Span:
     """Start the Sightline span for a LlamaIndex span of ``kind``; never raises.
 
     ``agent``: the agent a workflow run's latest step ran for (a ``call_tool`` step's event does
     not name it).
+    ``tools``: with ``capture_content`` off, the names of the tools the run knows: a
+    ``call_tool`` step for any other tool (one the model made up) is named ``unknown_tool``.
 
     An LLM call's model comes from its start event (``model_dict`` is the LLM's metadata,
     which LlamaIndex builds anyway); :func:`finish_fields` reads the LLM itself only when no
@@ -305,6 +316,8 @@ def start_event(
         elif kind == Kind.TOOL_STEP:
             event = _step_event(arguments)
             name = str(event.tool_name)
+            if tools is not None and name not in tools:
+                name = UNKNOWN_TOOL
             input_value = _copy_dict(event.tool_kwargs)
             tool_id = getattr(event, "tool_id", None)
             if tool_id:
@@ -428,6 +441,7 @@ def finish_fields(
     started: bool,
     response_seen: bool,
     inner_error: BaseException | None,
+    tools: Collection[str] | None = None,
 ) -> None:
     """Read what a LlamaIndex span returned onto its Sightline span; never raises.
 
@@ -435,6 +449,8 @@ def finish_fields(
     instrumentation events.
     ``inner_error``: what a nested span of the same call raised (a tool's exception that the
     agent caught and turned into an error output).
+    ``tools``: with ``capture_content`` off, the names of the tools the call knows (see
+    :func:`private_tool_names`).
     """
     try:
         if kind == Kind.LLM and span.event.model is None and instance is not None:
@@ -446,7 +462,7 @@ def finish_fields(
         if kind == Kind.LLM:
             if not response_seen:
                 if hasattr(result, "message") or hasattr(result, "text"):
-                    apply_llm_response(span, result)
+                    apply_llm_response(span, result, tools)
                 elif not _is_stream(result):
                     span.set_output(result)
         elif kind == Kind.TOOL:
@@ -467,7 +483,7 @@ def finish_fields(
             if sources is not None:
                 span.set_metadata(source_count=len(sources))
         elif kind == Kind.AGENT:
-            _apply_agent_output(span, result)
+            _apply_agent_output(span, result, tools)
         elif kind == Kind.WORKFLOW:
             span.set_output(_workflow_result(result))
     except Exception as exc:
@@ -508,7 +524,7 @@ def _apply_tool_output(span: Span, output: Any, inner_error: BaseException | Non
             span.set_error(kind="tool", type="ToolError", message=str(content or ""))
 
 
-def _apply_agent_output(span: Span, result: Any) -> None:
+def _apply_agent_output(span: Span, result: Any, tools: Collection[str] | None) -> None:
     output = getattr(result, "result", result)
     response = getattr(output, "response", None)
     if response is None:
@@ -522,7 +538,8 @@ def _apply_agent_output(span: Span, result: Any) -> None:
         span.set_output(text)
     calls = getattr(output, "tool_calls", None)
     if calls:
-        span.set_metadata(tool_calls=[getattr(c, "tool_name", None) for c in calls])
+        names = [getattr(c, "tool_name", None) for c in calls]
+        span.set_metadata(tool_calls=private_tool_names(names, tools))
 
 
 # -- LLM events ---------------------------------------------------------------------------------
@@ -558,8 +575,11 @@ def apply_llm_prompt(span: Span, prompt: Any, model_dict: Any) -> None:
         log_safely(logging.DEBUG, "sightline: llamaindex could not read an LLM prompt: %r", exc)
 
 
-def apply_llm_response(span: Span, response: Any) -> None:
-    """A chat or completion response: output, tool calls requested, usage, model."""
+def apply_llm_response(span: Span, response: Any, tools: Collection[str] | None = None) -> None:
+    """A chat or completion response: output, tool calls requested, usage, model.
+
+    ``tools``: with ``capture_content`` off, the names of the tools the call knows (see
+    :func:`private_tool_names`)."""
     try:
         message = getattr(response, "message", None)
         if message is not None:
@@ -567,7 +587,8 @@ def apply_llm_response(span: Span, response: Any) -> None:
             span.set_output(output)
             calls = output.get("tool_calls")
             if calls:
-                span.set_metadata(tool_calls=[call["name"] for call in calls])
+                names = [call["name"] for call in calls]
+                span.set_metadata(tool_calls=private_tool_names(names, tools))
         else:
             span.set_output({"text": getattr(response, "text", None)})
         usage = usage_of(response)
@@ -739,6 +760,30 @@ def tool_name(tool: Any) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
+def agent_tool_names(instance: Any) -> set[str]:
+    """The names of the tools an agent run was given: a workflow agent's ``tools``, or those of
+    every agent of an ``AgentWorkflow`` (tools a ``tool_retriever`` picks, and those an agent
+    adds itself, such as a workflow's ``handoff``, are known once offered to the LLM)."""
+    names: set[str] = set()
+    try:
+        agents = getattr(instance, "agents", None)
+        members = list(agents.values()) if isinstance(agents, Mapping) else [instance]
+        for member in members:
+            names.update(_tool_names(getattr(member, "tools", None)))
+    except Exception:
+        pass
+    return names
+
+
+def private_tool_names(names: list[Any], tools: Collection[str] | None) -> list[Any]:
+    """The tool names a model asked for, as recorded: as they are when ``tools`` is ``None``
+    (content is captured); else each one not in ``tools`` (the names of the application's
+    tools the call knows) as ``unknown_tool``."""
+    if tools is None:
+        return names
+    return [name if isinstance(name, str) and name in tools else UNKNOWN_TOOL for name in names]
+
+
 def _tool_names(tools: Any) -> list[str]:
     names = []
     for tool in tools or ():
@@ -746,6 +791,14 @@ def _tool_names(tools: Any) -> list[str]:
         if name:
             names.append(name)
     return names
+
+
+def tool_step_name(arguments: Mapping[str, Any]) -> str | None:
+    """The tool a ``call_tool`` step's ``ToolCall`` event asks for, as the model named it."""
+    try:
+        return str(_step_event(arguments).tool_name)
+    except Exception:
+        return None
 
 
 def _tool_input(arguments: Mapping[str, Any]) -> Any:
