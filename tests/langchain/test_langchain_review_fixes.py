@@ -396,3 +396,32 @@ def test_with_fallbacks_in_a_sequence_reports_its_models_beside_it_under_the_glo
 def test_a_single_tag_given_as_a_string_is_one_tag():
     assert SightlineCallbackHandler(tags="prod").tags == ["prod"]
     assert SightlineCallbackHandler(tags=("prod", "eu")).tags == ["prod", "eu"]
+
+
+def test_runs_evicted_past_the_open_bound_are_recorded_once_when_their_ends_come(
+    cap: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As many runs as can be open are remembered once ended early, so that their late ends are
+    # ignored (1,024 were, of the 10,000 that can be open: 976 runs of a reviewer's 12,000 were
+    # recorded twice).
+    from langchain_core.callbacks.manager import CallbackManager
+
+    from sightline_langchain import handler as handler_module
+
+    monkeypatch.setattr(handler_module, "MAX_OPEN_RUNS", 40)
+    monkeypatch.setattr(handler_module, "_MAX_CLOSED", 8)
+    manager = CallbackManager(handlers=[SightlineCallbackHandler()])
+    started = [
+        manager.on_chain_start({"name": "open"}, {"i": i}, run_id=uuid.uuid4()) for i in range(70)
+    ]
+    cap.client.flush()
+    for run in started:
+        run.on_chain_end({"out": 1})
+    cap.client.flush()
+
+    events = cap.find(type="chain")
+    assert len(events) == 70  # one event per run, none for a late end
+    assert len({event.span_id for event in events}) == 70
+    unfinished = [event for event in events if event.metadata.get("unfinished")]
+    assert len(unfinished) == 30  # evicted past the bound of 40 open runs
+    assert all(event.output is None for event in unfinished)

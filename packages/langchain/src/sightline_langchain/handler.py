@@ -144,9 +144,10 @@ _RUNS: dict[Any, _Run] = {}
 
 # Runs ended before LangChain ended them (their parent ended first, see _close_children, or
 # evicted), remembered so that an end arriving after all is ignored rather than recorded a
-# second time. Bounded: the oldest are forgotten.
+# second time. Bounded: the oldest are forgotten, past as many as the open runs (every open run
+# may be evicted at once, and each one's end may still come: at most MAX_OPEN_RUNS ints).
 _CLOSED: dict[Any, None] = {}
-_MAX_CLOSED = 1024
+_MAX_CLOSED = 1024  # at least; MAX_OPEN_RUNS when that is larger
 
 _PINNED_AGENT = 1
 _PINNED_SESSION = 2
@@ -1586,7 +1587,7 @@ def _evict_oldest() -> None:
 
 
 def _remember_closed(key: Any) -> None:
-    if len(_CLOSED) >= _MAX_CLOSED:
+    if len(_CLOSED) >= max(_MAX_CLOSED, MAX_OPEN_RUNS):
         _CLOSED.pop(next(iter(_CLOSED)), None)
     _CLOSED[key] = None
 
