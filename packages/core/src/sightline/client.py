@@ -56,6 +56,8 @@ AMBIENT: Any = _Ambient()
 """Default ``parent`` of :meth:`Client.start_span`: the ambient span of the current context."""
 
 _CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+# Clients closed: at exit, their spans still open are counted (see _count_spans_of_closed_clients).
+_CLOSED_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
 class Client:
@@ -286,13 +288,16 @@ class Client:
         what it was handed (with the time, and the ambient span if it matters) and the mapping
         to events runs on the background worker. The call there starts and ends spans as usual
         (giving ``start_ns`` / ``end_ns`` from the record); the events it ends are processed
-        in the same pass. Returns False when not accepted (disabled, closed, queue full:
-        counted as dropped in :meth:`stats`).
+        in the same pass. Returns False when not accepted (disabled, closed, queue full). A
+        record is not an event (a framework run is often a start and an end record): those
+        refused are counted in ``stats()["dropped_records"]``, not in ``dropped`` nor
+        ``dropped_after_close``, which count events.
         """
         pipeline = self._pipeline
         if pipeline is None:
-            if self._closed and self.enabled:
-                self._count_after_close()
+            closed = self._closed_pipeline
+            if self._closed and self.enabled and closed is not None:
+                closed.refuse_record()
             return False
         return pipeline.submit(record)
 
@@ -509,6 +514,11 @@ class Client:
         event reached the exporters in time. ``timeout`` is read as by :meth:`flush`: ``None``
         means no limit.
 
+        Spans of this client still open in a ``with`` block of another thread or task (an
+        agent loop on a daemon thread) are ended first, as errors of type ``Incomplete``, and
+        delivered; one open around this call, or never entered, is counted in
+        ``stats()["dropped_after_close"]`` when it ends.
+
         Idempotent: once a close has completed, a later call returns True at once. A call made
         while another thread is closing waits for that close, within its own ``timeout``, and
         returns its outcome (False if the wait times out). A close interrupted by
@@ -558,10 +568,13 @@ class Client:
         pipeline = self._pipeline
         result = True
         if pipeline is not None:
+            # While the pipeline can still deliver them (see _end_spans_open_elsewhere).
+            _end_spans_open_elsewhere(self, "still open when the client was closed")
             result = pipeline.close(time_left(deadline))
             self._closed_pipeline = pipeline
             self._pipeline = None
             _CLIENTS.discard(self)
+            _CLOSED_CLIENTS.add(self)
         with self._close_lock:
             if not self._close_completed:
                 self._close_completed = True
@@ -576,8 +589,10 @@ class Client:
         :meth:`log_event` calls that could not make an event;
         ``dropped_after_close`` the events recorded after :meth:`close` began; ``dropped`` the
         events refused because the queue was full, and what :meth:`track` refused for not being
-        an :class:`Event`. The counts go on after ``close``: an export still running then is
-        counted when it ends.
+        an :class:`Event`; ``dropped_records`` the deferred records (:meth:`defer`) refused
+        because the queue was full or the client closed. The counts go on after ``close``: an
+        export still running then is counted when it ends. A forked child counts its own
+        events only (its counts start at 0).
         """
         pipeline = self._pipeline
         if pipeline is None:
@@ -613,8 +628,9 @@ def _status(value: Any) -> Status:
 
 
 _EMPTY_STATS: dict[str, Any] = {
-    "queued": 0, "processed": 0, "dropped": 0, "filtered": 0, "exported": 0, "failed": 0,
-    "exporter_dropped": 0, "processor_errors": 0, "dropped_after_close": 0, "exporters": {},
+    "queued": 0, "processed": 0, "dropped": 0, "dropped_records": 0, "filtered": 0,
+    "exported": 0, "failed": 0, "exporter_dropped": 0, "processor_errors": 0,
+    "dropped_after_close": 0, "exporters": {},
     "sent": 0, "retried": 0, "spooled": 0, "evicted": 0,
 }  # fmt: skip
 
@@ -757,18 +773,26 @@ def call_before_exit_close(hook: Callable[[], object]) -> None:
     _register_atexit()
 
 
+# What the exit's flush and close of every client take at most, together (seconds).
+_EXIT_TIMEOUT = 5.0
+
+
 def _close_all_at_exit() -> None:
     for hook in list(_BEFORE_EXIT_CLOSE):
         try:
             hook()
         except Exception:
             log_safely(logging.DEBUG, "sightline: an exit hook failed", exc_info=True)
-    settle_then_end_open_spans("still open when the program exited", time.monotonic() + 5.0)
+    # One deadline for the flush and the close: what the flush did not deliver in time (a
+    # blocked exporter, a locked store) the close does not wait for again.
+    deadline = time.monotonic() + _EXIT_TIMEOUT
+    settle_then_end_open_spans("still open when the program exited", deadline)
     for client in list(_CLIENTS):
         try:
-            Client.close(client, timeout=5.0)
+            Client.close(client, timeout=time_left(deadline))
         except Exception:
             log_safely(logging.ERROR, "sightline: failed to close a client at exit", exc_info=True)
+    _count_spans_of_closed_clients()
 
 
 def settle_then_end_open_spans(why: str, deadline: float) -> int:
@@ -793,9 +817,10 @@ def end_open_spans(why: str) -> int:
     is kept), so that they are delivered and their children's parent is stored. Returns how
     many; logged once. Never raises.
 
-    For the end of the process only (exit, SIGTERM): the open spans are found by a scan of the
+    For the end of the process (exit, SIGTERM): the open spans are found by a scan of the
     objects the garbage collector tracks, so that starting a span registers nothing and no
-    span is held alive.
+    span is held alive. :meth:`Client.close` does the same for its own spans still open in
+    another thread's or task's ``with`` block.
     """
     try:
         return _end_open_spans(why)
@@ -808,6 +833,12 @@ def _end_open_spans(why: str) -> int:
     clients = {client for client in list(_CLIENTS) if client._pipeline is not None}
     if not clients:
         return 0
+    return _end_as_incomplete(_open_spans(clients), why)
+
+
+def _open_spans(clients: set[Client]) -> list[Span]:
+    """The spans of ``clients`` not ended yet, found by a scan of the objects the garbage
+    collector tracks, so that starting a span registers nothing and no span is held alive."""
     import gc
 
     classes: set[type] = set()
@@ -817,16 +848,20 @@ def _end_open_spans(why: str) -> int:
         if cls not in classes:
             classes.add(cls)
             pending.extend(cls.__subclasses__())
-    found = [
+    return [
         obj
         for obj in gc.get_objects()
         if type(obj) in classes
         and getattr(obj, "_ended", True) is False
         and getattr(obj, "_client", None) in clients
     ]
+
+
+def _end_as_incomplete(spans: list[Span], why: str) -> int:
+    """End ``spans`` as errors of type ``Incomplete`` (see :func:`end_open_spans`)."""
     end_ns = time.time_ns()
     ended = 0
-    for span in found:
+    for span in spans:
         try:
             if span.event.error is None:
                 span.set_error(kind=ErrorKind.UNKNOWN, type="Incomplete", message=why)
@@ -849,6 +884,46 @@ def _end_open_spans(why: str) -> int:
             why,
         )
     return ended
+
+
+def _end_spans_open_elsewhere(client: Client, why: str) -> int:
+    """At ``close()``: end, as :func:`end_open_spans` does at exit, the spans of ``client``
+    still open in a ``with`` block of another thread or task (an agent loop on a daemon
+    thread, a task still running), so that they are delivered rather than lost with the
+    pipeline. Left to end by themselves (and then counted in ``dropped_after_close``): the
+    spans open around this ``close()`` call in its own context (their blocks end right after
+    it) and the spans never entered, which their code ends with ``end()``. Never raises."""
+    try:
+        spans = [span for span in _open_spans({client}) if span._token is not None]
+        if not spans:
+            return 0
+        by_id = {span.event.span_id: span for span in spans}
+        around: set[int] = set()  # the ambient span here and its ancestors, by identity
+        span = current_span()
+        while span is not None and id(span) not in around:
+            around.add(id(span))
+            parent_id = span.event.parent_span_id
+            span = by_id.get(parent_id) if parent_id is not None else None
+        return _end_as_incomplete([s for s in spans if id(s) not in around], why)
+    except Exception:
+        log_safely(logging.DEBUG, "sightline: ending the spans left open failed", exc_info=True)
+        return 0
+
+
+def _count_spans_of_closed_clients() -> None:
+    """At exit: the spans of closed clients still open (never ended, or ended by no one yet)
+    are counted in their client's ``dropped_after_close``, with its one warning, and are then
+    ended without being recorded (the client has nowhere to deliver them). Never raises."""
+    try:
+        clients = {client for client in list(_CLOSED_CLIENTS) if client.enabled}
+        if not clients:
+            return
+        for span in _open_spans(clients):
+            if not span._ended:
+                span._ended = True
+                span._client._count_after_close()
+    except Exception:
+        log_safely(logging.DEBUG, "sightline: counting the spans left open failed", exc_info=True)
 
 
 class _ForkMarker:

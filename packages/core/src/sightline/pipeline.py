@@ -123,13 +123,18 @@ class ExporterWorker:
         self.exporter = exporter
         self.max_pending = max_pending
         self.batch_size = batch_size
+        self._reset_counts()
+        self._reset()
+
+    def _reset_counts(self) -> None:
+        # New objects, not zeroed ones: in a forked child, a counter's lock may have been taken
+        # by a thread of the parent at the fork.
         self.exported = _Counter()
         self.failed = _Counter()
         self.dropped = _Counter()
         self.abandoned = _Counter()
         self._logged_failure = False
         self._logged_drop = False
-        self._reset()
 
     def _reset(self) -> None:
         self._batches: deque[Any] = deque()
@@ -145,7 +150,9 @@ class ExporterWorker:
         self._thread: threading.Thread | None = None
 
     def after_fork(self) -> None:
+        """In a forked child: forget the parent's batches, thread and counts."""
         self._reset()
+        self._reset_counts()
         hook = getattr(self.exporter, "after_fork", None)
         if callable(hook):
             try:
@@ -449,19 +456,24 @@ class Pipeline:
             ExporterWorker(name, exp, max(queue_size, batch_size), batch_size)
             for name, exp in exporters
         ]
+        self._reset_counts()
+        self._closed = False
+        self._close_completed = False
+        self._reset()
+        _PIPELINES.add(self)
+
+    def _reset_counts(self) -> None:
+        # New objects, not zeroed ones: see ExporterWorker._reset_counts.
         self.tracked = 0  # approximate under concurrency; exact counts are below
-        self.dropped = _Counter()  # refused by the full queue
+        self.dropped = _Counter()  # events refused by the full queue
         self.refused = _Counter()  # not events (Client.track): counted as dropped in stats()
+        self.dropped_records = _Counter()  # deferred records refused (full queue or closed)
         self.filtered = _Counter()
         self.processor_errors = _Counter()
         self.dropped_after_close = _Counter()
         self._processing_failure_logged = False
         self._worker_failure_logged = False
         self.processed = 0
-        self._closed = False
-        self._close_completed = False
-        self._reset()
-        _PIPELINES.add(self)
 
     def _reset(self) -> None:
         self._queue: deque[Any] = deque()
@@ -484,7 +496,7 @@ class Pipeline:
         """
         queue = self._queue
         if len(queue) >= self.capacity or self._closed:
-            self._refuse()
+            self._refuse(event)
             return False
         queue.append(event)
         if self._thread is None:
@@ -495,8 +507,11 @@ class Pipeline:
             self._wake.set()
         return True
 
-    def _refuse(self) -> None:
-        """Count, and now and then log, an event the queue did not take."""
+    def _refuse(self, item: Event | tuple[Any, ...]) -> None:
+        """Count, and now and then log, an event or a deferred record the queue did not take."""
+        if item.__class__ is tuple:
+            self.refuse_record()
+            return
         if self._closed:
             self.count_after_close()
             return
@@ -507,6 +522,19 @@ class Pipeline:
                 "sightline: event queue full (%d); %d events dropped so far",
                 self.capacity,
                 dropped,
+            )
+
+    def refuse_record(self) -> None:
+        """A deferred record (:meth:`Client.defer`) the queue did not take (full, or closed):
+        counted in stats()['dropped_records'], not with the events, and now and then logged."""
+        refused = self.dropped_records.add()
+        if refused in (1, 1000, 100_000):
+            log_safely(
+                logging.WARNING,
+                "sightline: %s; %d deferred records of integrations refused so far (counted in "
+                "client.stats()['dropped_records']); the events they were to make are missing",
+                "the client is closed" if self._closed else f"event queue full ({self.capacity})",
+                refused,
             )
 
     def count_after_close(self) -> None:
@@ -738,8 +766,10 @@ class Pipeline:
             self._dispatch(batch[start : start + self.batch_size])
 
     def after_fork(self) -> None:
-        """In a forked child: forget the parent's queue and threads; start afresh when used."""
+        """In a forked child: forget the parent's queue, threads and counts (the child's
+        ``stats()`` count its own events); start afresh when used."""
         self._reset()
+        self._reset_counts()
         for worker in self.exporters:
             worker.after_fork()
 
@@ -749,6 +779,7 @@ class Pipeline:
             "queued": len(self._queue),
             "processed": self.processed,
             "dropped": self.dropped.value + self.refused.value,
+            "dropped_records": self.dropped_records.value,
             "filtered": self.filtered.value,
             "exported": sum(s["exported"] for s in exporters.values()),
             "failed": sum(s["failed"] for s in exporters.values()),

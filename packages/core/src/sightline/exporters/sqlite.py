@@ -31,10 +31,14 @@ class SqliteExporter:
     """Writes each batch in one transaction into :class:`~sightline.store.SqliteStore`.
 
     The connection is opened on the exporter's own thread at the first batch, and again in a
-    forked child (a SQLite connection must not cross ``fork``). While another process holds the
-    file's write lock, a batch is retried for up to ``busy_timeout`` seconds, and no longer once
+    forked child (a SQLite connection must not cross ``fork``; a fork waits for the batch being
+    written to be committed, so that the child's connection finds no lock of it: see
+    ``sightline.store.sqlite``). While another process holds the file's write lock, a batch is
+    retried for up to ``busy_timeout`` seconds, in attempts of at most 0.25 s that let go of
+    the store in between (a fork never waits longer than one attempt), and no longer once
     ``shutdown()`` is called: the batch then fails and is counted. An event the store cannot
     hold (say, an int beyond 64 bits) is dropped alone, counted as ``rejected`` in ``stats()``.
+    A forked child counts its own events only.
     """
 
     name = "sqlite"
@@ -118,7 +122,12 @@ class SqliteExporter:
         )
 
     def after_fork(self) -> None:
+        # The parent's store is the parent's: the child opens its own, and counts afresh.
         self._store = None
+        self.inserted = 0
+        self.duplicates = 0
+        self.rejected = 0
+        self._logged_rejection = False
 
     def stats(self) -> dict[str, Any]:
         # Rejected events were in batches export() took: the pipeline adds them to its failed.

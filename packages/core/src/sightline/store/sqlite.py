@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -10,6 +11,7 @@ import stat
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from sightline.event import SCHEMA_VERSION as WIRE_SCHEMA_VERSION
 from sightline.event import Event, finalize_error, format_time, parse_time
 from sightline.jsonwire import dumps as _dumps
 from sightline.jsonwire import loads as _loads
+from sightline.logs import log_safely
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -375,6 +378,10 @@ class SqliteStore:
     A ``path`` that is a symlink stands for the file it leads to (:attr:`real_path`), as it
     does for SQLite: that file's ``-wal``, ``-shm`` and folder are the ones looked at.
     :attr:`path` stays the path given; messages name the file it links to as well.
+
+    ``os.fork()`` waits until no thread of the process is using a store (opening it, or inside
+    a transaction or a read), for at most ``_FORK_WAIT`` seconds: see :func:`_before_fork`.
+    A forked child opens stores of its own; the ones it inherited are the parent's.
     """
 
     def __init__(self, path: str, *, readonly: bool = False, timeout: float = 30.0) -> None:
@@ -387,12 +394,29 @@ class SqliteStore:
         self.snapshot = False
         self.snapshot_reason = ""
         self.unseen_wal_bytes = 0
+        # Held around every use of the connection, and by a fork (see _before_fork).
         self._lock = threading.RLock()
         self._closed = False
+        self._closed_why = ""  # what _locked() says once closed, when not the usual
+        self._copied_in_use = False  # a fork's copy of a connection in use: never touched
         self._pid = os.getpid()
-        if readonly:
-            self._open_readonly(timeout)
-            return
+        _STORES.add(self)  # before SQLite opens anything: a fork waits for the opening too
+        with self._lock:
+            if readonly:
+                self._open_readonly(timeout)
+            else:
+                self._open_for_writing(timeout)
+
+    def _open_for_writing(self, timeout: float) -> None:
+        path = self.path
+        if self.real_path in _UNWRITABLE_AFTER_FORK:
+            raise StoreError(
+                f"cannot record into the store {self._shown_path()} from this process: it was "
+                "forked while a thread of its parent was writing there (for longer than "
+                f"{_FORK_WAIT:g} s), and the copy of that thread's SQLite lock the fork left "
+                "here keeps this process from ever writing there. Fork while the store is not "
+                "in use, or start processes with the 'spawn' method"
+            )
         if path not in ("", ":memory:"):
             directory = os.path.dirname(os.path.abspath(path))
             try:
@@ -578,7 +602,9 @@ class SqliteStore:
         write waiting on another process's lock) is carried out here, when the lock is let go."""
         with self._lock:
             if self._closed:
-                raise sqlite3.ProgrammingError(f"the store at {self.path} is closed")
+                raise sqlite3.ProgrammingError(
+                    self._closed_why or f"the store at {self.path} is closed"
+                )
             try:
                 yield self._conn
             finally:
@@ -919,6 +945,8 @@ class SqliteStore:
                 self._lock.release()
 
     def _close_connection(self) -> None:
+        if self._copied_in_use:  # SQLite's lock on it may be held by a thread the fork left out
+            return
         try:
             self._conn.close()
         except sqlite3.Error:
@@ -1178,3 +1206,111 @@ def open_store(
     if path is None:
         path = os.environ.get("SIGHTLINE_DB") or os.path.join(".sightline", "sightline.db")
     return SqliteStore(path, readonly=readonly, timeout=timeout)
+
+
+# -- fork ---------------------------------------------------------------------------------------
+#
+# SQLite keeps, per process, a record of the locks its connections hold on each file. A fork
+# copies that record with the connection a thread of the parent is using: made inside a write
+# transaction, it leaves the child a write lock that no thread of the child holds and nothing
+# there ever lets go, so every connection the child opens to the file waits on it until
+# "database is locked" (a read leaves a lock that keeps the child's checkpoints from completing).
+# The copied connection itself may be inside SQLite, under a mutex no thread of the child will
+# release. So a fork waits until no store of this process is in use: each store's lock is held
+# around every use of its connection (the opening, a transaction, a read) and the fork takes
+# them all. The wait is bounded by _FORK_WAIT: a store's use is short (the sqlite exporter waits
+# at most 0.25 s per attempt for another process's write lock, letting go of the store between
+# attempts), but a store opened with a long ``timeout`` may wait on another process for that
+# long, and a fork must not hang on it. A store still in use then is left alone: in the child,
+# that copy refuses every call and is never closed (its SQLite mutex may be held), and if it was
+# writing (or opening), a store opened there for writing on the same file raises a StoreError
+# that says why. A fork made on a thread that is itself using a store (a callback inside
+# SQLite) takes its lock at once: that child inherits the store in use, which SQLite does not
+# support.
+
+# The longest a fork waits for the stores in use (seconds).
+_FORK_WAIT = 5.0
+# Every store not garbage-collected yet: those a fork waits for.
+_STORES: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
+# In a child: the files a store of its parent was writing at the fork (see _open_for_writing).
+_UNWRITABLE_AFTER_FORK: set[str] = set()
+# In a child: the connections a fork copied while in use, kept from the garbage collector (whose
+# close would wait on the SQLite mutex a thread of the parent held).
+_COPIED_IN_USE: list[Any] = []
+# The stores each forking thread took (held) and could not take in time (busy), by thread id:
+# two threads may fork at once. Holding them keeps them alive until _after_fork_in_child has
+# run: another after-fork hook (an exporter's) may drop its own reference to one first.
+_FORKS: dict[int, tuple[list[SqliteStore], list[SqliteStore]]] = {}
+
+
+def _before_fork() -> None:
+    """Take the lock of every store, waiting at most ``_FORK_WAIT`` seconds in all."""
+    held: list[SqliteStore] = []
+    busy: list[SqliteStore] = []
+    _FORKS[threading.get_ident()] = (held, busy)
+    deadline = time.monotonic() + _FORK_WAIT
+    for store in _live_stores():
+        try:
+            if store._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                held.append(store)
+            else:
+                busy.append(store)
+        except Exception:  # at fork, never raise
+            pass
+
+
+def _live_stores() -> list[SqliteStore]:
+    for _ in range(10):
+        try:
+            return list(_STORES)
+        except RuntimeError:  # a store opened on another thread meanwhile: look again
+            continue
+    return []
+
+
+def _after_fork_in_parent() -> None:
+    held, busy = _FORKS.pop(threading.get_ident(), ([], []))
+    for store in held:
+        store._lock.release()
+    if busy:
+        log_safely(
+            logging.WARNING,
+            "sightline: a process was forked while a thread had been using the store %s for "
+            "more than %g s; the child cannot use its copy of that store (nor write the file, "
+            "if a write was under way)",
+            busy[0]._shown_path(),
+            _FORK_WAIT,
+        )
+
+
+def _after_fork_in_child() -> None:
+    held, busy = _FORKS.pop(threading.get_ident(), ([], []))
+    _FORKS.clear()  # other threads' forks in progress in the parent: not in this process
+    for store in held:
+        store._lock.release()
+    for store in busy:
+        connection = store.__dict__.get("_conn")
+        _COPIED_IN_USE.append(connection)
+        try:
+            # Still opening it, or inside a write transaction: the write lock may be held.
+            # (in_transaction reads a flag; it does not wait on the connection's mutex.)
+            writing = connection is None or connection.in_transaction
+        except Exception:
+            writing = True
+        if writing and not store.readonly and store.real_path not in ("", ":memory:"):
+            _UNWRITABLE_AFTER_FORK.add(store.real_path)
+        store._copied_in_use = True
+        store._closed = True
+        store._closed_why = (
+            f"the store at {store.path} was in use by a thread of the parent process when it "
+            "forked: this process cannot use it; open the store again"
+        )
+        store._lock = threading.RLock()  # the parent's is held by a thread not in this process
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
