@@ -32,5 +32,12 @@ def register(manager: PluginManager, config: Any) -> None:
 
         config = Config.resolve()
     manager.register(BuiltinExporters(), "builtin-exporters", status="builtin")
+    if getattr(config, "redact_detectors", ()) or getattr(config, "redact_rules", ()):
+        # Only when configured: without them, events take the same path as before. Registered
+        # first, so that it is called after the redaction (of processors marked tryfirst, the
+        # one registered last is called first) and before any processor of a plugin.
+        from sightline.privacy import PrivacyProcessor
+
+        manager.register(PrivacyProcessor(config), "builtin-privacy", status="builtin")
     manager.register(RedactionProcessor(config), "builtin-redaction", status="builtin")
     manager.register(SamplingProcessor(config), "builtin-sampling", status="builtin")

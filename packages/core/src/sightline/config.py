@@ -42,7 +42,7 @@ _SECONDS_SETTINGS = ("flush_interval", "http_timeout", "http_backoff_max")
 # True or False, never a value that merely looks like one ("false" is a true string).
 _BOOL_SETTINGS = ("instrument", "enabled", "capture_content", "trace_plugins", "handle_signals")
 # Lists that may also be given as one comma-separated string, as their variables are.
-_NAME_LIST_SETTINGS = ("redact_keys", "disable_plugins", "plugins")
+_NAME_LIST_SETTINGS = ("redact_keys", "redact_detectors", "disable_plugins", "plugins")
 
 # Every environment variable Sightline reads, with the Config field it sets.
 ENVIRONMENT = {
@@ -61,6 +61,10 @@ ENVIRONMENT = {
     "SIGHTLINE_BATCH_SIZE": "batch_size",
     "SIGHTLINE_FLUSH_INTERVAL": "flush_interval",
     "SIGHTLINE_REDACT_KEYS": "redact_keys",
+    "SIGHTLINE_REDACT_DETECTORS": "redact_detectors",
+    "SIGHTLINE_REDACT_DETECTOR_MODE": "redact_detector_mode",
+    "SIGHTLINE_REDACT_RULES": "redact_rules",
+    "SIGHTLINE_REDACT_HASH_KEY": "redact_hash_key",
     "SIGHTLINE_MAX_STRING": "max_string",
     "SIGHTLINE_SPOOL_DIR": "spool_dir",
     "SIGHTLINE_SPOOL_MAX_BYTES": "spool_max_bytes",
@@ -193,6 +197,15 @@ class Config:
     batch_size: int = 512
     flush_interval: float = 1.0
     redact_keys: tuple[str, ...] = ()
+    redact_detectors: tuple[str, ...] = ()
+    """Detectors of personal data in text: ``email``, ``card``, ``phone`` (see
+    :mod:`sightline.privacy`)."""
+    redact_detector_mode: str = "mask"
+    """What becomes of what the detectors find: ``mask``, ``hash`` or ``remove``."""
+    redact_rules: tuple[tuple[str, str], ...] = ()
+    """(JSONPath, action) pairs, in order; given as a mapping ``{path: action}``."""
+    redact_hash_key: str | None = field(default=None, repr=False)
+    """The HMAC key of the ``hash`` action (at least 16 characters)."""
     max_string: int = 16_384
     spool_dir: str | None = None
     spool_max_bytes: int = 256 * 1024 * 1024
@@ -208,9 +221,11 @@ class Config:
         """Arguments that are not ``None`` win, then ``SIGHTLINE_*`` variables, then defaults.
 
         A variable set to nothing (``SIGHTLINE_DB=``, or only spaces) counts as not set. The
-        list options (``exporters``, ``redact_keys``, ``disable_plugins``, ``plugins``) take a
-        list or, as their variables do, one comma-separated string
-        (``redact_keys="ssn, iban"``); ``exporters`` also takes a single exporter object::
+        list options (``exporters``, ``redact_keys``, ``redact_detectors``, ``disable_plugins``,
+        ``plugins``) take a list or, as their variables do, one comma-separated string
+        (``redact_keys="ssn, iban"``); ``exporters`` also takes a single exporter object.
+        ``redact_rules`` takes a mapping of path → action or, as ``SIGHTLINE_REDACT_RULES``
+        does, a JSON object as text::
 
             >>> Config.resolve(environ={}, redact_keys="ssn, iban").redact_keys
             ('ssn', 'iban')
@@ -237,6 +252,14 @@ class Config:
         for name in ("exporters", *_NAME_LIST_SETTINGS):
             if values.get(name) is not None:
                 values[name] = _as_tuple(name, values[name])
+        if values.get("redact_rules") is not None:
+            from sightline.privacy import rule_pairs
+
+            try:
+                values["redact_rules"] = rule_pairs(values["redact_rules"])
+            except ConfigError as exc:
+                where = f" (set by {sources['redact_rules']})" if "redact_rules" in sources else ""
+                raise ConfigError(f"{exc}{where}") from None
         config = cls(**values)
         config.check(sources)
         return config
@@ -331,6 +354,61 @@ class Config:
             fail("spool_max_bytes must not be negative (0 disables the spool)", "spool_max_bytes")
         if self.http_max_batch_bytes < 1024:
             fail("http_max_batch_bytes must be at least 1024", "http_max_batch_bytes")
+        if (
+            self.redact_detectors
+            or self.redact_rules
+            or self.redact_hash_key is not None
+            or self.redact_detector_mode != "mask"
+        ):
+            self._check_privacy(fail)
+
+    def _check_privacy(self, fail: Callable[..., NoReturn]) -> None:
+        """The privacy options: known detectors and modes, readable rules, a hash key when
+        something hashes."""
+        from sightline.privacy import (
+            ACTIONS,
+            DETECTORS,
+            HASH_KEY_MIN_LENGTH,
+            check_rules,
+            rule_pairs,
+        )
+
+        unknown = [n for n in self.redact_detectors if n not in DETECTORS]
+        if unknown:
+            fail(
+                f"unknown redact_detectors {', '.join(map(repr, unknown))}; the known "
+                f"detectors are {', '.join(DETECTORS)}",
+                "redact_detectors",
+            )
+        if self.redact_detector_mode not in ACTIONS:
+            fail(
+                f"redact_detector_mode must be one of {', '.join(ACTIONS)}, "
+                f"got {self.redact_detector_mode!r}",
+                "redact_detector_mode",
+            )
+        try:
+            rules = rule_pairs(self.redact_rules)
+            check_rules(rules)
+        except ConfigError as exc:
+            fail(str(exc), "redact_rules")
+        key = self.redact_hash_key
+        if key is not None and (not isinstance(key, str) or len(key) < HASH_KEY_MIN_LENGTH):
+            fail(
+                f"redact_hash_key must be a string of at least {HASH_KEY_MIN_LENGTH} characters "
+                '(such as the output of python -c "import secrets; print(secrets.token_hex(16))")',
+                "redact_hash_key",
+            )
+        hashing = (self.redact_detectors and self.redact_detector_mode == "hash") or any(
+            action == "hash" for _, action in rules
+        )
+        if hashing and key is None:
+            fail(
+                "the hash action needs a key: pass redact_hash_key=... or set "
+                f"SIGHTLINE_REDACT_HASH_KEY (at least {HASH_KEY_MIN_LENGTH} characters, kept "
+                "secret; the same key in every process makes equal values hash alike)",
+                "redact_detector_mode",
+                "redact_rules",
+            )
 
     @property
     def exporter_names(self) -> tuple[Any, ...]:
@@ -396,8 +474,10 @@ def _parse(name: str, variable: str, raw: str) -> Any:
             if lowered in _FALSE:
                 return False
             raise ValueError(raw)
-        if name in ("exporters", "redact_keys", "disable_plugins"):
+        if name in ("exporters", "redact_keys", "redact_detectors", "disable_plugins"):
             return _split(raw)
+        if name == "redact_detector_mode":
+            return raw.strip()
         if name in ("queue_size", "batch_size", "max_string", "spool_max_bytes"):
             return int(raw)
         if name == "http_max_batch_bytes":

@@ -7,6 +7,8 @@
   unredacted (see :meth:`sightline.plugins.PluginManager.process_event`).
 - :class:`SamplingProcessor` keeps a deterministic share of traces (by ``trace_id``); events with
   status error are always kept.
+- :class:`sightline.privacy.PrivacyProcessor` applies ``redact_rules`` and ``redact_detectors``
+  after the redaction; registered only when one of them is configured.
 """
 
 from __future__ import annotations
