@@ -19,7 +19,7 @@ from sightline import Decision, ToolDenied
 from sightline.testing import Capture
 from tests.autogen.conftest import calls, replay
 from tests.autogen.handoff_support import assistant, within
-from tests.support.governance import Policy
+from tests.support.governance import Policy, refund_limit
 
 refunded: list[tuple[str, int]] = []
 
@@ -28,13 +28,6 @@ def refund(order: str, amount: int = 500) -> str:
     """Refund an order."""
     refunded.append((order, amount))
     return f"refunded {amount} on {order}"
-
-
-def refund_limit(tool_name: str, arguments: dict[str, Any]) -> Any:
-    """Refunds over 100 are denied; written not to raise, as policies should be."""
-    if tool_name == "refund" and arguments.get("amount", 0) > 100:
-        return Decision(False, "over the refund limit")
-    return None
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from crewai.tools import tool
 
 from sightline import Decision
 from tests.crewai.crewai_support import CREWAI_WARNINGS, DrainingCapture, calculator_crew
-from tests.support.governance import Policy, policies
+from tests.support.governance import Policy, policies, refund_limit
 from tests.support.openai_server import ScriptedOpenAIServer, tool_then_answer
 
 pytestmark = CREWAI_WARNINGS
@@ -27,13 +27,6 @@ def refund(order: str, amount: int = 500) -> str:
     """Refund an order."""
     refunded.append((order, amount))
     return f"refunded {amount} on {order}"
-
-
-def refund_limit(tool_name: str, arguments: dict[str, Any]) -> Any:
-    """Refunds over 100 are denied; written not to raise, as policies should be."""
-    if tool_name == "refund" and arguments.get("amount", 0) > 100:
-        return Decision(False, "over the refund limit")
-    return None
 
 
 @pytest.fixture

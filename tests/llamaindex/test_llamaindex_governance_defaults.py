@@ -16,6 +16,7 @@ from pydantic import Field
 from sightline import Decision, ToolDenied
 from sightline.testing import Capture
 from tests.llamaindex.scripted import shop
+from tests.support.governance import refund_limit
 
 RAN: list[tuple[str, int]] = []
 
@@ -24,13 +25,6 @@ def refund(order_id: str, amount: int = 500) -> str:
     """Refund an order."""
     RAN.append((order_id, amount))
     return f"refunded {amount} on {order_id}"
-
-
-def refund_limit(tool_name: str, arguments: dict[str, Any]) -> Any:
-    """Refunds over 100 are denied; written not to raise, as policies should be."""
-    if tool_name == "refund" and arguments.get("amount", 0) > 100:
-        return Decision(False, "over the refund limit")
-    return None
 
 
 async def test_a_limit_on_a_defaulted_argument_denies_the_agents_call(

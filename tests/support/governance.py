@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import sightline
+from sightline import Decision
 
 
 class Policy:
@@ -63,3 +64,10 @@ def policies(client: Any) -> Iterator[Callable[[Any], Policy]]:
     finally:
         for name in installed:
             client.plugins.unregister(name)
+
+
+def refund_limit(tool_name: str, arguments: dict[str, Any]) -> Any:
+    """A policy for a ``refund(order, amount=500)`` tool: refunds over 100 are denied; written not to raise, as policies should be."""
+    if tool_name == "refund" and arguments.get("amount", 0) > 100:
+        return Decision(False, "over the refund limit")
+    return None

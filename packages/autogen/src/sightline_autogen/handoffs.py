@@ -35,7 +35,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from sightline.errors import ToolDenied
-from sightline.governance import authorize, enforced
+from sightline.governance import authorize, enforced, with_schema_defaults
 from sightline.span import use_span
 from sightline_autogen.mapping import FRAMEWORK
 from sightline_autogen.scopes import REGISTRY
@@ -81,24 +81,12 @@ def arguments_with_defaults(tool: Any, given: dict[str, Any]) -> dict[str, Any]:
     default).
 
     ``run_json`` validates the arguments with the tool's ``args_type()`` and runs with the
-    result, so the defaults are read from that same validation. ``given`` itself when it leaves
-    nothing out, when the tool has no readable ``args_type()``, or when the arguments do not
-    validate (the tool then refuses them without running)."""
+    result (see :func:`sightline.governance.with_schema_defaults`). Never raises."""
     try:
         schema = tool.args_type()
-        fields = schema.model_fields
-        left_out = [
-            name
-            for name, field in fields.items()
-            if name not in given and (field.alias is None or field.alias not in given)
-        ]
-        if not left_out:
-            return given
-        validated = schema.model_validate(given)
-        defaults = {name: getattr(validated, name) for name in left_out}
     except Exception:
         return given
-    return {**given, **defaults}
+    return with_schema_defaults(schema, given)
 
 
 def handoff_tool_of(call: Any, handoff_tools: Any) -> Any:

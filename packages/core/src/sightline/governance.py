@@ -202,6 +202,32 @@ def authorize(
     return dict(decision.arguments or {})
 
 
+def with_schema_defaults(schema: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """For integrations: ``given`` (a tool call's arguments) with the defaults of the
+    parameters it leaves out, read from ``schema``, the pydantic model the framework validates
+    the arguments with before running the tool. What a policy is asked about: a limit on
+    ``amount`` holds when the model leaves ``amount`` at its default.
+
+    The defaults come from that same validation (``model_validate`` then ``model_dump``), so
+    they are the values the tool runs with. ``given`` itself when it leaves nothing out, when
+    ``schema`` cannot be read, or when the arguments do not validate (the framework then
+    refuses them without running the tool). Never raises.
+    """
+    try:
+        left_out = [
+            name
+            for name, field in schema.model_fields.items()
+            if name not in given and (field.alias is None or field.alias not in given)
+        ]
+        if not left_out:
+            return given
+        validated = schema.model_validate(given).model_dump()
+        defaults = {name: validated[name] for name in left_out if name in validated}
+    except Exception:
+        return given
+    return {**given, **defaults}
+
+
 def _failed_policy(plugin: str, problem: str) -> Decision:
     """The answer of a policy that raised or answered outside the hook's contract: a deny."""
     return Decision(False, f"policy {plugin!r} failed ({problem}), so the call is refused")

@@ -36,7 +36,7 @@ from typing import Any
 
 from sightline import ToolDenied
 from sightline.client import get_client
-from sightline.governance import authorize, enforced
+from sightline.governance import authorize, enforced, with_schema_defaults
 from sightline.logs import log_safely
 from sightline_crewai.mapping import FRAMEWORK
 from sightline_crewai.patching import ORIGINAL, MethodPatches
@@ -230,24 +230,12 @@ def _with_defaults(tool: Any, given: dict[str, Any]) -> dict[str, Any]:
     run with them: a limit on ``amount`` holds when the model leaves ``amount`` at its default.
 
     CrewAI validates a tool's arguments with its ``args_schema`` and runs it with the result
-    (``model_dump()``), so the defaults are read from that same validation. ``given`` itself
-    when it leaves nothing out, when the tool has no readable schema, or when the arguments do
-    not validate (the tool then refuses them without running)."""
+    (see :func:`sightline.governance.with_schema_defaults`). Never raises."""
     try:
         schema = tool.args_schema
-        fields = schema.model_fields
-        left_out = [
-            name
-            for name, field in fields.items()
-            if name not in given and (field.alias is None or field.alias not in given)
-        ]
-        if not left_out:
-            return given
-        validated = schema.model_validate(given).model_dump()
-        defaults = {name: validated[name] for name in left_out if name in validated}
     except Exception:
         return given
-    return {**given, **defaults}
+    return with_schema_defaults(schema, given)
 
 
 def _parsed(value: Any) -> dict[str, Any] | None:
