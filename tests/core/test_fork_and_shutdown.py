@@ -415,3 +415,93 @@ def test_a_forked_child_counts_only_its_own_events(
     stats = client.stats()
     assert (stats["processed"], stats["exported"]) == (2, 2)
     assert _names(db) == ["child", "opens-the-store", "queued-at-fork"]
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_client_first_made_in_a_multiprocessing_child_delivers_without_shutdown(
+    tmp_path: Path, method: str
+) -> None:
+    # fork and forkserver children end with os._exit, which skips atexit: a client the child
+    # made itself (none inherited) must still be flushed, by multiprocessing's exit hook.
+    if method not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    db = tmp_path / f"{method}.db"
+    script = textwrap.dedent(
+        f"""
+        import multiprocessing
+
+        def record(db):
+            import sightline
+
+            sightline.init(db=db, instrument=False, handle_signals=False)
+            for k in range(10):
+                sightline.get_client().log_event("custom", f"child-{{k}}")
+
+        if __name__ == "__main__":
+            process = multiprocessing.get_context({method!r}).Process(
+                target=record, args=({str(db)!r},)
+            )
+            process.start()
+            process.join(60)
+            print(process.exitcode)
+        """
+    )
+    path = tmp_path / "main.py"
+    path.write_text(script)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGHTLINE_")}
+    result = subprocess.run(
+        [sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.stdout.strip() == "0", result.stderr
+    with sqlite3.connect(db) as connection:
+        names = sorted(row[0] for row in connection.execute("select name from events"))
+    assert names == sorted(f"child-{k}" for k in range(10))
+
+
+@needs_fork
+def test_a_child_forked_while_a_write_only_waits_for_another_process_lock_may_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The parent's thread waits for the write lock another process holds: it holds nothing,
+    # so the child may open the file for writing (it was barred for its whole life).
+    import sightline.store.sqlite as store_module
+
+    monkeypatch.setattr(store_module, "_FORK_WAIT", 0.3)
+    db = tmp_path / "store.db"
+    store = SqliteStore(str(db), timeout=30)
+    locker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sqlite3, sys, time\nc = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+            "c.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\nsys.stdin.readline()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert locker.stdout is not None and locker.stdin is not None
+    assert locker.stdout.readline().strip() == "locked"
+    writer = threading.Thread(target=store.register_agent, args=("bot",))
+    writer.start()
+    try:
+        time.sleep(0.3)  # the writer is now waiting on the other process's lock
+
+        def child() -> int:
+            try:
+                SqliteStore(str(db), timeout=0.1).close()
+            except StoreError:
+                return 3  # barred, though no write of the parent's was under way
+            except sqlite3.OperationalError:
+                pass  # the other process still holds the file: not this test's concern
+            return 0
+
+        assert _in_child(child, timeout=20) == 0
+    finally:
+        locker.stdin.write("\n")
+        locker.stdin.flush()
+        locker.wait(10)
+        writer.join(30)
+    assert store.agents()[0]["name"] == "bot"
+    store.close()

@@ -758,6 +758,28 @@ def _register_atexit() -> None:
         atexit.register(_close_all_at_exit)
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(before=_prepare_multiprocessing_children)
+        _close_at_multiprocessing_child_exit()
+
+
+def _close_at_multiprocessing_child_exit() -> None:
+    """In a process multiprocessing started (its first client made here, not inherited): have
+    multiprocessing close our clients when the process ends. A ``fork`` or ``forkserver``
+    child ends with ``os._exit``, which skips ``atexit``; multiprocessing's own exit hook
+    (``util.Finalize``) still runs."""
+    global _child_exit_hooked
+    module = sys.modules.get("multiprocessing")
+    if module is None or _child_exit_hooked:
+        return
+    try:
+        if module.parent_process() is None:
+            return
+    except Exception:
+        return
+    _child_exit_hooked = True
+    _close_clients_when_multiprocessing_child_exits(None)
+
+
+_child_exit_hooked = False
 
 
 _BEFORE_EXIT_CLOSE: list[Callable[[], object]] = []

@@ -718,13 +718,23 @@ class SqliteStore:
     def register_agent(
         self, name: str, framework: str | None = None, metadata: dict[str, Any] | None = None
     ) -> None:
-        with self._locked() as conn, conn:
-            conn.execute(
-                "INSERT INTO agents (name, framework, metadata, registered_ns) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET framework = excluded.framework, "
-                "metadata = excluded.metadata",
-                (name, framework, _dumps(metadata or {}), time.time_ns()),
-            )
+        with self._locked() as conn:
+            # BEGIN IMMEDIATE, as every write here: in_transaction is then true only once the
+            # write lock is held (a deferred BEGIN sets it while still waiting for the lock,
+            # which a fork would take for a write under way: see _after_fork_in_child).
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT INTO agents (name, framework, metadata, registered_ns) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                    "framework = excluded.framework, metadata = excluded.metadata",
+                    (name, framework, _dumps(metadata or {}), time.time_ns()),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     # -- reading ------------------------------------------------------------------------------
 
