@@ -21,7 +21,13 @@ from typing import Any
 import pytest
 
 from sightline import Event, EventType
-from sightline.exporters.http import REPLY_LIMIT, DeliveryError, HttpExporter
+from sightline.exporters.http import (
+    REPLY_LIMIT,
+    DeliveryError,
+    HttpExporter,
+    _DeadlineBackend,
+    _Watchdog,
+)
 from sightline.spool import SpoolDirectory, spool_path_for
 from tests.support.loopback import serving
 
@@ -148,6 +154,23 @@ def test_a_receipt_longer_than_the_reply_limit_still_counts_its_rejected_events(
     assert stats["sent"] == 1 and stats["rejected_by_server"] == 7
 
 
+@pytest.mark.parametrize("wbits", [zlib.MAX_WBITS, -zlib.MAX_WBITS], ids=["zlib", "raw"])
+def test_a_deflate_receipt_is_read_with_or_without_its_zlib_header(
+    collector: Callable[..., int], tmp_path: Path, wbits: int
+) -> None:
+    receipt = {"accepted": 0, "duplicate": 0, "rejected": 1, "errors": ["ev-1: bad type"]}
+    deflate = zlib.compressobj(wbits=wbits)
+    body = deflate.compress(json.dumps(receipt).encode()) + deflate.flush()
+    port = collector(lambda h: h.reply(202, body, Content_Encoding="deflate"))
+    exporter = exporter_for(port, tmp_path)
+    try:
+        exporter.export(one_event())
+        stats = exporter.stats()
+    finally:
+        exporter.shutdown()
+    assert stats["sent"] == 1 and stats["rejected_by_server"] == 1
+
+
 # -- secrets in answers are masked --------------------------------------------------------------
 
 
@@ -226,6 +249,99 @@ def test_a_status_line_dripped_a_byte_at_a_time_is_cut_at_the_timeout_too(
         exporter.shutdown()
     assert took < 2.5, f"the request took {took:.1f} s with a 1 s timeout"
     assert stats["sent"] == 0 and stats["spooled"] == 1
+
+
+def test_the_deadline_backend_is_installed_under_the_httpx_we_are_locked_to(
+    tmp_path: Path,
+) -> None:
+    # It goes in through a private attribute of httpx: an upgrade that moves it fails here.
+    exporter = exporter_for(9, tmp_path)
+    try:
+        client = exporter._http()
+        assert isinstance(exporter._deadlines, _DeadlineBackend)
+        assert client._transport._pool._network_backend is exporter._deadlines
+    finally:
+        exporter.shutdown()
+
+
+@pytest.fixture
+def no_deadline_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An httpx whose connection pool is not where the exporter expects it."""
+    monkeypatch.setattr(_DeadlineBackend, "install", classmethod(lambda cls, transport: None))
+
+
+def test_without_the_deadline_backend_a_dripped_status_line_is_still_cut_at_the_timeout(
+    no_deadline_backend: None,
+    collector: Callable[..., int],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def trickle(handler: _Collector) -> None:
+        handler.drip(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n", every=0.2)
+
+    port = collector(trickle)
+    with caplog.at_level(logging.WARNING, logger="sightline"):
+        exporter = exporter_for(port, tmp_path, timeout=1.0)
+        try:
+            started = time.monotonic()
+            exporter.export(one_event())
+            took = time.monotonic() - started
+            stats = exporter.stats()
+            assert exporter._deadlines is None
+        finally:
+            exporter.shutdown()
+    assert took < 2.5, f"the request took {took:.1f} s with a 1 s timeout"
+    assert stats["sent"] == 0 and stats["spooled"] == 1
+    warnings = [r for r in caplog.records if "by a watchdog instead" in r.getMessage()]
+    assert [r.levelno for r in warnings] == [logging.WARNING]
+
+
+def test_a_watchdog_told_of_no_connection_closes_the_client_and_the_next_request_opens_one(
+    no_deadline_backend: None,
+    collector: Callable[..., int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An httpcore that no longer traces its connections: the watchdog closes the whole client.
+    monkeypatch.setattr(_Watchdog, "trace", lambda self, name, info: None)
+    answers = iter(["drip"])
+
+    def answer(handler: _Collector) -> None:
+        if next(answers, "reply") == "drip":
+            handler.drip(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n", every=0.2)
+        else:
+            handler.reply(202, b'{"accepted": 1}')
+
+    port = collector(answer)
+    exporter = exporter_for(port, tmp_path, timeout=1.0)
+    try:
+        first = exporter._http()
+        started = time.monotonic()
+        cut = exporter._post(b'{"events": []}', "identity")
+        took = time.monotonic() - started
+        delivered = exporter._post(b'{"events": []}', "identity")
+        assert exporter._client is not first
+    finally:
+        exporter.shutdown()
+    assert took < 2.5, f"the request took {took:.1f} s with a 1 s timeout"
+    assert cut.kind == "retry" and "deadline passed" in str(cut.error)
+    assert delivered.kind == "ok"
+
+
+def test_without_the_deadline_backend_batches_are_still_delivered(
+    no_deadline_backend: None, collector: Callable[..., int], tmp_path: Path
+) -> None:
+    port = collector(lambda h: h.reply(202, b'{"accepted": 1}'))
+    exporter = exporter_for(port, tmp_path, timeout=1.0)
+    try:
+        for _ in range(3):
+            exporter.export(one_event())
+        time.sleep(1.2)  # past every request's deadline: a watchdog left running would show
+        exporter.export(one_event())
+        stats = exporter.stats()
+    finally:
+        exporter.shutdown()
+    assert stats["sent"] == 4 and stats["spooled"] == 0 and stats["failed"] == 0
 
 
 # -- the spool's folders ------------------------------------------------------------------------

@@ -4,6 +4,7 @@ and meta-tests that keep every hook documented and exercised."""
 from __future__ import annotations
 
 import ast
+import copy
 import inspect
 import logging
 import os
@@ -16,6 +17,7 @@ import pytest
 
 import sightline
 from sightline import hookspecs
+from sightline.capture import MASK
 from sightline.config import Config
 from sightline.exporters.memory import InMemoryExporter
 from sightline.plugins import get_plugin_manager
@@ -133,6 +135,31 @@ def test_plugin_raising_in_a_hook_is_disabled_and_logged_once(caplog):
     assert infos["exploding"].status == "failed"
     assert infos["exploding"].error == "RuntimeError: boom"
     assert len([r for r in caplog.records if "exploding" in r.getMessage()]) == 1
+
+
+def test_a_processor_marked_tryfirst_still_sees_only_redacted_values():
+    seen = []
+
+    class Early:
+        @sightline.hookimpl(tryfirst=True)
+        def sightline_process_event(self, event):
+            seen.append((event.name, copy.deepcopy(event.input), copy.deepcopy(event.metadata)))
+
+    exporter = InMemoryExporter()
+    with sightline.Client(exporters=[exporter], redact_detectors=["email"]) as client:
+        client.plugins.register(Early(), "test-early")
+        client.log_event(
+            "tool_call",
+            "mail ann@example.com",
+            input={"api_key": "sk-live-0123456789abcdef", "note": "password=hunter2"},
+            metadata={"to": "ann@example.com"},
+        )
+        assert client.flush(5.0) is True
+        order = [name for name, _ in client.plugins.implementations("sightline_process_event")]
+    assert seen == [
+        ("mail <email>", {"api_key": MASK, "note": f"password={MASK}"}, {"to": "<email>"})
+    ]
+    assert order == ["builtin-sampling", "builtin-redaction", "builtin-privacy", "test-early"]
 
 
 def test_disable_plugins_variable_keeps_a_plugin_from_loading(tmp_path, monkeypatch):

@@ -137,6 +137,80 @@ def test_detectors_scan_input_output_metadata_keys_error_name_and_tags_not_ids()
     assert (event.session_id, event.agent, event.model) == (email, email, email)
 
 
+CARDS_AMONG_NUMBERS = [
+    ("2024 4111 1111 1111 1111", "2024 <card>"),
+    ("total 2500 5555 5555 5555 4444", "total 2500 <card>"),
+    ("2024 3782 822463 10005", "2024 <card>"),
+    ("2024-4111-1111-1111-1111 ok", "2024-<card> ok"),
+    ("cards 4111 1111 1111 1111 5555 5555 5555 4444", "cards <card> <card>"),
+    # Either 16 digits pass the Luhn check: which is the card cannot be told, both are hidden.
+    ("PIN 4321 4111 1111 1111 1111", "PIN <card>"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CARDS_AMONG_NUMBERS)
+def test_a_card_next_to_another_number_in_the_same_groups_is_found(text, expected):
+    assert inputs([text], redact_detectors="card") == [expected]
+
+
+def test_a_card_after_a_year_hashes_as_the_card_alone():
+    card = f"<card:{digest('4111111111111111')}>"
+    assert inputs(
+        ["2024 4111 1111 1111 1111", "4111111111111111"],
+        redact_detectors="card",
+        redact_detector_mode="hash",
+        redact_hash_key=KEY,
+    ) == [f"2024 {card}", card]
+
+
+PHONE_EXTENSIONS = [
+    ("202-555-0143x12", "<phone>"),
+    ("(202) 555-0143x1234", "<phone>"),
+    ("001-202-555-0143x1234", "<phone>"),
+    ("Phone: 202-555-0143ext5", "Phone: <phone>"),
+    ("call 202-555-0143 ext. 12 now", "call <phone> now"),
+    ("desk 202.555.0143 #204.", "desk <phone>."),
+    ("+1-202-555-0143x1234", "<phone>"),
+    ("+44 20 7946 0958 ext 7", "<phone>"),
+    # Not an extension: too many digits, or letters after it.
+    ("202-555-0143x1234567", "202-555-0143x1234567"),
+    ("202-555-0143 xyz", "<phone> xyz"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), PHONE_EXTENSIONS)
+def test_a_phone_number_with_an_extension_is_found_whole(text, expected):
+    assert inputs([text], redact_detectors="phone") == [expected]
+
+
+def test_an_extension_is_hashed_and_removed_with_its_number():
+    texts = ["(202) 555-0143 x12", "+1 202 555 0143 ext. 12", "202-555-0143"]
+    assert inputs(
+        texts, redact_detectors="phone", redact_detector_mode="hash", redact_hash_key=KEY
+    ) == [
+        f"<phone:{digest('+12025550143x12')}>",
+        f"<phone:{digest('+12025550143x12')}>",
+        f"<phone:{digest('+12025550143')}>",
+    ]
+    assert inputs(
+        ["call 202-555-0143x12."], redact_detectors="phone", redact_detector_mode="remove"
+    ) == ["call ."]
+
+
+def test_keys_masked_alike_are_numbered_and_keep_their_values():
+    [event], _ = record(
+        [
+            {
+                "metadata": {"a@b.co": 1, "c@d.co": 2, "e@f.co": 3},
+                "input": {"<email>": 0, "mail a@b.co": 1, "mail c@d.co": 2},
+            }
+        ],
+        redact_detectors="email",
+    )
+    assert event.metadata == {"<email>": 1, "<email#2>": 2, "<email#3>": 3}
+    assert event.input == {"<email>": 0, "mail <email>": 1, "mail <email#2>": 2}
+
+
 def test_hash_mode_writes_a_keyed_hash_of_the_normalized_value():
     texts = ["Ann@Example.COM", "ann@example.com", "(202) 555-0143", "+1 202 555 0143"]
     texts.append("4111-1111-1111-1111")
@@ -483,6 +557,22 @@ TEXT_SECRETS = [
     ("password is the word", None),
     ("token: Bearer abcdefghijklmnop", f"token: Bearer {MASK}"),
     (f"password={MASK}", None),
+    # An authorization's value, its scheme with it.
+    (
+        "Headers({'authorization': 'Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b'})",
+        f"Headers({{'authorization': '{MASK}'}})",
+    ),
+    ("Proxy-Authorization: Token 9944b09199c62bcf", f"Proxy-Authorization: {MASK}"),
+    ("authorization=Digest abc", f"authorization={MASK}"),
+    ('{"Authorization": "ApiKey k-123"}', f'{{"Authorization": "{MASK}"}}'),
+    ("Authorization: Bearer abcdefghijklmnop", f"Authorization: Bearer {MASK}"),
+    # The shell's working folder is not a password; prose after a colon is not a secret.
+    ("PWD=/home/app OLDPWD=~/src", None),
+    ("environ({'PWD': '/home/app', 'HOME': '/root'})", None),
+    ("MYSQL_PWD=hunter2", f"MYSQL_PWD={MASK}"),
+    ("No credentials: check config", None),
+    ("secret: you won't guess", None),
+    ("password: hunter2 then more", f"password: {MASK} then more"),
 ]
 
 

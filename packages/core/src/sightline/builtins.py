@@ -35,7 +35,8 @@ def register(manager: PluginManager, config: Any) -> None:
     if getattr(config, "redact_detectors", ()) or getattr(config, "redact_rules", ()):
         # Only when configured: without them, events take the same path as before. Registered
         # first, so that it is called after the redaction (of processors marked tryfirst, the
-        # one registered last is called first) and before any processor of a plugin.
+        # one registered last is called first). Every built-in processor is called before any
+        # processor of a plugin, tryfirst or not (PluginManager.implementations).
         from sightline.privacy import PrivacyProcessor
 
         manager.register(PrivacyProcessor(config), "builtin-privacy", status="builtin")

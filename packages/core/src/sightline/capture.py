@@ -79,7 +79,12 @@ _SECRET_KEY_MEMO = 4096  # distinct key names remembered per Sanitizer
 _TEXT_SECRET_NAMES = (
     "password", "passwd", "pwd", "passphrase", "secret", "token", "api_key", "access_key",
     "secret_key", "private_key", "session_key", "credential", "credentials", "cookie",
+    "authorization",
 )  # fmt: skip
+# Names whose value is read their own way, told by an empty group of this name: an
+# authorization's value is a scheme and a credential (``Token abc``), both masked; a pwd's is
+# left when it is a path (``PWD=/home/app`` is the shell's working folder, not a password).
+_TEXT_SECRET_NAMES_OF_THEIR_OWN = {"authorization": "auth", "pwd": "pwd"}
 _TEXT_SECRETS: tuple[re.Pattern[str], ...] | None = None  # compiled on first use
 _SHORTEST_TOKEN = 19  # "sk-" + 16 characters
 # Group name → how many characters before the group the masked text starts: the token's
@@ -104,10 +109,15 @@ def mask_text_secrets(text: str) -> str:
     - the value of ``name=value`` / ``name: value`` for secret names (``password``, ``passwd``,
       ``pwd``, ``passphrase``, ``secret``, ``token``, ``api_key``/``api-key``/``apikey``,
       ``access_key``, ``secret_key``, ``private_key``, ``session_key``, ``credential(s)``,
-      ``cookie``; in any case, after any prefix such as ``db_``; the name may be quoted or
-      followed by one space, as in JSON, a repr or ``name = value``). The value runs to the
-      next space, quote, ``&``, ``,``, ``;``, ``<``, ``>`` or closing bracket, or to its
-      closing quote when quoted; ``None``, ``null`` and a Bearer/Basic credential are left;
+      ``cookie``, ``authorization``; in any case, after any prefix such as ``db_`` or
+      ``Proxy-``; the name may be quoted or followed by one space, as in JSON, a repr or
+      ``name = value``). The value runs to the next space, quote, ``&``, ``,``, ``;``, ``<``,
+      ``>`` or closing bracket, or to its closing quote when quoted; an authorization's value
+      is its scheme and credential both (``Authorization: Token abc`` → ``Authorization:
+      [REDACTED]``). Left as they are: ``None``, ``null``, a Bearer/Basic credential (masked
+      on its own, its scheme kept), a ``pwd`` that is a path (``PWD=/home/app``, the shell's
+      working folder), and prose after a colon: a word followed by more words (``No
+      credentials: check config``);
     - the password of a URL's userinfo (``postgres://user:pw@host`` keeps ``user``);
     - API-key-shaped tokens: ``sk-…``/``sk_…`` (and ``sl``, ``pk``, ``rk``), Slack ``xoxb-…``,
       GitHub ``ghp_…``/``gho_…``/``ghu_…``/``ghs_…``/``ghr_…`` and ``github_pat_…``, AWS access
@@ -187,12 +197,28 @@ def _text_secrets() -> tuple[re.Pattern[str], ...]:
                 )
                 letter = f"[{last}{last.upper()}]"
                 branches.append(f"(?<={letter}{between}{separator})(?:{names})")
+        # Which of the names of their own it was, if one: looked at once a name was found
+        # only, so that a separator after no secret's name costs no more. (The last branch,
+        # none of them, excludes them: no backtracking into it past a check that failed.)
+        own = {
+            group: "|".join(f"(?<=(?i:{name}){between}{separator})" for between in ("", "[\"' ]"))
+            for name, group in _TEXT_SECRET_NAMES_OF_THEIR_OWN.items()
+        }
+        which = "|".join(f"(?P<{group}>{found})" for group, found in own.items())
+        which += f"|(?!{'|'.join(own.values())})"
         return (
-            f"{separator}(?:{'|'.join(branches)})"
+            f"{separator}(?:{'|'.join(branches)})(?:{which})"
             r"[ \t]*(?![\"']?(?:\[REDACTED\]|(?i:bearer|basic)\s|(?:None|null)\b))"
-            r"(?:\"(?P<quoted>(?:[^\"\\\r\n]|\\.)+)"
+            r"(?(pwd)(?![\"']?(?:[/~]|[A-Za-z]:[\\/])))"  # PWD=/home/app: a folder
+            # An authorization's value is a scheme and a credential (Token [REDACTED]: done).
+            # Otherwise, after a colon, a word followed by more words is prose, not a secret
+            # ("No credentials: check config").
+            + r"(?(auth)(?![A-Za-z][\w.-]*[ \t]+\[REDACTED\])"
+            + (r"|(?![A-Za-z]+[ \t]+[A-Za-z]))" if separator == ":" else ")")
+            + r"(?:\"(?P<quoted>(?:[^\"\\\r\n]|\\.)+)"
             r"|'(?P<single>[^'\r\n]+)"
-            r"|(?P<value>[^\s\"'&,;)\]}<>]+))"
+            r"|(?P<value>(?(auth)(?:[A-Za-z][\w.-]*[ \t]+(?=[^\s\"'&,;)\]}<>]))?)"
+            r"[^\s\"'&,;)\]}<>]+))"
         )
 
     compiled = _TEXT_SECRETS = (

@@ -162,7 +162,11 @@ class PluginManager:
     # -- calling ------------------------------------------------------------------------------
 
     def implementations(self, hook_name: str) -> list[tuple[str, Any]]:
-        """(plugin name, function) pairs of a hook, in call order (tryfirst first)."""
+        """(plugin name, function) pairs of a hook, in call order: pluggy's (tryfirst first),
+        except that the built-in processors come before every plugin's processor.
+
+        A plugin's processor sees an event only once it is redacted, whatever the plugin
+        declares (``tryfirst=True`` puts it first among plugins, not before the redaction)."""
         cached = self._impl_cache.get(hook_name)
         if cached is not None:
             return cached
@@ -173,17 +177,20 @@ class PluginManager:
                 for impl in reversed(caller.get_hookimpls())
             ]
             if hook_name == "sightline_process_event":
+                builtin = [pair for pair in impls if self._is_builtin(pair[0])]
+                impls = builtin + [pair for pair in impls if not self._is_builtin(pair[0])]
                 self._processors_changed(impls)
             self._impl_cache[hook_name] = impls
             return impls
 
+    def _is_builtin(self, name: str) -> bool:
+        info = self.infos.get(name)
+        return info is not None and info.status == "builtin"
+
     def _processors_changed(self, impls: list[tuple[str, Any]]) -> None:
         """Tell the built-in redaction whether values it finds clean may be kept uncopied:
         only while every processor is a built-in one (none of which edits values in place)."""
-        only_builtin = all(
-            (info := self.infos.get(name)) is not None and info.status == "builtin"
-            for name, _ in impls
-        )
+        only_builtin = all(self._is_builtin(name) for name, _ in impls)
         for name, _ in impls:
             share = getattr(self.pm.get_plugin(name), "share_clean_values", None)
             if callable(share):

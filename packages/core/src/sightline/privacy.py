@@ -10,18 +10,25 @@ scrubbing (:class:`sightline.processors.RedactionProcessor`).
     letters: ``root@localhost`` is left);
   - ``card``: 13 to 19 digits, starting with 2 to 6 (the card networks' range: a 13-digit
     millisecond timestamp starts with 1), in one run or in groups split by single spaces or
-    dashes, that pass the Luhn check; a number that fails it, or a longer run of digits, is left;
+    dashes, that pass the Luhn check; a number that fails it, or a longer run of digits, is left.
+    Another number in the same groups, before or after the card (``2024 4111 1111 1111 1111``),
+    is left as it is; when two overlapping numbers of the groups pass the check equally
+    (``4321 4111 1111 1111 1111``), both are taken, as one;
   - ``phone``: ``+`` and 8 to 15 digits, in groups split by a space, dot or dash, a group
     possibly in parentheses (``+44 20 7946 0958``, ``+1 (202) 555-0143``, ``+12025550143``);
     or a North-American number split into 3-3-4 digits (``202-555-0143``, ``(202) 555-0143``,
-    ``1-800-555-0199``; the area code and exchange start with 2 to 9). Ten digits in one run
-    without ``+`` are not taken for a phone number (an order id, a timestamp), nor are dates
-    (``2024-05-15``), times, years or card numbers.
+    ``1-800-555-0199``, ``001-202-555-0143``; the area code and exchange start with 2 to 9).
+    An extension is part of the number: ``x12``, ``ext12``, ``ext. 12`` or ``#12`` (1 to 6
+    digits) right after it or after one space. Ten digits in one run without ``+`` are not
+    taken for a phone number (an order id, a timestamp), nor are dates (``2024-05-15``), times,
+    years or card numbers.
 
   ``redact_detector_mode`` says what becomes of what they find: ``mask`` (the default) writes
   ``<email>`` / ``<card>`` / ``<phone>``; ``hash`` writes ``<email:1f0c…>``, a keyed hash of the
-  value, normalized first (an e-mail in lower case, a card or phone number as its digits) so
-  that the same person correlates across events; ``remove`` deletes the text found.
+  value, normalized first (an e-mail in lower case, a card or phone number as its digits, and
+  a phone's extension as ``x`` and its digits) so that the same person correlates across
+  events; ``remove`` deletes the text found. Dict keys that become equal (``{"a@b.co": 1,
+  "c@d.co": 2}``) are numbered so that no value is lost: ``{"<email>": 1, "<email#2>": 2}``.
 
 - **Rules** (``redact_rules={"$.input.customer.ssn": "hash", "$..password": "remove"}``) act on
   values found by a path in the event's dict form. The JSONPath subset:
@@ -340,7 +347,9 @@ class PrivacyProcessor:
                     if new_key is key and new is child:
                         continue
                     copy = dict(itertools.islice(node.items(), position))
-                copy[new_key] = new  # keys that become equal ("<email>") are merged
+                if new_key in copy:  # two keys masked alike: {"a@b.co": 1, "c@d.co": 2}
+                    new_key = _numbered_key(new_key, copy, node)
+                copy[new_key] = new
             return node if copy is None else copy
         if kind is list:
             text = self._text
@@ -394,6 +403,19 @@ class PrivacyProcessor:
             pieces.append(text[last:])
             text = "".join(pieces)
         return text
+
+
+def _numbered_key(key: str, *taken: dict[Any, Any]) -> str:
+    """``key`` numbered so that it is in none of ``taken``: the second ``<email>`` of a dict is
+    ``<email#2>``, the third ``<email#3>`` (a key not ending with ``>`` gets ``#2`` at its
+    end), so that keys masked alike keep their values apart."""
+    head, tail = (key[:-1], ">") if key.endswith(">") else (key, "")
+    number = 2
+    while True:
+        numbered = f"{head}#{number}{tail}"
+        if not any(numbered in keys for keys in taken):
+            return numbered
+        number += 1
 
 
 def _replace_in_dict(node: dict[Any, Any], changes: dict[Any, Any]) -> dict[Any, Any]:
@@ -516,24 +538,31 @@ def _bracket(path: str, position: int) -> tuple[str | int | None, int]:
 # are configured, and then pays for the patterns it uses only.
 
 _PATTERNS: dict[str, re.Pattern[str]] = {}
+# A phone number's extension, right after it or after one space: x12, ext12, ext 12, ext. 12,
+# #12; 1 to 6 digits.
+_EXTENSION = r"[ ]?(?:[xX]|(?i:ext)\.?[ ]?|#)(?P<ext>[0-9]{1,6})"
 _PATTERN_SOURCES = {
     # The local part (its start found by the look-behind), an @, labels with dots, a TLD.
     "email": r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}(?![A-Za-z0-9-])",
-    # 13 to 19 digits from 2-6, in groups split by single spaces or dashes; first character
-    # first (a fast scan for the class), then the look-behind for what precedes it.
-    "card": r"[2-6](?<![\w-][2-6])[0-9]{3}(?:[ -]?[0-9]){9,15}(?![0-9])",
-    # +, a country code, then groups split by one space, dot or dash (one in parentheses).
+    # A run of digit groups split by single spaces or dashes, its first group of 4 digits or
+    # more from 2-6 (_find_cards finds the cards in it); first character first (a fast scan
+    # for the class), then the look-behind for what precedes it.
+    "card": r"[2-6](?<![\w-][2-6])[0-9]{3,}(?:[ -][0-9]+)*",
+    # +, a country code, then groups split by one space, dot or dash (one in parentheses);
+    # then, maybe, an extension (x12, ext. 12, #12).
     "international": r"\+(?<![\w+]\+)[1-9][0-9]{0,2}(?:[ .-]?(?:\([0-9]{1,4}\)|[0-9]{1,5})){1,6}"
-    r"(?![0-9])",
-    # North America: [1-] (NXX) NXX-XXXX or NXX-NXX-XXXX; not inside a longer run of digits,
-    # an id (ORD-202-555-0143) or a version (1.202.555.0143.7). The first character is
-    # consumed first (a fast scan for the class), then what it was is looked back at.
-    "nanp": r"[(1-9](?<![\w.+-][(1-9])"
-    r"(?:(?<=1)[ .-]?(?:\([2-9][0-9]{2}\)[ .-]?|[2-9][0-9]{2}[ .-])"
+    r"(?![0-9])(?:" + _EXTENSION + r"(?![0-9]))?",
+    # North America: [001 or 1-] (NXX) NXX-XXXX or NXX-NXX-XXXX, maybe with an extension;
+    # not inside a longer run of digits, an id (ORD-202-555-0143) or a version
+    # (1.202.555.0143.7). The first character is consumed first (a fast scan for the class),
+    # then what it was is looked back at.
+    "nanp": r"[(0-9](?<![\w.+-][(0-9])"
+    r"(?:(?<=0)01[ .-]?(?:\([2-9][0-9]{2}\)[ .-]?|[2-9][0-9]{2}[ .-])"
+    r"|(?<=1)[ .-]?(?:\([2-9][0-9]{2}\)[ .-]?|[2-9][0-9]{2}[ .-])"
     r"|(?<=\()[2-9][0-9]{2}\)[ .-]?"
     r"|(?<=[2-9])[0-9]{2}[ .-])"
-    r"[2-9][0-9]{2}[ .-][0-9]{4}(?![\w-]|\.[0-9])",
+    r"[2-9][0-9]{2}[ .-][0-9]{4}(?:" + _EXTENSION + r")?(?![\w-]|\.[0-9])",
 }
 
 
@@ -551,35 +580,86 @@ def _find_emails(text: str) -> list[tuple[int, int, str]]:
 def _find_cards(text: str) -> list[tuple[int, int, str]]:
     found = []
     for match in _pattern("card").finditer(text):
-        candidate = match.group()
-        digits = _digits(candidate)
-        length = len(candidate)
-        if not _luhn(digits):
-            # Grouped digits running on (a card, then a space and more digits): the longest
-            # run of whole groups that is a card number, if any.
-            length = 0
-            for cut in range(len(candidate) - 1, 12, -1):
-                if candidate[cut] in " -":
-                    prefix = _digits(candidate[:cut])
-                    if len(prefix) >= 13 and _luhn(prefix):
-                        length, digits = cut, prefix
-                        break
-        if length:
-            found.append((match.start(), match.start() + length, digits))
+        run = match.group()
+        if len(run) < 13:
+            continue
+        if "-" not in run and " " not in run:  # one group: the common case
+            if len(run) <= 19 and _luhn(run):
+                found.append((match.start(), match.end(), run))
+            continue
+        groups = run.replace("-", " ").split(" ")
+        starts = []
+        position = match.start()
+        for group in groups:
+            starts.append(position)
+            position += len(group) + 1
+        for first, last in _cards_in_run(groups):
+            end = starts[last - 1] + len(groups[last - 1])
+            found.append((starts[first], end, "".join(groups[first:last])))
     return found
+
+
+def _cards_in_run(groups: list[str]) -> list[tuple[int, int]]:
+    """The card numbers in a run of digit groups, as (first, last + 1) group indexes, in order.
+
+    A card starts at a group of 4 digits or more whose first is 2 to 6, holds 13 to 19 digits
+    in whole groups and passes the Luhn check: a number before or after it in the same run (a
+    year, an amount, a PIN) is left out. Of the cards a stretch holds, those with the most
+    digits win; two of them that overlap (``4321 4111 1111 1111 1111``: either 16 digits pass)
+    are masked as one, since which is the card cannot be told; the stretches left on either
+    side are searched again.
+    """
+    chosen: list[tuple[int, int]] = []
+    stretches = [(0, len(groups))]
+    while stretches:  # each pass finds cards shorter than the last: at most 7 passes deep
+        low, high = stretches.pop()
+        most = 0
+        best: list[tuple[int, int]] = []
+        for first in range(low, high):
+            head = groups[first]
+            if len(head) < 4 or not "2" <= head[0] <= "6":
+                continue
+            digits = head
+            for last in range(first + 1, high + 1):
+                if last > first + 1:
+                    digits += groups[last - 1]
+                count = len(digits)
+                if count > 19:
+                    break
+                if count >= 13 and count >= most and _luhn(digits):
+                    if count > most:
+                        most, best = count, []
+                    best.append((first, last))
+        merged: list[tuple[int, int]] = []
+        for first, last in best:  # in order of their first group
+            if merged and first < merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+            else:
+                merged.append((first, last))
+        previous = low
+        for first, last in merged:
+            if first > previous:
+                stretches.append((previous, first))
+            chosen.append((first, last))
+            previous = last
+        if merged and previous < high:
+            stretches.append((previous, high))
+    chosen.sort()
+    return chosen
 
 
 def _find_phones(text: str) -> list[tuple[int, int, str]]:
     found = []
     if "+" in text:
         for match in _pattern("international").finditer(text):
-            digits = _digits(match.group())
-            if 8 <= len(digits) <= 15:
-                found.append((match.start(), match.end(), "+" + digits))
+            number, extension = _phone_parts(match)
+            if 8 <= len(number) <= 15:
+                found.append((match.start(), match.end(), "+" + number + extension))
     if len(text) >= 12:
         for match in _pattern("nanp").finditer(text):
-            digits = _digits(match.group())  # as +1 and ten digits, to hash as the + form does
-            found.append((match.start(), match.end(), "+" + ("1" + digits)[-11:]))
+            number, extension = _phone_parts(match)
+            # As +1 and ten digits, to hash as the + form does.
+            found.append((match.start(), match.end(), "+" + ("1" + number)[-11:] + extension))
         if len(found) > 1:
             found.sort()
             kept = [found[0]]
@@ -588,6 +668,15 @@ def _find_phones(text: str) -> list[tuple[int, int, str]]:
                     kept.append(span)
             found = kept
     return found
+
+
+def _phone_parts(match: re.Match[str]) -> tuple[str, str]:
+    """A phone number's digits and its extension as ``x`` and digits (``""`` without one):
+    ``202-555-0143 ext. 12`` and ``(202) 555-0143x12`` hash alike."""
+    start = match.start("ext")
+    if start < 0:
+        return _digits(match.group()), ""
+    return _digits(match.string[match.start() : start]), "x" + match.group("ext")
 
 
 _FINDERS: dict[str, Callable[[str], list[tuple[int, int, str]]]] = {

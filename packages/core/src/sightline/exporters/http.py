@@ -623,14 +623,23 @@ class HttpExporter:
             if self.api_key:
                 headers["Authorization"] = f"Bearer {self.api_key}"
             limits = httpx.Limits(max_connections=4, max_keepalive_connections=2)
-            # Headers and body go out in separate writes; without TCP_NODELAY the body's
-            # tail can wait for a delayed ACK (~40 ms a request on keep-alive connections).
-            transport = httpx.HTTPTransport(
-                limits=limits,
-                verify=self.url.startswith("https://"),  # no CA bundle to load for http://
-                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            )
+            transport = self._transport(limits)
             self._deadlines = _DeadlineBackend.install(transport)
+            if self._deadlines is None:
+                # Another httpx than the one we know: each request gets a _Watchdog instead,
+                # which can end only a connection of its own (no keep-alive).
+                if "no-deadline-backend" not in self._logged:
+                    self._logged.add("no-deadline-backend")
+                    log_safely(
+                        logging.WARNING,
+                        "sightline: httpx %s has no connection pool where sightline expects "
+                        "one; each request to the collector is ended at its timeout by a "
+                        "watchdog instead, on a new connection (no keep-alive)",
+                        getattr(httpx, "__version__", "?"),
+                    )
+                transport.close()
+                limits = httpx.Limits(max_connections=4, max_keepalive_connections=0)
+                transport = self._transport(limits)
             self._client = httpx.Client(
                 timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 5.0)),
                 headers=headers,
@@ -638,6 +647,17 @@ class HttpExporter:
                 transport=transport,
             )
             return self._client
+
+    def _transport(self, limits: Any) -> Any:
+        import httpx
+
+        # Headers and body go out in separate writes; without TCP_NODELAY the body's tail can
+        # wait for a delayed ACK (~40 ms a request on keep-alive connections).
+        return httpx.HTTPTransport(
+            limits=limits,
+            verify=self.url.startswith("https://"),  # no CA bundle to load for http://
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        )
 
     def _compress(self, body: bytes) -> tuple[bytes, str]:
         if len(body) > self.gzip_threshold:
@@ -651,26 +671,60 @@ class HttpExporter:
         at a time would hold the batch for as long as it liked: every connect, read and write of
         the request waits at most until its deadline (``_DeadlineBackend``), and the answer is
         read in pieces, checking the deadline between them. Of the answer, at most
-        ``REPLY_LIMIT`` decoded bytes are read (``_read_reply``).
+        ``REPLY_LIMIT`` decoded bytes are read (``_read_reply``). Where that backend cannot be
+        installed (another httpx), a ``_Watchdog`` ends the request's connection at the
+        deadline instead.
         """
-        import httpx
-
         headers = {"Content-Type": "application/json"}
         if encoding == "gzip":
             headers["Content-Encoding"] = "gzip"
         self._add(requests=1)
         deadline = time.monotonic() + self.timeout
         deadlines: _DeadlineBackend | None = None
+        watchdog: _Watchdog | None = None
         try:
             client = self._http()
             deadlines = self._deadlines
+            extensions = None
             if deadlines is not None:
                 deadlines.local.deadline = deadline
-            with client.stream("POST", self.url, content=body, headers=headers) as response:
+            else:
+                watchdog = _Watchdog(deadline, client)
+                extensions = {"trace": watchdog.trace}
+            with client.stream(
+                "POST", self.url, content=body, headers=headers, extensions=extensions
+            ) as response:
                 status = response.status_code
                 retry_after_header = response.headers.get("Retry-After")
                 reply, complete = _read_reply(response, deadline)
-        except (httpx.TimeoutException, _DeadlinePassed) as exc:
+        except Exception as exc:
+            if watchdog is not None and watchdog.fired:  # what it closed raised: a timeout
+                return self._failed(_DeadlinePassed("the deadline passed: the watchdog ended it"))
+            return self._failed(exc)
+        finally:
+            if deadlines is not None:
+                deadlines.local.deadline = None
+            if watchdog is not None:
+                watchdog.cancel()
+                self._forget_client(watchdog)
+        if 200 <= status < 300:
+            self._read_receipt(reply, complete)
+            return _Outcome("ok", status)
+        return self._answered(status, reply, retry_after_header)
+
+    def _forget_client(self, watchdog: _Watchdog) -> None:
+        """After a watchdog closed the client it could not end otherwise: the next request
+        opens a new one."""
+        if watchdog.closed_client:
+            with self._client_lock:
+                if self._client is watchdog.client:
+                    self._client = None
+
+    def _failed(self, exc: Exception) -> _Outcome:
+        """The outcome of a request that raised ``exc``: always retried."""
+        import httpx
+
+        if isinstance(exc, (httpx.TimeoutException, _DeadlinePassed)):
             reason = str(exc) or type(exc).__name__
             return _Outcome(
                 "retry",
@@ -683,22 +737,19 @@ class HttpExporter:
                     url=self.shown_url,
                 ),
             )
-        except Exception as exc:  # httpx.TransportError and anything unexpected below it
-            return _Outcome(
-                "retry",
-                error=DeliveryError(
-                    self._shown(f"could not reach {self.shown_url}: {type(exc).__name__}: {exc}"),
-                    retryable=True,
-                    url=self.shown_url,
-                ),
-                dropped_connection=isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)),
-            )
-        finally:
-            if deadlines is not None:
-                deadlines.local.deadline = None
-        if 200 <= status < 300:
-            self._read_receipt(reply, complete)
-            return _Outcome("ok", status)
+        # httpx.TransportError and anything unexpected below it
+        return _Outcome(
+            "retry",
+            error=DeliveryError(
+                self._shown(f"could not reach {self.shown_url}: {type(exc).__name__}: {exc}"),
+                retryable=True,
+                url=self.shown_url,
+            ),
+            dropped_connection=isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)),
+        )
+
+    def _answered(self, status: int, reply: bytes, retry_after_header: str | None) -> _Outcome:
+        """The outcome of an answer other than 2xx."""
         detail = self._excerpt(reply)
         if status in KEY_REJECTED:
             kind = "key"
@@ -1104,6 +1155,9 @@ class _LazyEvents(Sequence[Any]):
         return events
 
 
+_RAW_DEFLATE_HEAD = 1024  # bytes of a deflate answer kept until it decodes (see _read_reply)
+
+
 class _DeadlinePassed(Exception):
     """The collector's answer was still coming in when the request's deadline passed."""
 
@@ -1112,7 +1166,8 @@ def _read_reply(response: Any, deadline: float, limit: int = REPLY_LIMIT) -> tup
     """The start of ``response``'s body, decoded, at most ``limit`` bytes, and whether that is
     all of it.
 
-    The raw body is decoded here, gzip and deflate alike, never producing more than ``limit``
+    The raw body is decoded here, gzip and deflate alike (deflate with its zlib header, as the
+    RFC has it, or without, as some servers send it), never producing more than ``limit``
     bytes: httpx would decode each piece read whole, and a 1 MB gzip answer can decompress to
     gigabytes. An answer in any other coding is not read. The rest of a longer answer is left
     unread: closing the response then closes its connection. Raises ``_DeadlinePassed`` when the answer
@@ -1124,6 +1179,9 @@ def _read_reply(response: Any, deadline: float, limit: int = REPLY_LIMIT) -> tup
         inflate = zlib.decompressobj(32 + zlib.MAX_WBITS)  # a gzip or zlib header, detected
     elif coding not in ("", "identity"):
         return b"", False
+    # "deflate" is zlib data by the RFC, but some servers send raw deflate data (no header):
+    # what came before the first decoded byte is kept to be read again that way.
+    head = b"" if coding == "deflate" else None
     decoded = bytearray()
     raw_bytes = 0
     for raw in response.iter_raw():
@@ -1132,10 +1190,21 @@ def _read_reply(response: Any, deadline: float, limit: int = REPLY_LIMIT) -> tup
         if inflate is None:
             decoded += raw[:room]
         else:
+            if head is not None:
+                head += raw
             try:
                 decoded += inflate.decompress(raw, room)
             except zlib.error:
-                return bytes(decoded), False
+                if head is None:
+                    return bytes(decoded), False
+                inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+                try:
+                    decoded += inflate.decompress(head, room)
+                except zlib.error:
+                    return bytes(decoded), False
+                head = None
+            if head is not None and (decoded or len(head) > _RAW_DEFLATE_HEAD):
+                head = None  # decoding began (or 1 KiB gave nothing): no going back
         if len(decoded) >= limit or raw_bytes > 4 * limit:
             return bytes(decoded), False
         if time.monotonic() >= deadline:
@@ -1165,9 +1234,11 @@ class _DeadlineBackend:
     def install(cls, transport: Any) -> _DeadlineBackend | None:
         """Put a deadline backend under the connection pool of an ``httpx.HTTPTransport``.
 
-        ``None`` when the transport does not have the expected shape (another httpx version):
-        the answer's pieces are then still read against the deadline (``_read_reply``), only
-        a single slow read may go past it.
+        It goes in through httpx's private ``transport._pool._network_backend`` (a test checks
+        that the httpx we are locked to has it). ``None`` when the transport does not have
+        that shape (another httpx version): the exporter then logs a warning once and bounds
+        each request with a :class:`_Watchdog` instead, which closes the request's connection
+        at the deadline.
         """
         pool = getattr(transport, "_pool", None)
         inner = getattr(pool, "_network_backend", None)
@@ -1201,6 +1272,72 @@ class _DeadlineBackend:
 
     def sleep(self, seconds: float) -> None:
         self.inner.sleep(seconds)
+
+
+class _Watchdog:
+    """Ends one request at its deadline where no :class:`_DeadlineBackend` could be installed.
+
+    It learns the request's connection from httpcore's ``trace`` request extension (public:
+    ``connection.connect_tcp.complete`` hands over the new stream) and, at the deadline, shuts
+    its socket down, which wakes a read or write blocked on it at once. The client it is used
+    with keeps no connection alive, so that every request opens one of its own and the
+    watchdog ends no other. Should no connection be traced, the whole client is closed
+    instead (the exporter then opens a new one, see ``closed_client``).
+    """
+
+    def __init__(self, deadline: float, client: Any) -> None:
+        self.client = client
+        self.fired = False
+        self.closed_client = False
+        self._sockets: list[Any] = []
+        self._done = False
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def trace(self, name: str, info: dict[str, Any]) -> None:
+        """httpcore's trace callback: remember the socket of each connection opened."""
+        if not name.endswith((".connect_tcp.complete", ".connect_unix_socket.complete")):
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is None:
+            return
+        with self._lock:
+            late = self.fired
+            self._sockets.append(sock)
+        if late:  # the deadline passed while connecting
+            _shut(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            sockets = list(self._sockets)
+            self.closed_client = not sockets
+        for sock in sockets:
+            _shut(sock)
+        if not sockets:
+            try:
+                self.client.close()
+            except Exception:
+                pass
+
+    def cancel(self) -> None:
+        """The request is over: the watchdog does nothing more (it may have fired already)."""
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+
+
+def _shut(sock: Any) -> None:
+    """Shut a socket down for reading and writing: a call blocked on it returns at once."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
 
 
 class _DeadlineStream:
