@@ -505,3 +505,39 @@ def test_a_child_forked_while_a_write_only_waits_for_another_process_lock_may_wr
         writer.join(30)
     assert store.agents()[0]["name"] == "bot"
     store.close()
+
+
+@needs_fork
+def test_a_forked_child_starts_its_http_and_closed_client_counts_at_zero(tmp_path: Path) -> None:
+    from tests.core.test_endpoint_userinfo import KEY, Seen, _Collector
+    from tests.support.loopback import serving
+
+    seen: list[Seen] = []
+    closed = Client(exporters=[InMemoryExporter()], queue_size=1, handle_signals=False)
+    closed.close()
+    closed.defer((lambda record: None,))  # refused after close: the parent's count
+    assert closed.stats()["dropped_records"] == 1
+    with serving(type("Handler", (_Collector,), {"seen": seen})) as port:
+        with Client(
+            endpoint=f"http://127.0.0.1:{port}",
+            api_key=KEY,
+            spool_dir=str(tmp_path / "spool"),
+            handle_signals=False,
+        ) as client:
+            for index in range(20):
+                client.log_event("custom", f"parent-{index}")
+            assert client.flush(10) is True
+            assert client.stats()["exporters"]["http"]["sent"] == 20
+
+            def child() -> int:
+                http = client.stats()["exporters"]["http"]
+                if (http["sent"], http["requests"], http["spooled"]) != (0, 0, 0):
+                    return 3
+                if closed.stats()["dropped_records"] != 0:
+                    return 4
+                client.log_event("custom", "child")
+                if not client.flush(10):
+                    return 5
+                return 0 if client.stats()["exporters"]["http"]["sent"] == 1 else 6
+
+            assert _in_child(child) == 0

@@ -803,6 +803,8 @@ def _after_fork_in_child() -> None:
     for pipeline in list(_PIPELINES):
         if not pipeline._closed:
             pipeline.after_fork()
+        else:  # a client the parent closed: nothing to restart, but its counts are the parent's
+            pipeline._reset_counts()
 
 
 if hasattr(os, "register_at_fork"):

@@ -548,6 +548,9 @@ class SpoolDirectory:
                     pass
         self._claims.clear()
         self._lock = threading.Lock()
+        # This process's counts start at 0 (the files are shared; what the parent wrote is its).
+        self.written_events = self.written_batches = 0
+        self.evicted_events = self.evicted_batches = self.corrupt_files = 0
 
     # -- internals ----------------------------------------------------------------------------
 

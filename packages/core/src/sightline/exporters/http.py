@@ -537,10 +537,13 @@ class HttpExporter:
                 pass
 
     def after_fork(self) -> None:
-        """In a forked child: fresh threads, locks and connections; the spool is shared."""
+        """In a forked child: fresh threads, locks and connections, and counts of its own from
+        0 (as the pipeline's); the spool is shared."""
         self._client = None
         self._deadlines = None
         self._reset_threads()
+        self.sent = self.retried = self.failed = self.rejected_by_server = 0
+        self.drained = self.requests = 0
         self.spool.after_fork()
 
     def stats(self) -> dict[str, Any]:
