@@ -98,6 +98,19 @@ def one_event() -> list[Event]:
     return [Event(EventType.TOOL_CALL, "lookup", id="ev-1").finish()]
 
 
+def timed_export(port: int, tmp_path: Path, timeout: float) -> tuple[float, dict[str, Any]]:
+    """Export one event to the collector on ``port``: the seconds it took, and the exporter's
+    stats after it."""
+    exporter = exporter_for(port, tmp_path, timeout=timeout)
+    try:
+        started = time.monotonic()
+        exporter.export(one_event())
+        took = time.monotonic() - started
+        return took, exporter.stats()
+    finally:
+        exporter.shutdown()
+
+
 # -- answers are read within a bound ------------------------------------------------------------
 
 
@@ -220,14 +233,7 @@ def test_an_answer_dripped_a_byte_at_a_time_is_cut_at_the_timeout_and_the_batch_
         handler.drip(b" " * 40, every=0.2)  # each read is quick: only a deadline ends it
 
     port = collector(trickle)
-    exporter = exporter_for(port, tmp_path, timeout=1.0)
-    try:
-        started = time.monotonic()
-        exporter.export(one_event())
-        took = time.monotonic() - started
-        stats = exporter.stats()
-    finally:
-        exporter.shutdown()
+    took, stats = timed_export(port, tmp_path, timeout=1.0)
     assert took < 2.5, f"the request took {took:.1f} s with a 1 s timeout"
     assert stats["sent"] == 0 and stats["spooled"] == 1
 
@@ -239,14 +245,7 @@ def test_a_status_line_dripped_a_byte_at_a_time_is_cut_at_the_timeout_too(
         handler.drip(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n", every=0.2)
 
     port = collector(trickle)
-    exporter = exporter_for(port, tmp_path, timeout=1.0)
-    try:
-        started = time.monotonic()
-        exporter.export(one_event())
-        took = time.monotonic() - started
-        stats = exporter.stats()
-    finally:
-        exporter.shutdown()
+    took, stats = timed_export(port, tmp_path, timeout=1.0)
     assert took < 2.5, f"the request took {took:.1f} s with a 1 s timeout"
     assert stats["sent"] == 0 and stats["spooled"] == 1
 

@@ -100,18 +100,22 @@ def _defaults(
         return {}  # the policy sees the arguments given
 
 
-def _named_parameters(function: Any) -> list[inspect.Parameter]:
-    """The parameters of ``function`` that take an argument by name (no ``*args`` /
-    ``**kwargs``, no ``self``)."""
+def _parameters(function: Any) -> list[inspect.Parameter]:
+    """The parameters of ``function`` (none when it has no readable signature)."""
     if function is None:
         return []
     try:
-        parameters = inspect.signature(function).parameters.values()
+        return list(inspect.signature(function).parameters.values())
     except Exception:  # no readable signature
         return []
+
+
+def _named_parameters(function: Any) -> list[inspect.Parameter]:
+    """The parameters of ``function`` that take an argument by name (no ``*args`` /
+    ``**kwargs``, no ``self``)."""
     return [
         p
-        for p in parameters
+        for p in _parameters(function)
         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"
     ]
 
@@ -147,10 +151,8 @@ def _real_fn(tool: Any) -> Any:
 
 
 def _positional_parameters(function: Any) -> list[str]:
-    if function is None:
-        return []
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except Exception:  # no readable signature
-        return []
-    return [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [
+        p.name
+        for p in _parameters(function)
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
