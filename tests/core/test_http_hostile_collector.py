@@ -98,10 +98,13 @@ def one_event() -> list[Event]:
     return [Event(EventType.TOOL_CALL, "lookup", id="ev-1").finish()]
 
 
-def timed_export(port: int, tmp_path: Path, timeout: float) -> tuple[float, dict[str, Any]]:
-    """Export one event to the collector on ``port``: the seconds it took, and the exporter's
-    stats after it."""
-    exporter = exporter_for(port, tmp_path, timeout=timeout)
+def timed_export(
+    port: int, tmp_path: Path, timeout: float | None = None
+) -> tuple[float, dict[str, Any]]:
+    """Export one event to the collector on ``port`` (with the exporter's default timeout unless
+    ``timeout`` is given): the seconds it took, and the exporter's stats after it."""
+    options = {} if timeout is None else {"timeout": timeout}
+    exporter = exporter_for(port, tmp_path, **options)
     try:
         started = time.monotonic()
         exporter.export(one_event())
@@ -141,12 +144,7 @@ def test_a_gzip_receipt_is_decoded_and_its_rejected_events_counted(
     receipt = {"accepted": 0, "duplicate": 0, "rejected": 1, "errors": ["ev-1: bad type"]}
     body = gzip.compress(json.dumps(receipt).encode())
     port = collector(lambda h: h.reply(202, body, Content_Encoding="gzip"))
-    exporter = exporter_for(port, tmp_path)
-    try:
-        exporter.export(one_event())
-        stats = exporter.stats()
-    finally:
-        exporter.shutdown()
+    _, stats = timed_export(port, tmp_path)
     assert stats["sent"] == 1 and stats["rejected_by_server"] == 1
 
 
@@ -158,12 +156,7 @@ def test_a_receipt_longer_than_the_reply_limit_still_counts_its_rejected_events(
     body = json.dumps(receipt).encode()
     assert len(body) > REPLY_LIMIT
     port = collector(lambda h: h.reply(202, body, Content_Type="application/json"))
-    exporter = exporter_for(port, tmp_path)
-    try:
-        exporter.export(one_event())
-        stats = exporter.stats()
-    finally:
-        exporter.shutdown()
+    _, stats = timed_export(port, tmp_path)
     assert stats["sent"] == 1 and stats["rejected_by_server"] == 7
 
 
@@ -175,12 +168,7 @@ def test_a_deflate_receipt_is_read_with_or_without_its_zlib_header(
     deflate = zlib.compressobj(wbits=wbits)
     body = deflate.compress(json.dumps(receipt).encode()) + deflate.flush()
     port = collector(lambda h: h.reply(202, body, Content_Encoding="deflate"))
-    exporter = exporter_for(port, tmp_path)
-    try:
-        exporter.export(one_event())
-        stats = exporter.stats()
-    finally:
-        exporter.shutdown()
+    _, stats = timed_export(port, tmp_path)
     assert stats["sent"] == 1 and stats["rejected_by_server"] == 1
 
 
