@@ -55,7 +55,7 @@ async def test_create_is_recorded_with_model_messages_usage_and_finish_reason(ca
         "output": "It is sunny.",
         "model": "gpt-4o",
         "usage": {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8},
-        "cost_usd": None,
+        "cost_usd": 0.0,  # a cached result: nothing billed, not priced
         "error": None,
         "metadata": {
             "client": "ReplayChatCompletionClient",

@@ -137,6 +137,11 @@ async def test_wrapper_and_global_together_record_each_call_once(recorded, serve
     assert second.usage.to_dict() == {"input_tokens": 50, "output_tokens": 4, "total_tokens": 54}
     # Without streaming the client's own log names the model that answered.
     assert first.model == ("gpt-4o-mini" if stream else SERVED_MODEL)
+    # Priced at gpt-4o-mini's list price ($0.15 / $0.60 per million), whichever name: a
+    # provider's answer is not cached.
+    assert (first.metadata.get("cached"), second.metadata.get("cached")) == (False, False)
+    assert first.cost_usd == pytest.approx((30 * 0.15 + 8 * 0.60) / 1e6)
+    assert second.cost_usd == pytest.approx((50 * 0.15 + 4 * 0.60) / 1e6)
     assert len(recorded.find(type="tool_call")) == 1
     assert {e.parent_span_id for e in events} == {recorded.one(type="agent").span_id}
 

@@ -159,7 +159,13 @@ def test_a_processor_marked_tryfirst_still_sees_only_redacted_values():
     assert seen == [
         ("mail <email>", {"api_key": MASK, "note": f"password={MASK}"}, {"to": "<email>"})
     ]
-    assert order == ["builtin-sampling", "builtin-redaction", "builtin-privacy", "test-early"]
+    assert order == [
+        "builtin-sampling",
+        "builtin-redaction",
+        "builtin-privacy",
+        "builtin-cost",
+        "test-early",
+    ]
 
 
 def test_disable_plugins_variable_keeps_a_plugin_from_loading(tmp_path, monkeypatch):

@@ -101,6 +101,7 @@ def test_kickoff_records_the_exact_tree_with_token_counts_and_tool_arguments(
         output=[{"id": "call_1", "type": "function",
                  "function": {"name": "add", "arguments": '{"a":1,"b":2}'}}],
         usage={"input_tokens": 40, "output_tokens": 7, "total_tokens": 47},
+        cost_usd=pytest.approx((40 * 0.15 + 7 * 0.60) / 1e6),  # gpt-4o-mini's list price
         metadata={**llm_metadata, "finish_reason": "tool_calls",
                   "response_id": "chatcmpl-scripted-1", "call_type": "tool_call"},
     )  # fmt: skip
@@ -114,6 +115,7 @@ def test_kickoff_records_the_exact_tree_with_token_counts_and_tool_arguments(
         second_call, type="llm_invoke", name="gpt-4o-mini", parent_span_id=agent.span_id,
         agent="Calculator", model="gpt-4o-mini", input=ANY, output="The sum is 3",
         usage={"input_tokens": 60, "output_tokens": 5, "total_tokens": 65},
+        cost_usd=pytest.approx((60 * 0.15 + 5 * 0.60) / 1e6),
         metadata={**llm_metadata, "finish_reason": "stop",
                   "response_id": "chatcmpl-scripted-2", "call_type": "llm_call"},
     )  # fmt: skip

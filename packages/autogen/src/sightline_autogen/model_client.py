@@ -215,6 +215,8 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
                 cached = getattr(result, "cached", None)
                 if isinstance(cached, bool):
                     metadata["cached"] = cached
+                    if cached:
+                        span.set_cost(0.0)  # served from AutoGen's cache: nothing was billed
                 thought = getattr(result, "thought", None)
                 if thought and self._captures_content():
                     # The model's reasoning is content: never sent with capture_content off.

@@ -42,3 +42,11 @@ def register(manager: PluginManager, config: Any) -> None:
         manager.register(PrivacyProcessor(config), "builtin-privacy", status="builtin")
     manager.register(RedactionProcessor(config), "builtin-redaction", status="builtin")
     manager.register(SamplingProcessor(config), "builtin-sampling", status="builtin")
+    if getattr(config, "estimate_cost", True):
+        # Not tryfirst: called after the three above (tokens are clean integers by then, and a
+        # sampled-out event is not priced), still before every plugin's processor.
+        from sightline.pricing import CostProcessor
+
+        manager.register(
+            CostProcessor(getattr(config, "model_prices", ())), "builtin-cost", status="builtin"
+        )

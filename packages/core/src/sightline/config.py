@@ -40,7 +40,14 @@ _INT_SETTINGS = (
 )
 _SECONDS_SETTINGS = ("flush_interval", "http_timeout", "http_backoff_max")
 # True or False, never a value that merely looks like one ("false" is a true string).
-_BOOL_SETTINGS = ("instrument", "enabled", "capture_content", "trace_plugins", "handle_signals")
+_BOOL_SETTINGS = (
+    "instrument",
+    "enabled",
+    "capture_content",
+    "trace_plugins",
+    "handle_signals",
+    "estimate_cost",
+)
 # Lists that may also be given as one comma-separated string, as their variables are.
 _NAME_LIST_SETTINGS = ("redact_keys", "redact_detectors", "disable_plugins", "plugins")
 
@@ -65,6 +72,8 @@ ENVIRONMENT = {
     "SIGHTLINE_REDACT_DETECTOR_MODE": "redact_detector_mode",
     "SIGHTLINE_REDACT_RULES": "redact_rules",
     "SIGHTLINE_REDACT_HASH_KEY": "redact_hash_key",
+    "SIGHTLINE_ESTIMATE_COST": "estimate_cost",
+    "SIGHTLINE_MODEL_PRICES": "model_prices",
     "SIGHTLINE_MAX_STRING": "max_string",
     "SIGHTLINE_SPOOL_DIR": "spool_dir",
     "SIGHTLINE_SPOOL_MAX_BYTES": "spool_max_bytes",
@@ -206,6 +215,12 @@ class Config:
     """(JSONPath, action) pairs, in order; given as a mapping ``{path: action}``."""
     redact_hash_key: str | None = field(default=None, repr=False)
     """The HMAC key of the ``hash`` action (at least 16 characters)."""
+    estimate_cost: bool = True
+    """Fill ``cost_usd`` of model calls from their tokens and list prices (see
+    :mod:`sightline.pricing`)."""
+    model_prices: tuple[tuple[str, tuple[float, float] | None], ...] = ()
+    """Prices added to, or replacing, the built-in table: given as a mapping of model name to
+    ``(input, output)`` US dollars per million tokens, ``None`` to remove a model."""
     max_string: int = 16_384
     spool_dir: str | None = None
     spool_max_bytes: int = 256 * 1024 * 1024
@@ -225,7 +240,8 @@ class Config:
         ``plugins``) take a list or, as their variables do, one comma-separated string
         (``redact_keys="ssn, iban"``); ``exporters`` also takes a single exporter object.
         ``redact_rules`` takes a mapping of path → action or, as ``SIGHTLINE_REDACT_RULES``
-        does, a JSON object as text::
+        does, a JSON object as text; ``model_prices`` a mapping of model → price, or (as
+        ``SIGHTLINE_MODEL_PRICES``) JSON text or the path of a JSON file::
 
             >>> Config.resolve(environ={}, redact_keys="ssn, iban").redact_keys
             ('ssn', 'iban')
@@ -259,6 +275,14 @@ class Config:
                 values["redact_rules"] = rule_pairs(values["redact_rules"])
             except ConfigError as exc:
                 where = f" (set by {sources['redact_rules']})" if "redact_rules" in sources else ""
+                raise ConfigError(f"{exc}{where}") from None
+        if values.get("model_prices") is not None:
+            from sightline.pricing import price_pairs
+
+            try:
+                values["model_prices"] = price_pairs(values["model_prices"])
+            except ConfigError as exc:
+                where = f" (set by {sources['model_prices']})" if "model_prices" in sources else ""
                 raise ConfigError(f"{exc}{where}") from None
         config = cls(**values)
         config.check(sources)
@@ -465,7 +489,13 @@ def _as_tuple(name: str, value: Any) -> tuple[Any, ...]:
 
 def _parse(name: str, variable: str, raw: str) -> Any:
     try:
-        if name in ("enabled", "capture_content", "trace_plugins", "handle_signals"):
+        if name in (
+            "enabled",
+            "capture_content",
+            "trace_plugins",
+            "handle_signals",
+            "estimate_cost",
+        ):
             lowered = raw.strip().lower()
             if name == "handle_signals" and lowered == "auto":
                 return None  # the default: decided when the client starts
