@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shlex
@@ -198,9 +199,16 @@ def format_duration(ms: float | None) -> str:
 
 
 def _cost(value: float | None) -> str:
+    """Dollars with at least two significant digits: a call of a cheap model costs a few
+    millionths ($0.000042), a run of many a few cents ($0.0152)."""
     if not value:
         return "-"
-    return f"${value:.4f}" if value < 100 else f"${value:,.2f}"
+    if value >= 1:
+        return f"${value:,.2f}"
+    if value < 0.00000001:
+        return "<$0.00000001"
+    decimals = max(4, 1 - math.floor(math.log10(value)))
+    return f"${value:.{decimals}f}"
 
 
 def _tokens(value: int | None) -> str:
