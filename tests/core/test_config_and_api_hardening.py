@@ -88,7 +88,9 @@ def test_init_still_reports_a_malformed_variable(monkeypatch):
     monkeypatch.setenv("SIGHTLINE_QUEUE_SIZE", "lots")
     with pytest.raises(ConfigError) as raised:
         sightline.init(exporters=["memory"])
-    assert str(raised.value) == "SIGHTLINE_QUEUE_SIZE='lots' is not a valid value for queue_size"
+    assert str(raised.value) == (
+        "SIGHTLINE_QUEUE_SIZE='lots' is not a valid value for queue_size: expected a whole number"
+    )
 
 
 # -- 2. a string for a list option is a comma-separated list -------------------------------------

@@ -50,6 +50,13 @@ _EXPORTS = {
     "hookspec": "sightline.hookspecs",
 }
 
+# Modules the README writes names through (`sightline.testing.capture()`,
+# `sightline.schema.schema_path()`, ...): reachable after a plain `import sightline`, imported
+# when first read.
+_SUBMODULES = frozenset(
+    {"capture", "client", "config", "exporters", "governance", "schema", "span", "testing"}
+)
+
 __all__ = [
     "AMBIENT",
     "AsyncClient",
@@ -87,7 +94,7 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)
 
 
 if TYPE_CHECKING:

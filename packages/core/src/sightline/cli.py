@@ -156,8 +156,39 @@ def parse_cursor(value: str) -> str:
 _USE_COLOR = False
 
 ID_CHARS = 16
-"""Characters of a trace id that ``runs`` and ``tail`` print. Ids begin with their start time in
-milliseconds (12 characters): runs started in the same millisecond share those, not 16."""
+"""Characters of a trace id that ``runs`` and ``tail`` print at least. Ids begin with their start
+time in milliseconds (12 characters): Sightline's own ids of one millisecond differ in the next
+4, but LangChain's (UUIDv7 with a counter) keep 23 characters equal, so ``runs`` prints more of
+the ids it lists together when they share 16 (:func:`distinct_prefixes`)."""
+
+
+def distinct_prefixes(ids: Sequence[str], at_least: int = ID_CHARS) -> list[str]:
+    """Each id cut to the shortest prefix, of at least ``at_least`` characters, that no other id
+    of ``ids`` begins with (in the same order)::
+
+        >>> distinct_prefixes(["01a1fe367d5e72b884de1d42d9", "01a1fe367d5e72b884de1d4300"], 16)
+        ['01a1fe367d5e72b884de1d42', '01a1fe367d5e72b884de1d43']
+    """
+    ordered = sorted(set(ids))
+    widths: dict[str, int] = {}
+    for index, trace_id in enumerate(ordered):
+        shared = 0
+        for neighbour in ordered[max(index - 1, 0) : index + 2]:
+            if neighbour != trace_id:
+                shared = max(shared, _shared_length(trace_id, neighbour))
+        widths[trace_id] = max(at_least, shared + 1)
+    return [trace_id[: widths[trace_id]] for trace_id in ids]
+
+
+def _shared_length(first: str, second: str) -> int:
+    """How many leading characters ``first`` and ``second`` have in common."""
+    length = 0
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            break
+        length += 1
+    return length
+
 
 # Control characters (C0, DEL, C1) in recorded text are printed escaped: an event name holding
 # ESC [ 2 J must not clear the terminal, nor a newline break a tree line.
@@ -336,9 +367,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not traces:
         print("No runs recorded yet" + (" matching those filters." if _filtered(args) else "."))
         return 0
+    ids = distinct_prefixes([t["trace_id"] for t in traces])
     rows = [
         [
-            t["trace_id"][:ID_CHARS],
+            ids[index],
             _clip(t["name"], 40),
             _clip(t["agent"], 30) if t["agent"] else "-",
             _status(t["status"]),
@@ -349,7 +381,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             _tokens(t["usage"]["total_tokens"]),
             _cost(t["cost_usd"]),
         ]
-        for t in traces
+        for index, t in enumerate(traces)
     ]
     headers = ["TRACE", "NAME", "AGENT", "STATUS", "START (UTC)", "DURATION", "EVENTS", "ERRORS",
                "TOKENS", "COST"]  # fmt: skip

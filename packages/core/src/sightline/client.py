@@ -207,8 +207,22 @@ class Client:
         self._instrumented = False
 
     def _call_instrumentation(self, hook: str, names: Iterable[str] | None, **kwargs: Any) -> None:
+        if isinstance(names, str):  # instrument("langchain"): one name, not its letters
+            names = [part.strip() for part in names.split(",") if part.strip()]
         wanted = set(names) if names is not None else None
-        for name, function in self.plugins.implementations(hook):
+        implementations = self.plugins.implementations(hook)
+        if wanted and hook == "sightline_instrument":
+            loaded = sorted({name for name, _ in implementations})
+            for unknown in sorted(wanted.difference(loaded)):
+                log_safely(
+                    logging.WARNING,
+                    "sightline: instrument(): no loaded integration is named %r, so nothing was "
+                    "instrumented for it; loaded integrations: %s (`sightline plugins` lists "
+                    "what is installed)",
+                    unknown,
+                    ", ".join(loaded) or "none",
+                )
+        for name, function in implementations:
             if wanted is not None and name not in wanted:
                 continue
             try:

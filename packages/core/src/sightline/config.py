@@ -250,7 +250,7 @@ class Config:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(arguments) - known)
         if unknown:
-            raise TypeError(f"unknown Sightline option(s): {', '.join(unknown)}")
+            raise TypeError(f"unknown Sightline option(s): {_with_suggestions(unknown, known)}")
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}  # field -> the variable it was read from
         for variable, name in ENVIRONMENT.items():
@@ -466,6 +466,17 @@ def _not_bool(name: str, value: Any, allow_none: bool) -> str | None:
     return f"{name} must be True or False, got {value!r}"
 
 
+def _with_suggestions(unknown: Sequence[str], known: set[str]) -> str:
+    """``endpont (did you mean 'endpoint'?)``: each unknown name with the option it resembles."""
+    import difflib
+
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        described.append(f"{name} (did you mean {close[0]!r}?)" if close else name)
+    return ", ".join(described)
+
+
 def _split(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -485,6 +496,24 @@ def _as_tuple(name: str, value: Any) -> tuple[Any, ...]:
         raise ConfigError(
             f"{name} must be a list or a comma-separated string, got {value!r}"
         ) from None
+
+
+_BOOL_SPELLINGS = "true or false (also 1/0, yes/no, on/off)"
+_EXPECTED = {
+    "enabled": _BOOL_SPELLINGS,
+    "capture_content": _BOOL_SPELLINGS,
+    "trace_plugins": _BOOL_SPELLINGS,
+    "handle_signals": f"auto, {_BOOL_SPELLINGS}",
+    "queue_size": "a whole number",
+    "batch_size": "a whole number",
+    "max_string": "a whole number",
+    "spool_max_bytes": "a whole number of bytes",
+    "http_max_batch_bytes": "a whole number of bytes",
+    "sample_rate": "a number",
+    "flush_interval": "a number of seconds",
+    "http_timeout": "a number of seconds",
+    "http_backoff_max": "a number of seconds",
+}
 
 
 def _parse(name: str, variable: str, raw: str) -> Any:
@@ -515,5 +544,7 @@ def _parse(name: str, variable: str, raw: str) -> Any:
         if name in ("sample_rate", "flush_interval", "http_timeout", "http_backoff_max"):
             return float(raw)
     except ValueError:
-        raise ConfigError(f"{variable}={raw!r} is not a valid value for {name}") from None
+        raise ConfigError(
+            f"{variable}={raw!r} is not a valid value for {name}: expected {_EXPECTED[name]}"
+        ) from None
     return raw

@@ -121,8 +121,20 @@ class PluginManager:
                 self.register(plugin, name, status="ok")
             only_set = set(only) if only is not None else None
             disabled_set = set(disabled) | set(_env_list("SIGHTLINE_DISABLE_PLUGINS"))
-            for entry_point in _entry_points():
+            entry_points = list(_entry_points())
+            for entry_point in entry_points:
                 self._load_entry_point(entry_point, only_set, disabled_set)
+            if only_set:
+                installed = sorted({entry_point.name for entry_point in entry_points})
+                known = {*installed, *_REGISTERED, *self.infos}
+                for unknown in sorted(only_set - known):
+                    log_safely(
+                        logging.WARNING,
+                        "sightline: plugins= (init() / Client()) names %r, which is no "
+                        "installed plugin; installed: %s",
+                        unknown,
+                        ", ".join(installed) or "none",
+                    )
 
     def _load_entry_point(
         self, entry_point: Any, only: set[str] | None, disabled: set[str]

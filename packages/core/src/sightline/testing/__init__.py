@@ -64,9 +64,12 @@ def capture(instrument: bool = False, **options: Any) -> Iterator[Capture]:
     """Install a global client exporting to memory for the duration of the block.
 
     ``instrument=True`` also switches on every installed integration (and off again after).
-    Other options go to :class:`sightline.Client` (``capture_content=False``, ...). The client
-    records even when the environment says ``SIGHTLINE_ENABLED=false`` (a CI turning telemetry
-    off must not empty every test's capture); pass ``enabled=False`` to test that case.
+    When the global client in place is instrumented (the application called
+    ``sightline.init()``), its integrations record to the capture during the block whatever
+    ``instrument`` says, and report to that client again after it. Other options go to
+    :class:`sightline.Client` (``capture_content=False``, ...). The client records even when the
+    environment says ``SIGHTLINE_ENABLED=false`` (a CI turning telemetry off must not empty
+    every test's capture); pass ``enabled=False`` to test that case.
     """
     from sightline.client import Client, set_client
 
@@ -75,10 +78,16 @@ def capture(instrument: bool = False, **options: Any) -> Iterator[Capture]:
     options.setdefault("enabled", True)
     client = Client(exporters=[exporter], instrument=False, **options)
     previous = set_client(client)
+    # The integrations report to the client they were instrumented with, not to the global one
+    # of the moment: the capture takes them over to see the agent's framework runs.
+    give_back = previous is not None and bool(getattr(previous, "_instrumented", False))
     try:
-        if instrument:
+        if instrument or give_back:
             client.instrument()
         yield Capture(client, exporter)
     finally:
         set_client(previous)
-        client.close()
+        if give_back and client._instrumented and previous is not None:
+            previous.instrument()  # the integrations report to the application's client again
+            client._instrumented = False  # so that closing the capture leaves them on
+        client.close()  # switches off what the capture alone instrumented

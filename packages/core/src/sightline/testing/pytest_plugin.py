@@ -11,6 +11,10 @@ from sightline.testing import Capture, capture
 
 @pytest.fixture
 def sightline_capture() -> Iterator[Capture]:
-    """A global Sightline client exporting to memory for one test; yields a :class:`Capture`."""
-    with capture() as captured:
+    """A global Sightline client exporting to memory for one test; yields a :class:`Capture`.
+
+    The installed integrations are instrumented for the test, reporting to it, so that the
+    runs of a LangChain, CrewAI, AutoGen or LlamaIndex agent are captured too.
+    """
+    with capture(instrument=True) as captured:
         yield captured
