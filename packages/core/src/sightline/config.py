@@ -504,6 +504,7 @@ _EXPECTED = {
     "capture_content": _BOOL_SPELLINGS,
     "trace_plugins": _BOOL_SPELLINGS,
     "handle_signals": f"auto, {_BOOL_SPELLINGS}",
+    "estimate_cost": _BOOL_SPELLINGS,
     "queue_size": "a whole number",
     "batch_size": "a whole number",
     "max_string": "a whole number",
@@ -545,6 +546,6 @@ def _parse(name: str, variable: str, raw: str) -> Any:
             return float(raw)
     except ValueError:
         raise ConfigError(
-            f"{variable}={raw!r} is not a valid value for {name}: expected {_EXPECTED[name]}"
+            f"{variable}={raw!r} is not a valid value for {name}: expected {_EXPECTED.get(name, 'another value')}"
         ) from None
     return raw
