@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import uuid
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -193,9 +194,7 @@ def _authorized_run(
     client = client if client is not None else get_client()  # as the handler will record it
     run_id = kwargs.get("run_id")
     if run_id is None:
-        from langchain_core.utils.uuid import uuid7
-
-        run_id = kwargs["run_id"] = uuid7()  # as LangChain would (time first)
+        run_id = kwargs["run_id"] = _new_run_id()
     callbacks = kwargs["callbacks"] if "callbacks" in kwargs else args[3] if len(args) > 3 else None
     parent_run_id = getattr(callbacks, "parent_run_id", None)
     try:
@@ -203,6 +202,16 @@ def _authorized_run(
     except ToolDenied as denied:
         _record_denied_run(tool, tool_input, run_id, parent_run_id, kwargs, denied)
         raise
+
+
+def _new_run_id() -> Any:
+    """A run id as this LangChain would choose it: time-ordered ``uuid7`` where
+    ``langchain_core.utils.uuid`` exists (1.1.1 and later), a random ``uuid4`` before."""
+    try:
+        from langchain_core.utils.uuid import uuid7
+    except ImportError:
+        return uuid.uuid4()
+    return uuid7()
 
 
 def _record_denied_run(
