@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -258,20 +259,46 @@ def test_capture_content_false_keeps_names_timings_and_usage_only(index):
     assert event.usage.total_tokens == 17
 
 
-def test_init_does_not_import_llamaindex_core(tmp_path):
-    # An application with the adapter installed but no LlamaIndex code pays for the small
-    # instrumentation package only.
-    script = (
-        "import sys, sightline\n"
-        "sightline.init(plugins=['llamaindex'])\n"
-        "from llama_index_instrumentation import get_dispatcher\n"
-        "names = [type(h).__name__ for h in get_dispatcher().span_handlers]\n"
-        "print('llama_index.core' in sys.modules, names)\n"
-        "sightline.shutdown()\n"
-    )
+def run_script(script: str, tmp_path: pathlib.Path) -> list[str]:
     env = {**os.environ, "SIGHTLINE_DB": str(tmp_path / "s.db")}
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False ['NullSpanHandler', 'SightlineSpanHandler']"
+    return done.stdout.strip().splitlines()
+
+
+def test_init_imports_no_llamaindex_and_instruments_it_once_the_application_does(tmp_path):
+    # An application with the adapter installed but no LlamaIndex code pays nothing for it.
+    lines = run_script(
+        "import sys, sightline\n"
+        "from sightline.testing import InMemoryExporter\n"
+        "memory = InMemoryExporter()\n"
+        "sightline.init(plugins=['llamaindex'], exporters=[memory])\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('llama_index', 'pydantic'))))\n"
+        "from llama_index.core.llms import MockLLM\n"
+        "from llama_index_instrumentation import get_dispatcher\n"
+        "print([type(h).__name__ for h in get_dispatcher().span_handlers])\n"
+        "MockLLM(max_tokens=2).complete('hello there')\n"
+        "sightline.get_client().flush(10)\n"
+        "print([(e.type.value, e.name) for e in memory.events])\n"
+        "sightline.shutdown()\n",
+        tmp_path,
+    )
+    assert lines[0] == "[]"
+    assert lines[1] == "['NullSpanHandler', 'SightlineSpanHandler']"
+    assert lines[2] == "[('llm_invoke', 'MockLLM.complete')]"
+
+
+def test_uninstrument_before_llamaindex_is_imported_stops_waiting_for_it(tmp_path):
+    lines = run_script(
+        "import sightline\n"
+        "sightline.init(plugins=['llamaindex'])\n"
+        "sightline.uninstrument()\n"
+        "from llama_index_instrumentation import get_dispatcher\n"
+        "import llama_index.core\n"
+        "print([type(h).__name__ for h in get_dispatcher().span_handlers])\n"
+        "sightline.shutdown()\n",
+        tmp_path,
+    )
+    assert lines == ["['NullSpanHandler']"]

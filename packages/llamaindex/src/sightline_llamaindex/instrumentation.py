@@ -2,7 +2,8 @@
 
 Every LlamaIndex module dispatches through a child of the root dispatcher, and children propagate
 to it, so handlers on the root see the whole framework. ``sightline.init()`` calls
-:func:`instrument` through the plugin hook; it can also be called directly.
+:func:`instrument` through the plugin hook once the application imports LlamaIndex (see
+:mod:`sightline_llamaindex.plugin`); called directly, it attaches at once.
 """
 
 from __future__ import annotations
