@@ -91,8 +91,7 @@ def validate_api_key(key: str) -> None:
         raise ConfigError(
             f"invalid Sightline API key ({shown}, {len(key) if isinstance(key, str) else 0} "
             "characters): a key is 'sl_' followed by at least 32 characters of A-Z, a-z, 0-9, "
-            "'_' or '-'. Get one from the collector's operator (on a Sightline server: `sightline keys "
-            "create`)."
+            "'_' or '-'. Get one from the collector's operator."
         )
 
 

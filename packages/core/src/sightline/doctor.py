@@ -291,7 +291,7 @@ def _check_key_itself(config: Any, timeout: float, reachable: bool, checks: list
                 "api key",
                 FAIL,
                 f"{shown} is rejected by the collector ({status}): get a valid key from the "
-                "collector's operator (on a Sightline server: `sightline keys create`)",
+                "collector's operator",
                 {"status": status},
             )
         )
@@ -369,7 +369,8 @@ def _check_spool(config: Any, checks: list[Check]) -> None:
         details = {**usage.to_dict(), "unreadable": corrupt}
         share = usage.bytes / config.spool_max_bytes
         text = (
-            f"{usage.files} batches, {usage.events} events, {_size(usage.bytes)} of "
+            f"{_count(usage.files, 'batch', 'batches')}, {_count(usage.events, 'event', 'events')}, "
+            f"{_size(usage.bytes)} of "
             f"{_size(config.spool_max_bytes)} ({share:.0%}) in {path}"
         )
         if usage.oldest_ns is not None:
@@ -416,3 +417,8 @@ def _age(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+def _count(number: int, one: str, many: str) -> str:
+    """``1 batch``, ``3 batches``."""
+    return f"{number} {one if number == 1 else many}"
