@@ -94,6 +94,85 @@ def test_every_call_is_priced_with_the_list_price_of_its_input_and_output_tokens
     assert PriceTable().cost("gpt-4o-mini", 2_000_000, 1_000_000) == pytest.approx(0.9)
 
 
+# -- prompt caches ------------------------------------------------------------------------------
+
+
+def cached_call(model: str, **details: int) -> dict[str, Any]:
+    """A call of 10,000 input and 500 output tokens, ``details`` its ``usage_details``."""
+    return {
+        "model": model,
+        "usage": {"input_tokens": 10_000, "output_tokens": 500},
+        "metadata": {"usage_details": details} if details else None,
+    }
+
+
+def test_input_read_from_or_written_to_the_prompt_cache_is_priced_at_the_caches_prices() -> None:
+    events = record(
+        [
+            # claude-sonnet-4-5: $3 input, $15 output; cache reads $0.30, writes $3.75
+            cached_call("claude-sonnet-4-5", cache_read_tokens=8_000, cache_creation_tokens=1_500),
+            # gpt-4o: $2.50 input, cached $1.25; reasoning tokens are output like any other
+            cached_call("gpt-4o", cache_read_tokens=6_000, reasoning_tokens=200),
+            # gpt-5-mini: cached input at a tenth
+            cached_call("gpt-5-mini", cache_read_tokens=10_000),
+            # gpt-4-turbo has no cache discount
+            cached_call("gpt-4-turbo", cache_read_tokens=10_000),
+            cached_call("gpt-4o"),
+        ]
+    )
+    assert [event.cost_usd for event in events] == [
+        pytest.approx((500 * 3 + 8_000 * 0.30 + 1_500 * 3.75 + 500 * 15) / 1e6),
+        pytest.approx((4_000 * 2.50 + 6_000 * 1.25 + 500 * 10) / 1e6),
+        pytest.approx((10_000 * 0.025 + 500 * 2) / 1e6),
+        pytest.approx((10_000 * 10 + 500 * 30) / 1e6),
+        pytest.approx((10_000 * 2.50 + 500 * 10) / 1e6),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("details", "cost"),
+    [
+        # parts larger than the whole are cut to it: everything read from the cache
+        ({"cache_read_tokens": 50_000}, (10_000 * 1.25 + 500 * 10) / 1e6),
+        (
+            {"cache_read_tokens": 9_000, "cache_creation_tokens": 5_000},
+            (9_000 * 1.25 + 1_000 * 2.50 + 500 * 10) / 1e6,
+        ),
+        # counts that are not whole numbers of tokens are ignored
+        ({"cache_read_tokens": "9000"}, (10_000 * 2.50 + 500 * 10) / 1e6),
+        ({"cache_read_tokens": -5}, (10_000 * 2.50 + 500 * 10) / 1e6),
+        ({"cache_read_tokens": True}, (10_000 * 2.50 + 500 * 10) / 1e6),
+    ],
+)
+def test_malformed_cache_counts_never_make_a_cost_wrong_or_negative(
+    details: dict[str, Any], cost: float
+) -> None:
+    (event,) = record([cached_call("gpt-4o", **details)])
+    assert event.cost_usd == pytest.approx(cost)
+
+
+def test_usage_details_that_are_not_a_mapping_are_ignored() -> None:
+    call = cached_call("gpt-4o")
+    call["metadata"] = {"usage_details": [1, 2]}
+    (event,) = record([call])
+    assert event.cost_usd == pytest.approx((10_000 * 2.50 + 500 * 10) / 1e6)
+
+
+def test_a_users_price_may_give_the_caches_prices() -> None:
+    prices = {
+        "house-model": (1.0, 2.0, 0.1, 1.5),
+        "plain-model": {"input": 1.0, "output": 2.0},  # the cache at the input price
+        "read-only": {"input": 1.0, "output": 2.0, "cache_read": 0.5},
+    }
+    details = {"cache_read_tokens": 4_000, "cache_creation_tokens": 1_000}
+    events = record([cached_call(model, **details) for model in prices], model_prices=prices)
+    assert [event.cost_usd for event in events] == [
+        pytest.approx((5_000 * 1.0 + 4_000 * 0.1 + 1_000 * 1.5 + 500 * 2.0) / 1e6),
+        pytest.approx((10_000 * 1.0 + 500 * 2.0) / 1e6),
+        pytest.approx((6_000 * 1.0 + 4_000 * 0.5 + 500 * 2.0) / 1e6),
+    ]
+
+
 # -- what is priced and what is left ----------------------------------------------------------
 
 
@@ -208,6 +287,8 @@ def test_sightline_model_prices_takes_json_text_or_a_file(
         ('{"m": [1, -2]}', r"model_prices\['m'\]: a price must be .* at least 0; got -2"),
         ('{"m": ["1", 2]}', r"a price must be a number .* got '1'"),
         ('{"m": {"input": 1}}', r"model_prices\['m'\] must be"),
+        ('{"m": {"input": 1, "output": 2, "cached": 1}}', r"model_prices\['m'\] must be"),
+        ('{"m": [1, 2, 3]}', r"model_prices\['m'\] must be \(input, output\)"),
         ("/no/such/prices.json", r"cannot read the price file '/no/such/prices.json'"),
     ],
 )

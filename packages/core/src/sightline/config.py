@@ -217,9 +217,10 @@ class Config:
     estimate_cost: bool = True
     """Fill ``cost_usd`` of model calls from their tokens and list prices (see
     :mod:`sightline.pricing`)."""
-    model_prices: tuple[tuple[str, tuple[float, float] | None], ...] = ()
+    model_prices: tuple[tuple[str, tuple[float, float, float, float] | None], ...] = ()
     """Prices added to, or replacing, the built-in table: given as a mapping of model name to
-    ``(input, output)`` US dollars per million tokens, ``None`` to remove a model."""
+    ``(input, output)`` or ``(input, output, cache_read, cache_write)`` US dollars per million
+    tokens, ``None`` to remove a model."""
     max_string: int = 16_384
     spool_dir: str | None = None
     spool_max_bytes: int = 256 * 1024 * 1024

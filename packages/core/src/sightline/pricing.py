@@ -6,9 +6,12 @@ prices in US dollars per million tokens, on the background worker
 (:class:`CostProcessor`, a built-in processor; ``estimate_cost=False`` turns it off). A cost
 that was set (``span.set_cost``, ``log_event(cost_usd=...)``) is never replaced.
 
-The estimate is ``input_tokens * input price + output_tokens * output price``: discounts for
-cached input or batch calls, and surcharges of long prompts, are not applied (a cached prompt
-is counted at the full input price).
+The estimate is the input tokens at the input price, the output tokens at the output price,
+and the parts of the input that the adapter says came from the provider's prompt cache
+(``metadata["usage_details"]["cache_read_tokens"]``) or were written to it
+(``cache_creation_tokens``) at the cache's prices (OpenAI: a quarter to a half of the input
+price, a tenth for GPT-5; Anthropic: a tenth to read, 1.25 times to write). Batch discounts and
+surcharges of long prompts are not applied.
 
 Model names are read as providers and frameworks write them: in any case, with a provider
 prefix (``openai/gpt-4o``, ``models/gemini-2.0-flash``, Bedrock's ``us.anthropic.…``), and with
@@ -19,7 +22,9 @@ not priced rather than priced as its neighbour.
 
 Prices of the table (:data:`BUILTIN_PRICES`) are the providers' published list prices for
 standard (non-batch) calls at the time of this release; they change. ``model_prices`` (or
-``SIGHTLINE_MODEL_PRICES``) adds models, replaces a price, or removes one (``None``)::
+``SIGHTLINE_MODEL_PRICES``) adds models, replaces a price, or removes one (``None``); a price is
+``(input, output)`` or ``(input, output, cache_read, cache_write)`` (the cache at the input
+price when not given)::
 
     sightline.init(model_prices={"my-finetune": (3.0, 12.0), "gpt-4o": None})
 """
@@ -40,47 +45,62 @@ from sightline.hookspecs import hookimpl
 
 __all__ = ["BUILTIN_PRICES", "CostProcessor", "PriceTable", "price_pairs"]
 
-Price = tuple[float, float]  # US dollars per million tokens: (input, output)
+Price = tuple[float, float, float, float]
+"""US dollars per million tokens: (input, output, input read from the prompt cache, input
+written to the prompt cache)."""
 
-# Standard list prices, USD per million tokens (input, output). Models priced by prompt length
-# (Gemini 2.5 Pro, for one) are left out: one price would be wrong for some calls.
+
+def _openai(input: float, output: float, cached: float | None = None) -> Price:
+    """OpenAI's price: cached input at ``cached`` (the input price where there is no discount);
+    writing the cache costs nothing more."""
+    return (input, output, input if cached is None else cached, input)
+
+
+def _anthropic(input: float, output: float) -> Price:
+    """Anthropic's price: cache reads at a tenth of the input price, cache writes (5-minute) at
+    1.25 times it."""
+    return (input, output, input * 0.1, input * 1.25)
+
+
+# Standard list prices, USD per million tokens. Models priced by prompt length (Gemini 2.5 Pro,
+# for one) are left out: one price would be wrong for some calls.
 BUILTIN_PRICES: dict[str, Price] = {
     # OpenAI
-    "gpt-5": (1.25, 10.0),
-    "gpt-5-mini": (0.25, 2.0),
-    "gpt-5-nano": (0.05, 0.40),
-    "gpt-5-pro": (15.0, 120.0),
-    "gpt-5.1": (1.25, 10.0),
-    "gpt-4.1": (2.0, 8.0),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4o": (2.50, 10.0),
-    "gpt-4o-2024-05-13": (5.0, 15.0),  # the first gpt-4o, dearer than the later ones
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4-turbo": (10.0, 30.0),
-    "o1": (15.0, 60.0),
-    "o1-pro": (150.0, 600.0),
-    "o3": (2.0, 8.0),
-    "o3-pro": (20.0, 80.0),
-    "o3-mini": (1.10, 4.40),
-    "o4-mini": (1.10, 4.40),
+    "gpt-5": _openai(1.25, 10.0, 0.125),
+    "gpt-5-mini": _openai(0.25, 2.0, 0.025),
+    "gpt-5-nano": _openai(0.05, 0.40, 0.005),
+    "gpt-5-pro": _openai(15.0, 120.0),
+    "gpt-5.1": _openai(1.25, 10.0, 0.125),
+    "gpt-4.1": _openai(2.0, 8.0, 0.50),
+    "gpt-4.1-mini": _openai(0.40, 1.60, 0.10),
+    "gpt-4.1-nano": _openai(0.10, 0.40, 0.025),
+    "gpt-4o": _openai(2.50, 10.0, 1.25),
+    "gpt-4o-2024-05-13": _openai(5.0, 15.0),  # the first gpt-4o, dearer than the later ones
+    "gpt-4o-mini": _openai(0.15, 0.60, 0.075),
+    "gpt-4-turbo": _openai(10.0, 30.0),
+    "o1": _openai(15.0, 60.0, 7.50),
+    "o1-pro": _openai(150.0, 600.0),
+    "o3": _openai(2.0, 8.0, 0.50),
+    "o3-pro": _openai(20.0, 80.0),
+    "o3-mini": _openai(1.10, 4.40, 0.55),
+    "o4-mini": _openai(1.10, 4.40, 0.275),
     # Anthropic
-    "claude-opus-4-5": (5.0, 25.0),
-    "claude-opus-4-1": (15.0, 75.0),
-    "claude-opus-4": (15.0, 75.0),
-    "claude-sonnet-4-5": (3.0, 15.0),
-    "claude-sonnet-4": (3.0, 15.0),
-    "claude-haiku-4-5": (1.0, 5.0),
-    "claude-3-7-sonnet": (3.0, 15.0),
-    "claude-3-5-sonnet": (3.0, 15.0),
-    "claude-3-5-haiku": (0.80, 4.0),
-    "claude-3-opus": (15.0, 75.0),
-    "claude-3-haiku": (0.25, 1.25),
-    # Google
-    "gemini-2.5-flash": (0.30, 2.50),
-    "gemini-2.5-flash-lite": (0.10, 0.40),
-    "gemini-2.0-flash": (0.10, 0.40),
-    "gemini-2.0-flash-lite": (0.075, 0.30),
+    "claude-opus-4-5": _anthropic(5.0, 25.0),
+    "claude-opus-4-1": _anthropic(15.0, 75.0),
+    "claude-opus-4": _anthropic(15.0, 75.0),
+    "claude-sonnet-4-5": _anthropic(3.0, 15.0),
+    "claude-sonnet-4": _anthropic(3.0, 15.0),
+    "claude-haiku-4-5": _anthropic(1.0, 5.0),
+    "claude-3-7-sonnet": _anthropic(3.0, 15.0),
+    "claude-3-5-sonnet": _anthropic(3.0, 15.0),
+    "claude-3-5-haiku": _anthropic(0.80, 4.0),
+    "claude-3-opus": _anthropic(15.0, 75.0),
+    "claude-3-haiku": _anthropic(0.25, 1.25),
+    # Google (context caching: cached input at a quarter of the input price)
+    "gemini-2.5-flash": _openai(0.30, 2.50, 0.075),
+    "gemini-2.5-flash-lite": _openai(0.10, 0.40, 0.025),
+    "gemini-2.0-flash": _openai(0.10, 0.40, 0.025),
+    "gemini-2.0-flash-lite": _openai(0.075, 0.30),
 }
 
 # What may follow a known name and still be that model: a date (2024-08-06, 20241022), a
@@ -123,12 +143,30 @@ class PriceTable:
         memo[model] = found
         return found
 
-    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
-        """The estimated cost in US dollars of a call, or ``None`` for a model not in the table."""
+    def cost(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_creation_tokens: int = 0,
+    ) -> float | None:
+        """The estimated cost in US dollars of a call, or ``None`` for a model not in the table.
+
+        ``cache_read_tokens`` and ``cache_creation_tokens`` are parts of ``input_tokens`` (as
+        adapters record them in ``metadata["usage_details"]``), priced at the cache's prices;
+        parts larger than the whole are cut to it."""
         price = self.price(model)
         if price is None:
             return None
-        return (input_tokens * price[0] + output_tokens * price[1]) / 1_000_000
+        read = min(cache_read_tokens, input_tokens)
+        created = min(cache_creation_tokens, input_tokens - read)
+        return (
+            (input_tokens - read - created) * price[0]
+            + output_tokens * price[1]
+            + read * price[2]
+            + created * price[3]
+        ) / 1_000_000
 
     def _find(self, name: str) -> Price | None:
         prices = self._prices
@@ -171,13 +209,25 @@ class CostProcessor:
         model = event.model
         input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
         if type(model) is str and input_tokens is not None and output_tokens is not None:
-            event.cost_usd = self.table.cost(model, input_tokens, output_tokens)
+            read = created = 0
+            metadata = event.metadata
+            details = metadata.get("usage_details") if type(metadata) is dict else None
+            if type(details) is dict:
+                read = _count(details.get("cache_read_tokens"))
+                created = _count(details.get("cache_creation_tokens"))
+            event.cost_usd = self.table.cost(model, input_tokens, output_tokens, read, created)
+
+
+def _count(value: Any) -> int:
+    """A token count of ``usage_details`` as a whole number (0 if it is not one)."""
+    return value if type(value) is int and value > 0 else 0
 
 
 def price_pairs(prices: Any) -> tuple[tuple[str, Price | None], ...]:
     """``model_prices`` as (model, price) pairs, each price checked: from a mapping of model →
-    ``(input, output)`` or ``{"input": ..., "output": ...}`` in US dollars per million tokens
-    (``None`` removes the model), from that mapping as JSON text, or from the path of a JSON
+    ``(input, output)``, ``(input, output, cache_read, cache_write)`` or ``{"input": ...,
+    "output": ..., "cache_read": ..., "cache_write": ...}`` (the cache keys optional) in US
+    dollars per million tokens (``None`` removes the model), from that mapping as JSON text, or from the path of a JSON
     file holding it (as ``SIGHTLINE_MODEL_PRICES`` may be). Raises :class:`ConfigError`."""
     if isinstance(prices, str):
         prices = _read_json(prices)
@@ -222,15 +272,22 @@ def _read_json(text: str) -> Any:
 def _price(name: str, price: Any) -> Price | None:
     if price is None:
         return None
-    if isinstance(price, Mapping) and set(price) == {"input", "output"}:
-        values = (price["input"], price["output"])
-    elif isinstance(price, (tuple, list)) and len(price) == 2:
-        values = (price[0], price[1])
+    keys = ("input", "output", "cache_read", "cache_write")
+    if isinstance(price, Mapping) and {"input", "output"} <= set(price) <= set(keys):
+        values = [price.get(key) for key in keys]
+    elif isinstance(price, (tuple, list)) and len(price) in (2, 4):
+        values = [*price, None, None][:4]
     else:
         raise ConfigError(
-            f"model_prices[{name!r}] must be (input, output) or {{'input': ..., 'output': ...}} "
+            f"model_prices[{name!r}] must be (input, output), (input, output, cache_read, "
+            "cache_write) or {'input': ..., 'output': ..., 'cache_read': ..., 'cache_write': ...} "
             f"in US dollars per million tokens, or None to remove the model; got {price!r}"
         )
+    if values[2] is None:
+        values[2] = values[0]  # no discount known: cached input at the input price
+    if values[3] is None:
+        values[3] = values[0]
+    dollars: list[float] = []
     for value in values:
         if (
             not isinstance(value, numbers.Real)
@@ -242,4 +299,5 @@ def _price(name: str, price: Any) -> Price | None:
                 f"model_prices[{name!r}]: a price must be a number of US dollars per million "
                 f"tokens, at least 0; got {value!r}"
             )
-    return (float(values[0]), float(values[1]))
+        dollars.append(float(value))
+    return (dollars[0], dollars[1], dollars[2], dollars[3])
