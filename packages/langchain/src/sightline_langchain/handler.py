@@ -1472,10 +1472,9 @@ def _fill_llm_result(record: _Run, outcome: mapping.LLMOutcome) -> None:
     event.output = outcome.output
     if outcome.usage is not None:
         event.usage = Usage(*outcome.usage)
-        if outcome.usage_counts is not None:
-            details = mapping.usage_details(outcome.usage_counts)
-            if details:
-                event.metadata["usage_details"] = details
+        details = mapping.usage_details(outcome)
+        if details:
+            event.metadata["usage_details"] = details
     if event.model is None:
         event.model = outcome.model
     if outcome.finish_reason:
