@@ -30,13 +30,15 @@ from sightline_autogen.mapping import (
     model_name_of,
     response_fields,
     tool_names,
+    usage_details_of,
+    whole_prompt_tokens,
 )
 from sightline_autogen.scopes import (
     REGISTRY,
     ScopeRegistry,
+    WrappedCall,
     current_scope,
     wrapped_llm_call,
-    wrapped_llm_span,
 )
 
 if TYPE_CHECKING:
@@ -144,7 +146,7 @@ class SightlineEventLogHandler(logging.Handler):
         fields = _kwargs(event)
         if "tools" in fields:
             self._note_offered_tools(fields["tools"])
-        wrapped = wrapped_llm_span()
+        wrapped = wrapped_llm_call()
         if wrapped is not None:
             _enrich_wrapped(wrapped, fields.get("response"))
             return
@@ -170,7 +172,7 @@ class SightlineEventLogHandler(logging.Handler):
 
     def _on_stream_end(self, event: Any) -> None:
         fields = _kwargs(event)
-        wrapped = wrapped_llm_span()
+        wrapped = wrapped_llm_call()
         if wrapped is not None:
             _enrich_wrapped(wrapped, fields.get("response"))
             return
@@ -234,9 +236,14 @@ class SightlineEventLogHandler(logging.Handler):
         prompt, completion = fields.get("prompt_tokens"), fields.get("completion_tokens")
         if isinstance(prompt, int) or isinstance(completion, int):
             span.set_usage(
-                input_tokens=prompt if isinstance(prompt, int) else None,
+                input_tokens=whole_prompt_tokens(prompt, response)
+                if isinstance(prompt, int)
+                else None,
                 output_tokens=completion if isinstance(completion, int) else None,
             )
+            details = usage_details_of(response)
+            if details:
+                span.set_metadata(usage_details=details)
         span.end(end_ns)
         if scope is not None:
             scope.mark_ns = end_ns
@@ -365,12 +372,15 @@ def _kwargs(event: Any) -> dict[str, Any]:
     return dict(fields) if isinstance(fields, Mapping) else {}
 
 
-def _enrich_wrapped(span: Any, response: Any) -> None:
-    """Give the wrapper's span what only the client's own log knows: the model that answered
-    (``gpt-4o-mini-2024-07-18`` where the client was configured with ``gpt-4o-mini``)."""
+def _enrich_wrapped(call: WrappedCall, response: Any) -> None:
+    """Give the wrapper's call what only the client's own log knows: the model that answered
+    (``gpt-4o-mini-2024-07-18`` where the client was configured with ``gpt-4o-mini``), and the
+    raw response, whose usage the wrapper reads when the call ends (``RequestUsage`` has no
+    prompt-cache or reasoning tokens)."""
+    call.logged_response = response
     model = response_fields(response).get("model")
     if model:
-        span.set_model(model)
+        call.span.set_model(model)
 
 
 def _stream_key() -> Any:

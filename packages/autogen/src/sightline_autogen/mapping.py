@@ -31,7 +31,9 @@ __all__ = [
     "response_fields",
     "result_output",
     "tool_names",
+    "usage_details_of",
     "usage_of",
+    "whole_prompt_tokens",
 ]
 
 FRAMEWORK = "autogen"
@@ -182,6 +184,70 @@ def usage_of(usage: Any) -> tuple[int | None, int | None]:
     except Exception:
         return None, None
     return _int_or_none(prompt), _int_or_none(completion)
+
+
+def usage_details_of(response: Any) -> dict[str, int] | None:
+    """The prompt-cache and reasoning tokens of the provider's usage in a raw response a model
+    client logged (``LLMCallEvent``), as ``metadata["usage_details"]``: those of
+    ``cache_read_tokens``, ``cache_creation_tokens`` and ``reasoning_tokens`` that are known and
+    not zero. They are parts of the input and output counts, never added to them.
+
+    OpenAI (``ChatCompletion`` dump): ``prompt_tokens_details.cached_tokens`` and
+    ``completion_tokens_details.reasoning_tokens``; Anthropic (``Message`` dump):
+    ``cache_read_input_tokens`` and ``cache_creation_input_tokens``. A ``CreateResult`` dump
+    (what clients log at the end of a stream) has none.
+    """
+    usage = _provider_usage(response)
+    if usage is None:
+        return None
+    details: dict[str, int] = {}
+    try:
+        for name, value in (
+            ("cache_read_tokens", _nested_count(usage, "prompt_tokens_details", "cached_tokens")),
+            ("cache_read_tokens", _int_or_none(usage.get("cache_read_input_tokens"))),
+            ("cache_creation_tokens", _int_or_none(usage.get("cache_creation_input_tokens"))),
+            (
+                "reasoning_tokens",
+                _nested_count(usage, "completion_tokens_details", "reasoning_tokens"),
+            ),
+        ):
+            if value and name not in details:
+                details[name] = value
+    except Exception:
+        return None
+    return details or None
+
+
+def whole_prompt_tokens(prompt_tokens: int | None, response: Any) -> int | None:
+    """``prompt_tokens`` as a model client counted them (``RequestUsage``, ``LLMCallEvent``),
+    made the whole prompt: AutoGen's Anthropic client copies Anthropic's ``input_tokens``,
+    which leave out the prompt read from or written to the cache (``cache_read_input_tokens``,
+    ``cache_creation_input_tokens`` of the logged ``response``); those are added."""
+    usage = _provider_usage(response)
+    if prompt_tokens is None or usage is None:
+        return prompt_tokens
+    try:
+        if prompt_tokens == usage.get("input_tokens") and (
+            "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage
+        ):
+            read = _int_or_none(usage.get("cache_read_input_tokens")) or 0
+            creation = _int_or_none(usage.get("cache_creation_input_tokens")) or 0
+            return prompt_tokens + read + creation
+    except Exception:
+        pass
+    return prompt_tokens
+
+
+def _provider_usage(response: Any) -> Mapping[str, Any] | None:
+    if not isinstance(response, Mapping):
+        return None
+    usage = response.get("usage")
+    return usage if isinstance(usage, Mapping) else None
+
+
+def _nested_count(usage: Mapping[str, Any], group: str, key: str) -> int | None:
+    details = usage.get(group)
+    return _int_or_none(details.get(key)) if isinstance(details, Mapping) else None
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -27,7 +27,9 @@ from sightline_autogen.mapping import (
     model_name_of,
     result_output,
     tool_names,
+    usage_details_of,
     usage_of,
+    whole_prompt_tokens,
 )
 from sightline_autogen.scopes import WrappedCall, current_scope, mark_wrapped_llm
 
@@ -84,13 +86,14 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         span = self._start(messages, kwargs, stream=False)
         if span is None:
             return await self._inner.create(messages, *args, **kwargs)
+        call = WrappedCall(span)
         try:
-            with mark_wrapped_llm(WrappedCall(span)), use_span(span):
+            with mark_wrapped_llm(call), use_span(span):
                 result = await self._inner.create(messages, *args, **kwargs)
         except BaseException as exc:
             self._fail(span, exc)
             raise
-        self._finish(span, result)
+        self._finish(span, result, logged_response=call.logged_response)
         return result
 
     def create_stream(
@@ -151,7 +154,13 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
                 # that on the first chunk of any kind, tool-call deltas too), else with the
                 # first text chunk; a stream of only the final result has no such time.
                 first = call.stream_started_ns or first_text_ns
-                self._finish(span, result, first_chunk_ns=first, chunks=chunks)
+                self._finish(
+                    span,
+                    result,
+                    first_chunk_ns=first,
+                    chunks=chunks,
+                    logged_response=call.logged_response,
+                )
 
     # -- recording (never raises) -------------------------------------------------------------
 
@@ -204,12 +213,19 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         *,
         first_chunk_ns: int | None = None,
         chunks: int | None = None,
+        logged_response: Any = None,
     ) -> None:
         try:
             if result is not None:
                 span.set_output(result_output(result))
                 prompt, completion = usage_of(getattr(result, "usage", None))
                 if prompt is not None or completion is not None:
+                    if logged_response is not None:
+                        # The client's log (global instrumentation on) has the provider's usage.
+                        prompt = whole_prompt_tokens(prompt, logged_response)
+                        details = usage_details_of(logged_response)
+                        if details:
+                            span.set_metadata(usage_details=details)
                     span.set_usage(input_tokens=prompt, output_tokens=completion)
                 metadata: dict[str, Any] = {"finish_reason": finish_reason_of(result)}
                 cached = getattr(result, "cached", None)

@@ -82,15 +82,17 @@ def wrapped_llm_call() -> WrappedCall | None:
 
 
 class WrappedCall:
-    """A call of an instrumented model client in progress: its span, and when the model
-    client's own log said its stream began (``LLMStreamStartEvent``, logged on the first chunk
-    received, whatever its kind)."""
+    """A call of an instrumented model client in progress: its span, when the model client's
+    own log said its stream began (``LLMStreamStartEvent``, logged on the first chunk received,
+    whatever its kind), and the raw response it logged (``LLMCallEvent``), whose provider usage
+    has the prompt-cache and reasoning tokens its ``RequestUsage`` lacks."""
 
-    __slots__ = ("span", "stream_started_ns")
+    __slots__ = ("logged_response", "span", "stream_started_ns")
 
     def __init__(self, span: Span) -> None:
         self.span = span
         self.stream_started_ns: int | None = None
+        self.logged_response: Any = None
 
 
 class Scope:

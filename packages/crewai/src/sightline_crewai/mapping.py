@@ -199,22 +199,79 @@ def _output_of(result: Any) -> Any:
 
 
 def _usage(span: Span, usage: Any) -> None:
-    """Token counts from CrewAI's usage dict (OpenAI or Anthropic style keys)."""
+    """Token counts from the usage dict of CrewAI's LLM events, and their prompt-cache and
+    reasoning parts as ``metadata["usage_details"]`` (see :func:`_usage_details`).
+
+    CrewAI's native providers hand it over normalised (OpenAI ``prompt_tokens``, Anthropic
+    ``input_tokens`` with the cached prompt folded in, Gemini ``prompt_token_count`` with a
+    ``completion_tokens`` that counts the thoughts); LiteLLM's ``prompt_tokens`` include the
+    cached prompt too. Raw Anthropic usage (``input_tokens`` beside ``cache_read_input_tokens``
+    / ``cache_creation_input_tokens``) and Bedrock's (``inputTokens`` beside
+    ``cacheReadInputTokens`` / ``cacheWriteInputTokens``) leave the cached prompt out of the
+    input: it is added, so that the input is always the whole prompt.
+    """
     if not isinstance(usage, Mapping):
         return
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-    completion = usage.get("completion_tokens", usage.get("output_tokens"))
-    total = usage.get("total_tokens")
+    prompt = _first_count(usage, "prompt_tokens", "prompt_token_count")
+    raw_cache: tuple[str, ...] = ()
+    if prompt is None:
+        prompt = _first_count(usage, "input_tokens", "inputTokens")
+        raw_cache = (
+            ("cache_read_input_tokens", "cache_creation_input_tokens")
+            if "input_tokens" in usage
+            else ("cacheReadInputTokens", "cacheWriteInputTokens")
+        )
+    completion = _first_count(usage, "completion_tokens", "output_tokens", "outputTokens")
+    total = _first_count(usage, "total_tokens", "total_token_count", "totalTokens")
     if prompt is None and completion is None and total is None:
         return
+    cached = sum(_first_count(usage, key) or 0 for key in raw_cache)
+    if cached and prompt is not None:
+        if total is not None and total == prompt + (completion or 0):
+            total += cached  # a total that left them out too
+        prompt += cached
     span.set_usage(input_tokens=prompt, output_tokens=completion, total_tokens=total)
-    details = {
-        key: usage[key]
-        for key in ("cached_prompt_tokens", "reasoning_tokens", "cache_creation_tokens")
-        if usage.get(key)
-    }
+    details = _usage_details(usage)
     if details:
         span.set_metadata(usage_details=details)
+
+
+# Where CrewAI's usage dicts keep each detail: its own flat keys first, then the providers'.
+_DETAIL_KEYS = (
+    ("cache_read_tokens", ("cached_prompt_tokens", "cache_read_input_tokens", "cacheReadInputTokens")),
+    ("cache_creation_tokens", ("cache_creation_tokens", "cache_creation_input_tokens", "cacheWriteInputTokens")),
+    ("reasoning_tokens", ("reasoning_tokens",)),
+)  # fmt: skip
+_NESTED_DETAIL_KEYS = (
+    ("cache_read_tokens", "prompt_tokens_details", "cached_tokens"),
+    ("reasoning_tokens", "completion_tokens_details", "reasoning_tokens"),
+)
+
+
+def _usage_details(usage: Mapping[str, Any]) -> dict[str, int]:
+    """Those of ``cache_read_tokens``, ``cache_creation_tokens`` and ``reasoning_tokens`` that
+    the usage dict knows and are not zero: parts of the input and output, never added to them."""
+    details: dict[str, int] = {}
+    for name, keys in _DETAIL_KEYS:
+        value = _first_count(usage, *keys)
+        if value:
+            details[name] = value
+    for name, group, key in _NESTED_DETAIL_KEYS:
+        nested = usage.get(group)
+        if name not in details and isinstance(nested, Mapping):
+            value = _first_count(nested, key)
+            if value:
+                details[name] = value
+    return details
+
+
+def _first_count(source: Mapping[str, Any], *keys: str) -> int | None:
+    """The first of ``keys`` that holds a count (an int, not a bool)."""
+    for key in keys:
+        value = source.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
 
 
 def _text(value: Any, *, only_str: bool = False) -> str | None:

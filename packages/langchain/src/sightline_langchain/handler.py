@@ -1472,6 +1472,9 @@ def _fill_llm_result(record: _Run, outcome: mapping.LLMOutcome) -> None:
     event.output = outcome.output
     if outcome.usage is not None:
         event.usage = Usage(*outcome.usage)
+        details = mapping.usage_details(outcome)
+        if details:
+            event.metadata["usage_details"] = details
     if event.model is None:
         event.model = outcome.model
     if outcome.finish_reason:

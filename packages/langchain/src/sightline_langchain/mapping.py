@@ -42,6 +42,7 @@ __all__ = [
     "run_name",
     "tool_input",
     "tool_output",
+    "usage_details",
     "user_metadata",
     "user_tags",
 ]
@@ -466,13 +467,29 @@ def messages_to_dicts(messages: Any) -> list[Any]:
 
 
 class LLMOutcome:
-    """What an ``LLMResult`` says: the output, usage, finish reason, model, tool calls asked."""
+    """What an ``LLMResult`` says: the output, usage, finish reason, model, tool calls asked.
 
-    __slots__ = ("finish_reason", "model", "output", "tool_calls", "usage")
+    ``usage_metadata`` (the counted ``usage_metadata`` mapping, a list of them when several
+    prompts had one) and ``token_usage`` (``llm_output``'s usage mapping) are what the counts
+    of ``usage`` were read from: kept, not read, so that their cache and reasoning details are
+    read by :func:`usage_details` on the worker.
+    """
+
+    __slots__ = (
+        "finish_reason",
+        "model",
+        "output",
+        "token_usage",
+        "tool_calls",
+        "usage",
+        "usage_metadata",
+    )
 
     def __init__(self) -> None:
         self.output: Any = None
         self.usage: tuple[int | None, int | None, int | None] | None = None
+        self.usage_metadata: Any = None
+        self.token_usage: Mapping[str, Any] | None = None
         self.finish_reason: str | None = None
         self.model: str | None = None
         self.tool_calls: list[Any] | None = None
@@ -511,6 +528,12 @@ def read_llm_result(response: Any) -> LLMOutcome:
                         counted = True
                         if usage is None:
                             usage = [0, 0, 0]
+                            outcome.usage_metadata = counts
+                        else:
+                            kept = outcome.usage_metadata
+                            outcome.usage_metadata = (
+                                [*kept, counts] if kept.__class__ is list else [kept, counts]
+                            )
                         usage[0] += counts.get("input_tokens") or 0
                         usage[1] += counts.get("output_tokens") or 0
                         usage[2] += counts.get("total_tokens") or 0
@@ -528,7 +551,7 @@ def read_llm_result(response: Any) -> LLMOutcome:
     if usage is not None:
         outcome.usage = (usage[0], usage[1], usage[2] or None)
     else:
-        outcome.usage = _llm_output_usage(response)
+        outcome.usage = _llm_output_usage(response, outcome)
     return outcome
 
 
@@ -541,7 +564,9 @@ def _finish_reason(source: Any) -> str | None:
     return None
 
 
-def _llm_output_usage(response: Any) -> tuple[int | None, int | None, int | None] | None:
+def _llm_output_usage(
+    response: Any, outcome: LLMOutcome
+) -> tuple[int | None, int | None, int | None] | None:
     try:
         llm_output = response.llm_output
         if llm_output:
@@ -551,10 +576,87 @@ def _llm_output_usage(response: Any) -> tuple[int | None, int | None, int | None
                 out = _first_int(usage, "completion_tokens", "output_tokens")
                 total = _first_int(usage, "total_tokens")
                 if inp is not None or out is not None or total is not None:
+                    outcome.token_usage = usage
+                    if "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
+                        # Anthropic's own usage: its input_tokens leave the cached prompt out.
+                        cached = _cache_parts(usage)
+                        if cached:
+                            inp = (inp or 0) + cached
+                            if total is not None:
+                                total += cached
                     return inp, out, total
     except Exception:
         pass
     return None
+
+
+def _cache_parts(usage: Mapping[str, Any]) -> int:
+    return (_first_int(usage, "cache_read_input_tokens") or 0) + (
+        _first_int(usage, "cache_creation_input_tokens") or 0
+    )
+
+
+# (detail, where LangChain's usage_metadata keeps it)
+_DETAILS = (
+    ("cache_read_tokens", "input_token_details", "cache_read"),
+    ("cache_creation_tokens", "input_token_details", "cache_creation"),
+    ("reasoning_tokens", "output_token_details", "reasoning"),
+)
+# (detail, where a provider's token_usage keeps it: OpenAI's nested details)
+_PROVIDER_DETAILS = (
+    ("cache_read_tokens", "prompt_tokens_details", "cached_tokens"),
+    ("reasoning_tokens", "completion_tokens_details", "reasoning_tokens"),
+)
+# (detail, Anthropic's flat count)
+_PROVIDER_COUNTS = (
+    ("cache_read_tokens", "cache_read_input_tokens"),
+    ("cache_creation_tokens", "cache_creation_input_tokens"),
+)
+
+
+def usage_details(outcome: LLMOutcome) -> dict[str, int] | None:
+    """The cache and reasoning details of the usage an outcome's counts were read from, summed
+    over its prompts, as ``metadata["usage_details"]``: those of ``cache_read_tokens``,
+    ``cache_creation_tokens`` and ``reasoning_tokens`` that are known and not zero; ``None``
+    when there are none (at the cost of two key lookups for a ``usage_metadata`` without any).
+
+    They are parts of the input and output counts, never added to them. LangChain's
+    ``usage_metadata`` keeps them in ``input_token_details`` (``cache_read``,
+    ``cache_creation``) and ``output_token_details`` (``reasoning``); a provider's
+    ``token_usage`` in OpenAI's ``prompt_tokens_details.cached_tokens`` and
+    ``completion_tokens_details.reasoning_tokens``, or Anthropic's ``cache_read_input_tokens``
+    and ``cache_creation_input_tokens``.
+    """
+    try:
+        counts = outcome.usage_metadata
+        if counts is not None:
+            if counts.__class__ is not list:
+                if "input_token_details" not in counts and "output_token_details" not in counts:
+                    return None
+                counts = (counts,)
+            details: dict[str, int] = {}
+            for usage in counts:
+                for name, group, key in _DETAILS:
+                    _add_detail(details, name, usage.get(group), key)
+            return details or None
+        usage = outcome.token_usage
+        if usage is not None:
+            details = {}
+            for name, group, key in _PROVIDER_DETAILS:
+                _add_detail(details, name, usage.get(group), key)
+            for name, key in _PROVIDER_COUNTS:
+                _add_detail(details, name, usage, key)
+            return details or None
+    except Exception:
+        pass
+    return None
+
+
+def _add_detail(details: dict[str, int], name: str, group: Any, key: str) -> None:
+    if isinstance(group, Mapping):
+        value = group.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            details[name] = details.get(name, 0) + value
 
 
 def _first_int(mapping: Mapping[str, Any], *keys: str) -> int | None:

@@ -594,6 +594,9 @@ def apply_llm_response(span: Span, response: Any, tools: Collection[str] | None 
         usage = usage_of(response)
         if usage is not None:
             span.set_usage(*usage)
+            details = usage_details_of(response)
+            if details:
+                span.set_metadata(usage_details=details)
         if span.event.model is None:
             raw_model = _get(getattr(response, "raw", None), "model")
             if isinstance(raw_model, str) and raw_model:
@@ -631,21 +634,69 @@ _USAGE_KEYS = ("usage", "usage_metadata")
 _INPUT_KEYS = ("prompt_tokens", "input_tokens", "prompt_token_count", "inputTokens")
 _OUTPUT_KEYS = ("completion_tokens", "output_tokens", "candidates_token_count", "outputTokens")
 _TOTAL_KEYS = ("total_tokens", "total_token_count", "totalTokens")
+# Cached prompt tokens that Anthropic (snake_case) and Bedrock (camelCase) count apart from
+# their input tokens: (cache read, cache write).
+_CACHE_APART_KEYS = (
+    ("cache_read_input_tokens", "cache_creation_input_tokens"),
+    ("cacheReadInputTokens", "cacheWriteInputTokens"),
+)
+# Gemini counts the thoughts apart from the candidates (its total has both).
+_THOUGHTS_KEY = "thoughts_token_count"
 
 
 def usage_of(response: Any) -> tuple[int | None, int | None, int | None] | None:
     """Token counts from the provider's raw payload (OpenAI, Anthropic, Gemini, Bedrock shapes),
-    else from ``additional_kwargs`` (where LlamaIndex's OpenAI integration copies them)."""
+    else from ``additional_kwargs`` (where LlamaIndex's OpenAI integration copies them).
+
+    The input is the whole prompt and the output all generated tokens: the cached prompt
+    Anthropic and Bedrock count apart is added to the input, Gemini's thoughts to the output.
+    """
+    source = _usage_source(response)
+    return None if source is None else _counts(source)
+
+
+def usage_details_of(response: Any) -> dict[str, int] | None:
+    """The prompt-cache and reasoning tokens of the provider's usage, as
+    ``metadata["usage_details"]``: those of ``cache_read_tokens``, ``cache_creation_tokens``
+    and ``reasoning_tokens`` that are known and not zero (parts of :func:`usage_of`'s counts).
+
+    OpenAI: ``prompt_tokens_details.cached_tokens`` and
+    ``completion_tokens_details.reasoning_tokens`` (Responses API: ``input_tokens_details``,
+    ``output_tokens_details``); Anthropic: ``cache_read_input_tokens``,
+    ``cache_creation_input_tokens``; Bedrock: ``cacheReadInputTokens``,
+    ``cacheWriteInputTokens``; Gemini: ``cached_content_token_count``, ``thoughts_token_count``.
+    """
+    source = _usage_source(response)
+    if source is None:
+        return None
+    details: dict[str, int] = {}
+    for name, value in (
+        ("cache_read_tokens", _detail(source, "prompt_tokens_details", "cached_tokens")),
+        ("cache_read_tokens", _detail(source, "input_tokens_details", "cached_tokens")),
+        ("cache_read_tokens", _first_int(source, ("cache_read_input_tokens",))),
+        ("cache_read_tokens", _first_int(source, ("cacheReadInputTokens",))),
+        ("cache_read_tokens", _first_int(source, ("cached_content_token_count",))),
+        ("cache_creation_tokens", _first_int(source, ("cache_creation_input_tokens",))),
+        ("cache_creation_tokens", _first_int(source, ("cacheWriteInputTokens",))),
+        ("reasoning_tokens", _detail(source, "completion_tokens_details", "reasoning_tokens")),
+        ("reasoning_tokens", _detail(source, "output_tokens_details", "reasoning_tokens")),
+        ("reasoning_tokens", _first_int(source, (_THOUGHTS_KEY,))),
+    ):
+        if value and name not in details:
+            details[name] = value
+    return details or None
+
+
+def _usage_source(response: Any) -> Any:
+    """The object the counts are read from: the raw payload's usage, else ``additional_kwargs``."""
     raw = getattr(response, "raw", None)
     for key in _USAGE_KEYS:
         usage = _get(raw, key)
-        if usage is not None:
-            found = _counts(usage)
-            if found is not None:
-                return found
+        if usage is not None and _counts(usage) is not None:
+            return usage
     extra = getattr(response, "additional_kwargs", None)
-    if extra:
-        return _counts(extra)
+    if extra and _counts(extra) is not None:
+        return extra
     return None
 
 
@@ -655,7 +706,22 @@ def _counts(source: Any) -> tuple[int | None, int | None, int | None] | None:
     total = _first_int(source, _TOTAL_KEYS)
     if prompt is None and completion is None and total is None:
         return None
+    for read_key, write_key in _CACHE_APART_KEYS:
+        cached = (_first_int(source, (read_key,)) or 0) + (_first_int(source, (write_key,)) or 0)
+        if cached and prompt is not None:
+            if total is not None and total == prompt + (completion or 0):
+                total += cached  # a total that left them out too
+            prompt += cached
+            break
+    thoughts = _first_int(source, (_THOUGHTS_KEY,))
+    if thoughts and completion is not None:
+        completion += thoughts
     return prompt, completion, total
+
+
+def _detail(source: Any, group: str, key: str) -> int | None:
+    details = _get(source, group)
+    return None if details is None else _first_int(details, (key,))
 
 
 def _first_int(source: Any, keys: tuple[str, ...]) -> int | None:
