@@ -49,3 +49,14 @@ def test_an_unknown_model_has_no_cost_until_the_user_prices_it() -> None:
     with capture(model_prices={"house-model": (1.0, 10.0)}) as cap:
         chat_model(answer(), model_name="house-model").invoke("q", config={"callbacks": [handler]})
     assert only(cap.events).cost_usd == pytest.approx((1200 * 1.0 + 80 * 10.0) / 1_000_000)
+
+
+def test_a_prompt_read_from_the_cache_is_priced_at_the_cached_price(cap: Capture) -> None:
+    message = reply("Refunds take five days.", input_tokens=1200, output_tokens=80)
+    message.usage_metadata["input_token_details"] = {"cache_read": 1000}
+    model = chat_model(message, model_name="gpt-4o-mini")
+    model.invoke("How long do refunds take?", config={"callbacks": [SightlineCallbackHandler()]})
+    event = only(cap.events)
+    assert event.metadata["usage_details"] == {"cache_read_tokens": 1000}
+    # gpt-4o-mini: cached input at $0.075 per million, half the input price
+    assert event.cost_usd == pytest.approx((200 * 0.15 + 1000 * 0.075 + 80 * 0.60) / 1e6)
