@@ -24,6 +24,8 @@ with sightline.trace("ticket") as run:
     ]:
         with run.step("respond", "answer", model=model) as call:
             call.set_usage(input_tokens=tokens_in, output_tokens=tokens_out)
+            if model.startswith("claude"):
+                call.set_metadata(usage_details={"cache_read_tokens": 2000})
 sightline.shutdown()
 """
 
@@ -35,22 +37,23 @@ def test_show_and_stats_print_the_estimated_costs(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     # gpt-4o-mini: 212 * $0.15 + 18 * $0.60 per million = $0.0000426;
-    # claude-sonnet-4-5: 3000 * $3 + 400 * $15 per million = $0.015; house-model: unknown
+    # claude-sonnet-4-5, 2000 of the 3000 input tokens read from the cache:
+    # 1000 * $3 + 2000 * $0.30 + 400 * $15 per million = $0.0096; house-model: unknown
     shown = sightline_cli("show", "latest", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
-    assert lines[0].endswith("· 4 events · 3,650 tokens · $0.0150")
-    assert [line.split("  ")[-1] for line in lines[2:]] == [
-        "$0.000043",
-        "$0.0150",
-        "10→10 tokens",  # not priced: no cost printed
+    assert lines[0].endswith("· 4 events · 3,650 tokens · $0.0096")
+    assert [line.split("  ", 2)[-1] for line in lines[2:]] == [
+        "gpt-4o-mini-2024-07-18  212→18 tokens  $0.000043",
+        "claude-sonnet-4-5-20250929  3000→400 tokens (2000 cached)  $0.0096",
+        "house-model  10→10 tokens",  # not priced: no cost printed
     ]
     stats = sightline_cli("stats", cwd=tmp_path)
     assert stats.returncode == 0, stats.stderr
     by_model = stats.stdout.split("By model\n")[1].splitlines()
     costs = {row.split()[0]: row.split()[5] for row in by_model[1:]}
     assert costs == {
-        "claude-sonnet-4-5-20250929": "$0.0150",
+        "claude-sonnet-4-5-20250929": "$0.0096",
         "gpt-4o-mini-2024-07-18": "$0.000043",
         "house-model": "-",
     }

@@ -486,9 +486,13 @@ def render_trace(trace: dict[str, Any], depth: int | None = None, limit: int | N
             bits.append(_clip(event["model"], 80))
         usage = event.get("usage") or {}
         if usage.get("input_tokens") is not None or usage.get("output_tokens") is not None:
-            bits.append(
-                f"{usage.get('input_tokens') or 0}→{usage.get('output_tokens') or 0} tokens"
-            )
+            tokens = f"{usage.get('input_tokens') or 0}→{usage.get('output_tokens') or 0} tokens"
+            metadata = event.get("metadata")
+            details = metadata.get("usage_details") if isinstance(metadata, dict) else None
+            cached = details.get("cache_read_tokens") if isinstance(details, dict) else None
+            if type(cached) is int and cached > 0:
+                tokens += f" ({cached} cached)"
+            bits.append(tokens)
         if event.get("cost_usd"):
             bits.append(_cost(event["cost_usd"]))
         if event.get("status") == "error":
