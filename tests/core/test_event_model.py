@@ -199,6 +199,21 @@ def test_parse_time_reads_back_format_time_to_the_microsecond():
     assert parse_time("2026-03-14T09:26:53.589793+00:00") == ns
 
 
+@pytest.mark.parametrize(
+    ("text", "micros"),
+    [
+        ("2026-03-14T09:26:53.5Z", 500_000),
+        ("2026-03-14T09:26:53.58Z", 580_000),
+        ("2026-03-14T09:26:53.5897Z", 589_700),
+        ("2026-03-14T09:26:53.58979+00:00", 589_790),
+        ("2026-03-14T09:26:53.589793123Z", 589_793),
+        ("2026-03-14T09:26:53,589793Z", 589_793),
+    ],
+)
+def test_parse_time_reads_any_number_of_fraction_digits_on_every_python(text, micros):
+    assert parse_time(text) == parse_time("2026-03-14T09:26:53Z") + micros * 1000
+
+
 def test_new_events_get_otel_shaped_ids():
     event = Event()
     assert len(event.trace_id) == 32 and int(event.trace_id, 16) >= 0

@@ -9,10 +9,15 @@ and ``pip install "sightline[langchain]"`` must bring the adapter made for that 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
-import tomllib
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pytest itself depends on tomli below 3.11, so it is always installed with the tests
+    import tomli as tomllib
 
 from sightline.testing import capture
 

@@ -146,6 +146,10 @@ class Client:
         )
         _CLIENTS.add(self)
         _register_atexit()
+        # Threads now, not with the first event: a program may end with its first events still
+        # to come (a span or a stream left open, ended at exit), and at exit Python 3.12
+        # refuses to start a thread.
+        self._pipeline.start()
         from sightline.signals import install_signal_handler
 
         install_signal_handler(self, self.config.handle_signals)

@@ -12,6 +12,7 @@ caller's thread never formats a timestamp; the RFC 3339 strings of the wire form
 from __future__ import annotations
 
 import builtins
+import re
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -155,12 +156,23 @@ def format_time(ns: int) -> str:
     return f"{stamp}.{rem // 1000:06d}Z"
 
 
+_FRACTION = re.compile(r"(\d\d:\d\d:\d\d)[.,](\d+)")
+
+
 def parse_time(value: str) -> int:
     """Parse an RFC 3339 timestamp into nanoseconds since the epoch (UTC assumed if no offset)."""
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
-    parsed = datetime.fromisoformat(text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        # Python 3.10 only reads a fraction of 3 or 6 digits after a "."; RFC 3339 allows any
+        # number: kept to the microsecond, as 3.11 does.
+        fixed = _FRACTION.sub(lambda m: f"{m[1]}.{m[2][:6]:0<6}", text, count=1)
+        if fixed == text:
+            raise
+        parsed = datetime.fromisoformat(fixed)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     whole = int(parsed.replace(microsecond=0).timestamp())

@@ -173,9 +173,8 @@ class ExporterWorker:
                 if not callable(batch):
                     self.abandoned.add(len(batch))
                 return
-            if self._thread is None:
-                # First, so that a batch is taken only when there is a thread to export it.
-                self._thread = start_background_thread(self._run, f"sightline-export-{self.name}")
+            # First, so that a batch is taken only when there is a thread to export it.
+            self._start_locked()
             if not callable(batch):
                 self._pending += len(batch)
                 while self._pending > self.max_pending:
@@ -184,6 +183,16 @@ class ExporterWorker:
             self._cond.notify()
         if self._overflow:
             self._persist_overflow()
+
+    def start(self) -> None:
+        """Start this exporter's thread, if it has none yet and is not shut down."""
+        with self._cond:
+            if not self._shut_down:
+                self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self._thread is None:
+            self._thread = start_background_thread(self._run, f"sightline-export-{self.name}")
 
     def _persist_overflow(self) -> None:
         with self._cond:
@@ -548,11 +557,26 @@ class Pipeline:
                 "counted in client.stats()['dropped_after_close']",
             )
 
+    def start(self) -> None:
+        """Start the worker's and the exporters' threads now, not with the first event."""
+        try:
+            self._start()
+        except Exception:  # no thread to be had: tried again with the first event
+            log_safely(logging.DEBUG, "sightline: the background worker did not start")
+
     def _start(self) -> None:
         with self._start_lock:
             if self._thread is not None:
                 return
             self._thread = start_background_thread(self._run, "sightline-worker")
+            # The exporters' threads now too, not at their first batch: a program that ends
+            # within the flush interval hands them that batch at exit, where Python 3.12
+            # refuses to start a thread (in atexit functions).
+            for worker in self.exporters:
+                try:
+                    worker.start()
+                except Exception:  # no thread to be had: tried again with its first batch
+                    log_safely(logging.DEBUG, "sightline: an exporter thread did not start")
 
     # -- worker -------------------------------------------------------------------------------
 
