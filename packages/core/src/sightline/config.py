@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import numbers
 import os
@@ -47,6 +48,12 @@ _BOOL_SETTINGS = (
     "trace_plugins",
     "handle_signals",
     "estimate_cost",
+)
+# Mappings given as pairs, as a mapping or (as their variables are) as JSON text: the function
+# of the module, imported only when the option is set, that reads them into pairs.
+_PAIR_SETTINGS = (
+    ("redact_rules", "sightline.privacy", "rule_pairs"),
+    ("model_prices", "sightline.pricing", "price_pairs"),
 )
 # Lists that may also be given as one comma-separated string, as their variables are.
 _NAME_LIST_SETTINGS = ("redact_keys", "redact_detectors", "disable_plugins", "plugins")
@@ -268,22 +275,13 @@ class Config:
         for name in ("exporters", *_NAME_LIST_SETTINGS):
             if values.get(name) is not None:
                 values[name] = _as_tuple(name, values[name])
-        if values.get("redact_rules") is not None:
-            from sightline.privacy import rule_pairs
-
-            try:
-                values["redact_rules"] = rule_pairs(values["redact_rules"])
-            except ConfigError as exc:
-                where = f" (set by {sources['redact_rules']})" if "redact_rules" in sources else ""
-                raise ConfigError(f"{exc}{where}") from None
-        if values.get("model_prices") is not None:
-            from sightline.pricing import price_pairs
-
-            try:
-                values["model_prices"] = price_pairs(values["model_prices"])
-            except ConfigError as exc:
-                where = f" (set by {sources['model_prices']})" if "model_prices" in sources else ""
-                raise ConfigError(f"{exc}{where}") from None
+        for name, module, reader in _PAIR_SETTINGS:
+            if values.get(name) is not None:
+                try:
+                    values[name] = getattr(importlib.import_module(module), reader)(values[name])
+                except ConfigError as exc:
+                    where = f" (set by {sources[name]})" if name in sources else ""
+                    raise ConfigError(f"{exc}{where}") from None
         config = cls(**values)
         config.check(sources)
         return config
