@@ -5,13 +5,11 @@ printed the same id on several rows."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 from sightline.event import Event
 from sightline.store import SqliteStore
+from tests.core.test_cli import sightline_cli
 
 MS = 1_000_000
 NOW = time.time_ns()
@@ -24,19 +22,6 @@ ALONE = "01a1fe366f3b712486601e7d97adea47"
 
 def run(trace_id: str, name: str, start: int) -> Event:
     return Event("chain", name, trace_id=trace_id, start_ns=start, end_ns=start + MS)
-
-
-def sightline_cli(*args: str, cwd) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGHTLINE_")}
-    env["NO_COLOR"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "sightline.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def make_store(tmp_path):

@@ -5,6 +5,9 @@ or ``init(plugins=["langchian"])`` used to switch nothing on without a word, and
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+
+import pytest
 
 import sightline
 from sightline.testing import InMemoryExporter
@@ -23,6 +26,17 @@ class FakeIntegration:
         self.instrumented = 0
 
 
+@pytest.fixture
+def integration() -> Iterator[FakeIntegration]:
+    """A fake integration registered as the plugin "fakeframework" for the test."""
+    fake = FakeIntegration()
+    sightline.register_plugin(fake, "fakeframework")
+    try:
+        yield fake
+    finally:
+        sightline.unregister_plugin("fakeframework")
+
+
 def warnings_of(caplog) -> list[str]:
     return [
         r.getMessage()
@@ -31,55 +45,40 @@ def warnings_of(caplog) -> list[str]:
     ]
 
 
-def test_instrument_with_an_unknown_name_warns_naming_the_loaded_integrations(caplog):
-    integration = FakeIntegration()
-    sightline.register_plugin(integration, "fakeframework")
-    try:
-        with (
-            caplog.at_level(logging.WARNING, logger="sightline"),
-            sightline.Client(exporters=[InMemoryExporter()]) as client,
-        ):
-            client.instrument(["fakeframwork"])
-            assert integration.instrumented == 0
-            [message] = warnings_of(caplog)
-            assert "'fakeframwork'" in message
-            assert "fakeframework" in message.split("'fakeframwork'", 1)[1]
-            client.uninstrument()
-    finally:
-        sightline.unregister_plugin("fakeframework")
+def test_instrument_with_an_unknown_name_warns_naming_the_loaded_integrations(caplog, integration):
+    with (
+        caplog.at_level(logging.WARNING, logger="sightline"),
+        sightline.Client(exporters=[InMemoryExporter()]) as client,
+    ):
+        client.instrument(["fakeframwork"])
+        assert integration.instrumented == 0
+        [message] = warnings_of(caplog)
+        assert "'fakeframwork'" in message
+        assert "fakeframework" in message.split("'fakeframwork'", 1)[1]
+        client.uninstrument()
 
 
-def test_instrument_given_one_name_as_a_string_instruments_that_integration(caplog):
-    integration = FakeIntegration()
-    sightline.register_plugin(integration, "fakeframework")
-    try:
-        with (
-            caplog.at_level(logging.WARNING, logger="sightline"),
-            sightline.Client(exporters=[InMemoryExporter()]) as client,
-        ):
-            client.instrument("fakeframework")
-            assert integration.instrumented == 1
-            client.uninstrument("fakeframework")
-            assert integration.instrumented == 0
-        assert warnings_of(caplog) == []
-    finally:
-        sightline.unregister_plugin("fakeframework")
+def test_instrument_given_one_name_as_a_string_instruments_that_integration(caplog, integration):
+    with (
+        caplog.at_level(logging.WARNING, logger="sightline"),
+        sightline.Client(exporters=[InMemoryExporter()]) as client,
+    ):
+        client.instrument("fakeframework")
+        assert integration.instrumented == 1
+        client.uninstrument("fakeframework")
+        assert integration.instrumented == 0
+    assert warnings_of(caplog) == []
 
 
-def test_a_known_name_gives_no_warning(caplog):
-    integration = FakeIntegration()
-    sightline.register_plugin(integration, "fakeframework")
-    try:
-        with (
-            caplog.at_level(logging.WARNING, logger="sightline"),
-            sightline.Client(exporters=[InMemoryExporter()]) as client,
-        ):
-            client.instrument(["fakeframework"])
-            assert integration.instrumented == 1
-            client.uninstrument()
-        assert warnings_of(caplog) == []
-    finally:
-        sightline.unregister_plugin("fakeframework")
+def test_a_known_name_gives_no_warning(caplog, integration):
+    with (
+        caplog.at_level(logging.WARNING, logger="sightline"),
+        sightline.Client(exporters=[InMemoryExporter()]) as client,
+    ):
+        client.instrument(["fakeframework"])
+        assert integration.instrumented == 1
+        client.uninstrument()
+    assert warnings_of(caplog) == []
 
 
 def test_plugins_option_naming_no_installed_plugin_warns(caplog):
