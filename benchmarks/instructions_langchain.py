@@ -9,7 +9,7 @@ divided by the difference of the counts is the cost of one invoke, everything el
 set-up, warm-up, exit) cancelling out. Every thread is counted, the Sightline worker too, so
 the figure matches ``bench_langchain.py``'s whole-process CPU column. Keep the counts large:
 with a few dozen invokes, work that comes in steps (garbage collections, the worker's batches)
-does not cancel out (20 and 120 invokes gave 4.7x where 300 and 1,300 give 3.7x).
+does not cancel out (20 and 120 invokes gave 4.7x where 300 and 1,300 give 3.6x).
 
     python benchmarks/instructions_langchain.py [--small 300] [--large 1300]
 
