@@ -41,3 +41,33 @@ def install(sightline_capture: Any) -> Iterator[Any]:
     finally:
         for name in names:
             plugins.unregister(name)
+
+
+class FakeIntegration:
+    """Behaves like the adapters: ``instrument(client)`` binds (or re-binds) to that client.
+    ``instrumented`` counts the instrument calls since the last uninstrument."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.instrumented = 0
+
+    @sightline.hookimpl
+    def sightline_instrument(self, client: Any) -> None:
+        self.client = client
+        self.instrumented += 1
+
+    @sightline.hookimpl
+    def sightline_uninstrument(self) -> None:
+        self.client = None
+        self.instrumented = 0
+
+
+@pytest.fixture
+def integration() -> Iterator[FakeIntegration]:
+    """A fake integration registered as the plugin "fakeframework" for the test."""
+    fake = FakeIntegration()
+    sightline.register_plugin(fake, "fakeframework")
+    try:
+        yield fake
+    finally:
+        sightline.unregister_plugin("fakeframework")

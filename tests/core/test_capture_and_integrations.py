@@ -7,40 +7,8 @@ the block, where the application's later runs were dropped."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytest
-
 import sightline
 from sightline.testing import InMemoryExporter, capture
-
-
-class FakeIntegration:
-    """Behaves like the adapters: instrument(client) binds (or re-binds) to that client."""
-
-    def __init__(self) -> None:
-        self.client: Any = None
-        self.instrumented = False
-
-    @sightline.hookimpl
-    def sightline_instrument(self, client):
-        self.client = client
-        self.instrumented = True
-
-    @sightline.hookimpl
-    def sightline_uninstrument(self):
-        self.client = None
-        self.instrumented = False
-
-
-@pytest.fixture
-def integration():
-    fake = FakeIntegration()
-    sightline.register_plugin(fake, "fakeframework")
-    try:
-        yield fake
-    finally:
-        sightline.unregister_plugin("fakeframework")
 
 
 def test_capture_takes_over_the_application_instrumentation_and_gives_it_back(integration):

@@ -5,36 +5,9 @@ or ``init(plugins=["langchian"])`` used to switch nothing on without a word, and
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-
-import pytest
 
 import sightline
 from sightline.testing import InMemoryExporter
-
-
-class FakeIntegration:
-    def __init__(self) -> None:
-        self.instrumented = 0
-
-    @sightline.hookimpl
-    def sightline_instrument(self, client):
-        self.instrumented += 1
-
-    @sightline.hookimpl
-    def sightline_uninstrument(self):
-        self.instrumented = 0
-
-
-@pytest.fixture
-def integration() -> Iterator[FakeIntegration]:
-    """A fake integration registered as the plugin "fakeframework" for the test."""
-    fake = FakeIntegration()
-    sightline.register_plugin(fake, "fakeframework")
-    try:
-        yield fake
-    finally:
-        sightline.unregister_plugin("fakeframework")
 
 
 def warnings_of(caplog) -> list[str]:

@@ -160,6 +160,8 @@ class ScriptedTextModel(BaseLLM):
     """A text-completion model whose provider reports usage in ``llm_output`` (not on messages)."""
 
     answer: str = "Paris"
+    # ``llm_output["token_usage"]`` as the provider reports it (OpenAI's shape by default)
+    token_usage: dict[str, Any] = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
 
     @property
     def _llm_type(self) -> str:
@@ -181,9 +183,7 @@ class ScriptedTextModel(BaseLLM):
                 [Generation(text=self.answer, generation_info={"finish_reason": "length"})]
                 for _ in prompts
             ],
-            llm_output={
-                "token_usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
-            },
+            llm_output={"token_usage": self.token_usage},
         )
 
 

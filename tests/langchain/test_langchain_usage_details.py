@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.messages import AIMessage
-from langchain_core.outputs import Generation, LLMResult
 
 from sightline.testing import Capture
 from sightline_langchain import SightlineCallbackHandler
@@ -88,24 +86,6 @@ def test_a_reply_without_details_has_no_usage_details(cap: Capture) -> None:
     assert "usage_details" not in metadata
 
 
-class ProviderUsageTextModel(ScriptedTextModel):
-    """A text model whose provider reports usage in ``llm_output`` in its own shape."""
-
-    usage: dict[str, Any]
-
-    def _generate(
-        self,
-        prompts: list[str],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> LLMResult:
-        return LLMResult(
-            generations=[[Generation(text=self.answer)] for _ in prompts],
-            llm_output={"token_usage": self.usage},
-        )
-
-
 def test_openai_shaped_token_usage_details_are_recorded(cap: Capture) -> None:
     usage = {
         "prompt_tokens": 2000,
@@ -114,7 +94,7 @@ def test_openai_shaped_token_usage_details_are_recorded(cap: Capture) -> None:
         "prompt_tokens_details": {"cached_tokens": 1536, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 384, "audio_tokens": 0},
     }
-    ProviderUsageTextModel(usage=usage).invoke("Capital of France?", config=handled())
+    ScriptedTextModel(token_usage=usage).invoke("Capital of France?", config=handled())
     counts, metadata = usage_of(cap)
     assert counts == (2000, 500, 2500)
     assert metadata["usage_details"] == {"cache_read_tokens": 1536, "reasoning_tokens": 384}
@@ -128,7 +108,7 @@ def test_anthropic_shaped_token_usage_counts_the_cached_prompt_as_input(cap: Cap
         "cache_read_input_tokens": 1000,
         "cache_creation_input_tokens": 300,
     }
-    ProviderUsageTextModel(usage=usage).invoke("Capital of France?", config=handled())
+    ScriptedTextModel(token_usage=usage).invoke("Capital of France?", config=handled())
     counts, metadata = usage_of(cap)
     assert counts == (1350, 20, 1370)
     assert metadata["usage_details"] == {
