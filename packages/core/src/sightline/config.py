@@ -497,53 +497,55 @@ def _as_tuple(name: str, value: Any) -> tuple[Any, ...]:
 
 
 _BOOL_SPELLINGS = "true or false (also 1/0, yes/no, on/off)"
-_EXPECTED = {
-    "enabled": _BOOL_SPELLINGS,
-    "capture_content": _BOOL_SPELLINGS,
-    "trace_plugins": _BOOL_SPELLINGS,
-    "handle_signals": f"auto, {_BOOL_SPELLINGS}",
-    "estimate_cost": _BOOL_SPELLINGS,
-    "queue_size": "a whole number",
-    "batch_size": "a whole number",
-    "max_string": "a whole number",
-    "spool_max_bytes": "a whole number of bytes",
-    "http_max_batch_bytes": "a whole number of bytes",
-    "sample_rate": "a number",
-    "flush_interval": "a number of seconds",
-    "http_timeout": "a number of seconds",
-    "http_backoff_max": "a number of seconds",
+
+
+def _read_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(raw)
+
+
+def _read_signals(raw: str) -> bool | None:
+    # "auto" is the default: decided when the client starts
+    return None if raw.strip().lower() == "auto" else _read_bool(raw)
+
+
+# How each variable's text is read (a variable not listed is taken as it is), and what the
+# message of a malformed one says was expected.
+_READERS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "enabled": (_read_bool, _BOOL_SPELLINGS),
+    "capture_content": (_read_bool, _BOOL_SPELLINGS),
+    "trace_plugins": (_read_bool, _BOOL_SPELLINGS),
+    "estimate_cost": (_read_bool, _BOOL_SPELLINGS),
+    "handle_signals": (_read_signals, f"auto, {_BOOL_SPELLINGS}"),
+    "exporters": (_split, "names"),
+    "redact_keys": (_split, "names"),
+    "redact_detectors": (_split, "names"),
+    "disable_plugins": (_split, "names"),
+    "redact_detector_mode": (str.strip, "a name"),
+    "queue_size": (int, "a whole number"),
+    "batch_size": (int, "a whole number"),
+    "max_string": (int, "a whole number"),
+    "spool_max_bytes": (int, "a whole number of bytes"),
+    "http_max_batch_bytes": (int, "a whole number of bytes"),
+    "sample_rate": (float, "a number"),
+    "flush_interval": (float, "a number of seconds"),
+    "http_timeout": (float, "a number of seconds"),
+    "http_backoff_max": (float, "a number of seconds"),
 }
 
 
 def _parse(name: str, variable: str, raw: str) -> Any:
+    reader = _READERS.get(name)
+    if reader is None:
+        return raw
+    read, expected = reader
     try:
-        if name in (
-            "enabled",
-            "capture_content",
-            "trace_plugins",
-            "handle_signals",
-            "estimate_cost",
-        ):
-            lowered = raw.strip().lower()
-            if name == "handle_signals" and lowered == "auto":
-                return None  # the default: decided when the client starts
-            if lowered in _TRUE:
-                return True
-            if lowered in _FALSE:
-                return False
-            raise ValueError(raw)
-        if name in ("exporters", "redact_keys", "redact_detectors", "disable_plugins"):
-            return _split(raw)
-        if name == "redact_detector_mode":
-            return raw.strip()
-        if name in ("queue_size", "batch_size", "max_string", "spool_max_bytes"):
-            return int(raw)
-        if name == "http_max_batch_bytes":
-            return int(raw)
-        if name in ("sample_rate", "flush_interval", "http_timeout", "http_backoff_max"):
-            return float(raw)
+        return read(raw)
     except ValueError:
         raise ConfigError(
-            f"{variable}={raw!r} is not a valid value for {name}: expected {_EXPECTED.get(name, 'another value')}"
+            f"{variable}={raw!r} is not a valid value for {name}: expected {expected}"
         ) from None
-    return raw
